@@ -1,0 +1,28 @@
+# Two entry points for a fresh Debian machine with Python 3.11 (see README.md):
+#   make demo   - set up a virtual environment and run tsf end to end on a generated demo video
+#   make test   - set up a virtual environment and run the test suite (what .ci/run calls)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: demo test setup-test setup-demo clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+setup-demo: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[cpu,export]'
+
+setup-test: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[cpu,export,train,dev]'
+
+demo: setup-demo
+	$(BIN)/python -m tsf.demo --workdir demo-out
+
+test: setup-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) demo-out build *.egg-info

@@ -1,0 +1,1 @@
+"""`tsf-extract`: the lean, Paddle-free runtime."""

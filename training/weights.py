@@ -1,0 +1,207 @@
+"""Reading, strictly loading and writing reference-layout `.pdparams` files.
+
+A `.pdparams` is a pickle of `structured name -> numpy array` (plus the bookkeeping key
+`StructuredToParameterName@@`). Unpickling runs code: weights must come from a trusted source.
+
+Two explicit paths:
+- `load_reference_weights`: a file that *is* this model (reference release, tsf checkpoint).
+  Every missing, unexpected or mis-shaped key is an error naming all of them. The reference
+  skipped such keys silently and ran a wrong file with random weights.
+- `load_starting_point`: a file to *fine-tune from* (Kinetics-400 16-frame weights): a head of
+  another class count is dropped, `time_embed` is resampled to our frame count, and the report
+  says what was done. The backbone must still match exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .model import TimeSformerConfig
+
+BOOKKEEPING_KEY = "StructuredToParameterName@@"
+HEAD_PREFIX = "head."
+
+
+class WeightsError(ValueError):
+    """A weights file that cannot be used; the message is one line naming the problem."""
+
+
+def read_pdparams(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Unpickle a weights file into `name -> float32/float64 ndarray` (bookkeeping key dropped)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise WeightsError(f"weights file not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            obj = pickle.load(f, encoding="latin1")
+    except Exception as exc:  # pickle raises many types on garbage; all mean "not a weights pickle"
+        raise WeightsError(f"{path} is not a .pdparams weights pickle ({type(exc).__name__}: {exc})") from None
+    if not isinstance(obj, dict):
+        raise WeightsError(f"{path} is not a .pdparams weights pickle (holds a {type(obj).__name__}, not a dict)")
+    state = {}
+    for name, value in obj.items():
+        if name == BOOKKEEPING_KEY:
+            continue
+        array = np.asarray(value)
+        if not isinstance(name, str) or array.dtype.kind not in "fiu":
+            raise WeightsError(f"{path} is not a .pdparams weights pickle (entry {name!r} is not a numeric array)")
+        state[name] = array
+    if not state:
+        raise WeightsError(f"{path} holds no tensors")
+    return state
+
+
+_BLOCK_RE = re.compile(r"^backbone\.blocks\.(\d+)\.")
+
+
+def infer_config(state: dict[str, np.ndarray], heads: int | None = None) -> TimeSformerConfig:
+    """Architecture from a state dict: depth from the blocks, width/patch/frames/classes from shapes."""
+
+    def shape(key):
+        if key not in state:
+            raise WeightsError(f"cannot infer the architecture: key {key} is missing")
+        return state[key].shape
+
+    width = shape("backbone.cls_token")[-1]
+    patch_w = shape("backbone.patch_embed.proj.weight")
+    patch = patch_w[-1]
+    tokens = shape("backbone.pos_embed")[1]
+    grid = int(round((tokens - 1) ** 0.5))
+    if grid * grid != tokens - 1:
+        raise WeightsError(f"backbone.pos_embed has {tokens} tokens, not 1 + a square number of patches")
+    frames = shape("backbone.time_embed")[1]
+    blocks = {int(m.group(1)) for k in state if (m := _BLOCK_RE.match(k))}
+    depth = max(blocks) + 1 if blocks else 0
+    classes = state["head.fc.weight"].shape[-1] if "head.fc.weight" in state else TimeSformerConfig.num_classes
+    mlp_ratio = 4
+    if "backbone.blocks.0.mlp.fc1.weight" in state:
+        mlp_ratio = state["backbone.blocks.0.mlp.fc1.weight"].shape[1] // width
+    if heads is None:
+        if width % 64:
+            raise WeightsError(f"width {width} is not a multiple of 64; pass the number of heads explicitly")
+        heads = width // 64
+    try:
+        return TimeSformerConfig(
+            frames=frames, depth=depth, width=width, heads=heads, image_size=grid * patch,
+            patch_size=patch, num_classes=classes, mlp_ratio=mlp_ratio,
+        )
+    except ValueError as exc:
+        raise WeightsError(f"inconsistent architecture in weights: {exc}") from None
+
+
+def expected_shapes(model) -> dict[str, tuple]:
+    return {name: tuple(p.shape) for name, p in model.state_dict().items()}
+
+
+def _format_problems(missing, unexpected, misshaped) -> str:
+    parts = []
+    if missing:
+        parts.append("missing " + ", ".join(f"{k} {list(s)}" for k, s in missing))
+    if unexpected:
+        parts.append("unexpected " + ", ".join(f"{k} {list(s)}" for k, s in unexpected))
+    if misshaped:
+        parts.append("mis-shaped " + ", ".join(f"{k} (expected {list(e)}, got {list(a)})" for k, e, a in misshaped))
+    return "; ".join(parts)
+
+
+def check_state(model, state: dict[str, np.ndarray]) -> None:
+    """Raise `WeightsError` naming every missing, unexpected and mis-shaped key."""
+    expected = expected_shapes(model)
+    missing = [(k, s) for k, s in expected.items() if k not in state]
+    unexpected = [(k, state[k].shape) for k in state if k not in expected]
+    misshaped = [(k, s, state[k].shape) for k, s in expected.items() if k in state and tuple(state[k].shape) != s]
+    if missing or unexpected or misshaped:
+        raise WeightsError("weights do not match the model: " + _format_problems(missing, unexpected, misshaped))
+
+
+def _assign(model, state: dict[str, np.ndarray]) -> None:
+    params = model.state_dict()
+    for name, array in state.items():
+        param = params[name]
+        param.set_value(np.ascontiguousarray(array, dtype=np.float32).astype(str(param.dtype).split(".")[-1]))
+
+
+def load_reference_weights(model, state: dict[str, np.ndarray]) -> None:
+    """Load a complete reference-layout state dict, refusing any mismatch."""
+    check_state(model, state)
+    _assign(model, state)
+
+
+@dataclass
+class StartingPointReport:
+    dropped: list[str] = field(default_factory=list)
+    resampled: list[str] = field(default_factory=list)
+    initialised: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = []
+        if self.dropped:
+            lines.append("dropped (head of another class count): " + ", ".join(self.dropped))
+        if self.resampled:
+            lines.append("resampled to the model's frame count: " + ", ".join(self.resampled))
+        if self.initialised:
+            lines.append("freshly initialised: " + ", ".join(self.initialised))
+        return "\n".join(lines) or "all weights loaded as they are"
+
+
+def resample_time_embed(time_embed: np.ndarray, frames: int) -> np.ndarray:
+    """Linear interpolation of a [1, T, D] time embedding to `frames` steps (half-pixel centres)."""
+    src = time_embed.shape[1]
+    positions = (np.arange(frames) + 0.5) * src / frames - 0.5
+    positions = np.clip(positions, 0, src - 1)
+    lo = np.floor(positions).astype(int)
+    hi = np.minimum(lo + 1, src - 1)
+    w = (positions - lo)[None, :, None]
+    return (time_embed[:, lo] * (1 - w) + time_embed[:, hi] * w).astype(time_embed.dtype)
+
+
+def load_starting_point(model, state: dict[str, np.ndarray]) -> StartingPointReport:
+    """Load fine-tuning starting weights: backbone strictly, head only if its shapes match."""
+    report = StartingPointReport()
+    expected = expected_shapes(model)
+    state = dict(state)
+    te = "backbone.time_embed"
+    if te in state and te in expected and tuple(state[te].shape) != expected[te]:
+        if state[te].shape[2] != expected[te][2]:
+            raise WeightsError(f"{te} has width {state[te].shape[2]}, the model {expected[te][2]}")
+        state[te] = resample_time_embed(state[te], expected[te][1])
+        report.resampled.append(f"{te} {list(state[te].shape)}")
+    for key in [k for k in state if k.startswith(HEAD_PREFIX)]:
+        if key not in expected or tuple(state[key].shape) != expected[key]:
+            report.dropped.append(f"{key} {list(state[key].shape)}")
+            del state[key]
+    for key in expected:
+        if key.startswith(HEAD_PREFIX) and key not in state:
+            report.initialised.append(key)
+            state[key] = model.state_dict()[key].numpy()
+    check_state(model, state)
+    _assign(model, state)
+    return report
+
+
+def state_of(model) -> dict[str, np.ndarray]:
+    return {name: p.numpy() for name, p in model.state_dict().items()}
+
+
+def save_pdparams(model_or_state, path: str | os.PathLike) -> None:
+    """Write the reference layout (pickle protocol 4 of name -> float32 array), atomically."""
+    state = model_or_state if isinstance(model_or_state, dict) else state_of(model_or_state)
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pdparams", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump({k: np.asarray(v) for k, v in state.items()}, f, protocol=4)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
