@@ -1,0 +1,311 @@
+"""Assemble a verified bundle: weights -> ONNX -> parity gate -> (engine) -> bundle.json, atomically.
+
+Everything is built in a temporary directory beside the target and renamed into place only when
+the ONNX has passed the checker and the parity gate, so a failed or interrupted export (Ctrl-C
+included) leaves nothing behind, and an existing bundle is replaced only with `overwrite=True`.
+The layout and names are the contract in `tsf.runtime.bundle` (docs/design.md).
+
+Dependencies: Paddle (through `tsf.training`) runs the model being exported; `importlib.metadata`
+records the toolchain versions without importing the heavy packages twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from tsf.runtime.bundle import (
+    BUNDLE_FORMAT,
+    BUNDLE_JSON,
+    ENGINES_DIR,
+    FORMAT_VERSION,
+    ONNX_FILE,
+    ONNX_OPSET,
+    WINDOW,
+    bundle_id_from_sha256,
+    default_bundle_dir,
+    reference_preprocessing,
+    sha256_file,
+)
+from tsf.runtime.errors import BackendError, InputError, OutputError, TsfError
+
+from .classes import check_class_names, neutral_class_names
+from .onnx_export import export_onnx
+from .parity import check_parity, format_parity, measure_parity
+
+PRECISIONS = ("fp16", "fp32")
+# `--arch` accepts the config's field names; `classes` is the bundle's name for num_classes.
+ARCH_ALIASES = {"classes": "num_classes"}
+
+
+def parse_arch(text: str | dict | None) -> dict:
+    """`"depth=2,width=128,heads=2,frames=4"` -> TimeSformerConfig keyword arguments."""
+    from tsf.training.model import TimeSformerConfig
+
+    if text is None:
+        return {}
+    items = text.items() if isinstance(text, dict) else (
+        part.split("=", 1) if "=" in part else (part, None) for part in str(text).split(",") if part.strip()
+    )
+    fields = set(TimeSformerConfig.__dataclass_fields__)
+    arch = {}
+    for key, value in items:
+        key = ARCH_ALIASES.get(key.strip(), key.strip())
+        if key not in fields:
+            raise InputError(f"unknown architecture key {key!r} (known: {', '.join(sorted(fields))})")
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise InputError(f"architecture value {key}={value} is not an integer") from None
+        if number <= 0:
+            raise InputError(f"architecture value {key}={number} must be positive")
+        arch[key] = number
+    return arch
+
+
+def _versions() -> dict:
+    import tsf
+
+    def version(*distributions):
+        for name in distributions:
+            try:
+                return metadata.version(name)
+            except metadata.PackageNotFoundError:
+                continue
+        return None
+
+    return {
+        "tsf": tsf.__version__,
+        "paddle": version("paddlepaddle", "paddlepaddle-gpu"),
+        "paddle2onnx": version("paddle2onnx"),
+        "onnx": version("onnx"),
+        "onnxruntime": version("onnxruntime", "onnxruntime-gpu"),
+    }
+
+
+def _is_replaceable_bundle(target: Path) -> bool:
+    # --overwrite replaces bundles (or an empty directory), never an unrelated directory or file.
+    return target.is_dir() and (not any(target.iterdir()) or (target / BUNDLE_JSON).is_file())
+
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    if not (target.exists() or target.is_symlink()):
+        return
+    if not overwrite:
+        raise OutputError(f"{target} exists; pass --overwrite to replace it")
+    if not _is_replaceable_bundle(target):
+        raise OutputError(f"{target} exists and is not a tsf bundle; not replacing it")
+
+
+def _make_parents(directory: Path) -> list[Path]:
+    """mkdir -p, returning the directories it created (so a failed export can remove them again)."""
+    created = []
+    for parent in [directory, *directory.parents]:
+        if parent.exists():
+            break
+        created.append(parent)
+    for parent in reversed(created):
+        try:
+            parent.mkdir()
+        except OSError as exc:
+            raise OutputError(f"cannot create {parent}: {exc.strerror or exc}") from None
+    return created
+
+
+def _move_into_place(staging: Path, target: Path, overwrite: bool) -> None:
+    _check_target(target, overwrite)  # again: something may have appeared while we worked
+    if target.exists() or target.is_symlink():
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(target, old)
+        try:
+            os.rename(staging, target)
+        except BaseException:
+            os.rename(old, target)
+            raise
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() and not old.is_symlink() else old.unlink()
+    else:
+        os.rename(staging, target)
+
+
+def _write_json(path: Path, meta: dict) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _build_engines(engine, onnx_path: Path, staging: Path, precision: str, max_batch: int, config, log) -> list[dict]:
+    """An engine entry list: [] when not asked for, or (with engine="auto") when TensorRT is absent."""
+    if engine is False:
+        return []
+    try:
+        from . import tensorrt_engine  # GPU-only; written against TensorRT 10
+
+        reason = tensorrt_engine.engine_support()
+    except (ImportError, OSError, RuntimeError) as exc:
+        tensorrt_engine, reason = None, f"TensorRT is not usable here ({type(exc).__name__}: {exc})"
+    if reason is not None:
+        if engine is True:
+            raise BackendError(f"cannot build a TensorRT engine: {reason}")
+        log(f"no TensorRT engine: {reason}")
+        return []
+    log(f"building a TensorRT {precision} engine (max batch {max_batch}) ...")
+    try:
+        entry = tensorrt_engine.build_engine(
+            onnx_path, staging, precision=precision, max_batch=max_batch,
+            frames=config.frames, image_size=config.image_size,
+        )
+    except TsfError as exc:
+        if engine is True:
+            raise
+        log(f"TensorRT engine refused: {exc}")
+        shutil.rmtree(staging / ENGINES_DIR, ignore_errors=True)
+        return []
+    return [entry]
+
+
+def export_bundle(
+    out_dir: str | os.PathLike | None = None,
+    weights: str | os.PathLike | None = None,
+    random_init: bool = False,
+    arch: str | dict | None = None,
+    class_names=None,
+    heads: int | None = None,
+    engine: bool | str = False,
+    precision: str = "fp16",
+    max_batch: int = 32,
+    overwrite: bool = False,
+    seed: int = 0,
+    log=None,
+) -> Path:
+    """Export `weights` (or a seeded random-init model) to a bundle at `out_dir`; return its path.
+
+    `out_dir` None means `default_bundle_dir()`. `engine`: False, True (required: fail without
+    TensorRT) or "auto" (build when TensorRT and a GPU are usable). `class_names` None means
+    `class_0 ...`. `log(str)` receives progress lines. Raises `TsfError` subclasses only for bad
+    input or a failed gate; nothing is left behind on any failure.
+    """
+    import paddle
+
+    from tsf.training.model import PPTimeSformer, TimeSformerConfig
+    from tsf.training.weights import WeightsError, infer_config, load_reference_weights, read_pdparams, save_pdparams
+
+    log = log or (lambda message: None)
+    if random_init == (weights is not None):
+        raise InputError("give either a weights file or --random-init (not both, not neither)")
+    if arch is not None and not random_init:
+        raise InputError("--arch only applies to --random-init (a weights file defines its own architecture)")
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if int(max_batch) < 1:
+        raise InputError(f"max batch must be at least 1, not {max_batch}")
+    if engine not in (True, False, "auto"):
+        raise InputError(f"engine must be True, False or 'auto', not {engine!r}")
+    if heads is not None and int(heads) < 1:
+        raise InputError(f"heads must be positive, not {heads}")
+
+    target = Path(out_dir if out_dir is not None else default_bundle_dir()).expanduser().absolute()
+    _check_target(target, overwrite)
+
+    if random_init:
+        arch_args = parse_arch(arch)
+        if heads is not None:
+            if arch_args.get("heads", heads) != heads:
+                raise InputError(f"--heads {heads} contradicts --arch heads={arch_args['heads']}")
+            arch_args["heads"] = int(heads)
+        try:
+            config = TimeSformerConfig(**arch_args)
+        except ValueError as exc:
+            raise InputError(f"invalid architecture: {exc}") from None
+        log(f"random-init model {config.to_dict()} (seed {seed})")
+        paddle.seed(seed)
+        model = PPTimeSformer(config)
+        weights_meta = {"file": None, "sha256": None, "random_init": True, "seed": seed}
+    else:
+        weights = Path(weights)
+        try:
+            state = read_pdparams(weights)
+            config = infer_config(state, heads=heads)
+            model = PPTimeSformer(config)
+            load_reference_weights(model, state)
+        except WeightsError as exc:
+            raise InputError(str(exc)) from None
+        del state
+        log(f"loaded {weights} ({config.to_dict()})")
+        weights_meta = {"file": weights.name, "sha256": sha256_file(weights), "random_init": False}
+    model.eval()
+
+    if class_names is None:
+        names = neutral_class_names(config.num_classes)
+    else:
+        names = check_class_names(class_names, config.num_classes, "the class names")
+
+    created_parents = _make_parents(target.parent)
+    staging = None
+    try:
+        try:
+            # Not mkdtemp: its 0700 mode would become the bundle's; mkdir honours the umask.
+            staging = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:12]}")
+            staging.mkdir()
+        except OSError as exc:
+            raise OutputError(f"cannot write in {target.parent}: {exc.strerror or exc}") from None
+        if random_init:
+            # The conversion runs in a child process that reads weights from a file.
+            child_weights = staging / ".random-init.pdparams"
+            save_pdparams(model, child_weights)
+        else:
+            child_weights = weights
+        onnx_path = staging / ONNX_FILE
+        log("converting to ONNX (paddle2onnx, opset 17) ...")
+        export_onnx(child_weights, config.to_dict(), onnx_path)
+        if random_init:
+            child_weights.unlink()
+
+        log("checking ONNX Runtime (CPU) against Paddle at batch 1 and 3 ...")
+        figures = measure_parity(model, onnx_path, config.to_dict())
+        log(format_parity(figures))
+        check_parity(figures)
+
+        engines = _build_engines(engine, onnx_path, staging, precision, int(max_batch), config, log)
+
+        onnx_sha256 = sha256_file(onnx_path)
+        meta = {
+            "format": BUNDLE_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "bundle_id": bundle_id_from_sha256(onnx_sha256),
+            "architecture": {
+                "frames": config.frames, "depth": config.depth, "width": config.width,
+                "heads": config.heads, "classes": config.num_classes, "image_size": config.image_size,
+                "patch_size": config.patch_size, "mlp_ratio": config.mlp_ratio,
+            },
+            "preprocessing": reference_preprocessing(config.image_size),
+            "window": dict(WINDOW, frames=config.frames),
+            "class_names": names,
+            "weights": weights_meta,
+            "onnx": {"file": ONNX_FILE, "sha256": onnx_sha256, "opset": ONNX_OPSET,
+                     "size_bytes": onnx_path.stat().st_size},
+            "versions": _versions(),
+            "parity": {"onnxruntime-cpu": figures},
+            "engines": engines,
+        }
+        _write_json(staging / BUNDLE_JSON, meta)
+        _move_into_place(staging, target, overwrite)
+        staging = None
+    except BaseException:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        for parent in created_parents:  # innermost first; only if still empty
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+        raise
+    log(f"bundle written to {target}")
+    return target

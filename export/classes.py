@@ -1,0 +1,67 @@
+"""Class names for the bundle, in index order; never guessed silently.
+
+The reference numbered its classes by first appearance while scanning its data and never saved
+the map (REFERENCE-PIPELINE.md section 1.5), so a name list is something the user asserts: a file
+(`--classes`), SoccerNet-v2's official order (`--soccernet-classes`), or neutral `class_<i>`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from tsf.runtime.errors import InputError
+
+# SoccerNet-v2's 17 actions in the order of its official event dictionary, then the background
+# class that the reference appended at index 17.
+SOCCERNET_V2_CLASS_NAMES = (
+    "Penalty",
+    "Kick-off",
+    "Goal",
+    "Substitution",
+    "Offside",
+    "Shots on target",
+    "Shots off target",
+    "Clearance",
+    "Ball out of play",
+    "Throw-in",
+    "Foul",
+    "Indirect free-kick",
+    "Direct free-kick",
+    "Corner",
+    "Yellow card",
+    "Red card",
+    "Yellow->red card",
+    "background",
+)
+
+
+def neutral_class_names(count: int) -> list[str]:
+    return [f"class_{i}" for i in range(count)]
+
+
+def read_class_names(path: str | os.PathLike) -> list[str]:
+    """One name per line, in index order; surrounding blanks trimmed, blank trailing lines ignored."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.strip() for line in f.read().splitlines()]
+    except FileNotFoundError:
+        raise InputError(f"class names file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read class names from {path} ({exc})") from None
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines:
+        raise InputError(f"{path} holds no class names")
+    if "" in lines:
+        raise InputError(f"{path} has an empty class name on line {lines.index('') + 1}")
+    return lines
+
+
+def check_class_names(names, count: int, source: str) -> list[str]:
+    names = [str(n) for n in names]
+    if len(names) != count:
+        raise InputError(f"{source} gives {len(names)} class names, but the model has {count} classes")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InputError(f"{source} repeats class names: {', '.join(duplicates)}")
+    return names

@@ -1,0 +1,98 @@
+"""The export parity gate: the ONNX must compute the same function as the Paddle model.
+
+Paddle (the model that was exported) and ONNX Runtime on CPU (the runtime's reference backend)
+run the same fresh random inputs in [0, 1] at batch 1 and batch 3 (3 also exercises the dynamic
+batch away from any size seen while tracing). Per output we report max |diff|, relative L2 error
+||ort - paddle|| / ||paddle|| and cosine, over both batches together, computed in float64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tsf.runtime.bundle import INPUT_NAME, OUTPUT_NAMES
+from tsf.runtime.errors import TsfError
+
+PARITY_BATCH_SIZES = (1, 3)
+MAX_REL_L2 = 1e-4
+
+
+class ParityError(TsfError):
+    """The exported model does not reproduce the Paddle model within the gate."""
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray) -> dict:
+    """max_abs, rel_l2 and cosine of `candidate` against `reference` (flattened, float64)."""
+    ref = np.asarray(reference, dtype=np.float64).ravel()
+    cand = np.asarray(candidate, dtype=np.float64).ravel()
+    if ref.shape != cand.shape:
+        raise ParityError(f"output shapes differ: {np.shape(reference)} vs {np.shape(candidate)}")
+    diff = cand - ref
+    ref_norm, cand_norm = np.linalg.norm(ref), np.linalg.norm(cand)
+    tiny = np.finfo(np.float64).tiny
+    return {
+        "max_abs": float(np.max(np.abs(diff))) if diff.size else 0.0,
+        "rel_l2": float(np.linalg.norm(diff) / max(ref_norm, tiny)),
+        "cosine": float(ref @ cand / max(ref_norm * cand_norm, tiny)),
+    }
+
+
+def random_videos(config: dict, rng: np.random.Generator, batch_sizes=PARITY_BATCH_SIZES) -> list[np.ndarray]:
+    frames, size = config["frames"], config["image_size"]
+    return [rng.random((b, 3, frames, size, size), dtype=np.float32) for b in batch_sizes]
+
+
+def run_paddle(model, video: np.ndarray) -> dict[str, np.ndarray]:
+    import paddle
+
+    with paddle.no_grad():
+        outputs = model(paddle.to_tensor(video))
+    return {name: out.numpy() for name, out in zip(OUTPUT_NAMES, outputs)}
+
+
+def onnxruntime_cpu_session(onnx_path):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # its warnings about unused initialisers are noise here
+    return onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+
+def run_onnxruntime(session, video: np.ndarray) -> dict[str, np.ndarray]:
+    outputs = session.run(list(OUTPUT_NAMES), {INPUT_NAME: video})
+    return dict(zip(OUTPUT_NAMES, outputs))
+
+
+def measure_parity(model, onnx_path, config: dict, seed: int | None = None) -> dict:
+    """The `parity["onnxruntime-cpu"]` entry of bundle.json; `seed=None` draws fresh inputs."""
+    rng = np.random.default_rng(seed)
+    session = onnxruntime_cpu_session(onnx_path)
+    paddle_out = {name: [] for name in OUTPUT_NAMES}
+    ort_out = {name: [] for name in OUTPUT_NAMES}
+    for video in random_videos(config, rng):
+        for store, outputs in ((paddle_out, run_paddle(model, video)), (ort_out, run_onnxruntime(session, video))):
+            for name in OUTPUT_NAMES:
+                store[name].append(outputs[name])
+    figures = {"batch_sizes": list(PARITY_BATCH_SIZES)}
+    for name in OUTPUT_NAMES:
+        figures[name] = compare(np.concatenate(paddle_out[name]), np.concatenate(ort_out[name]))
+    return figures
+
+
+def check_parity(figures: dict, max_rel_l2: float = MAX_REL_L2) -> None:
+    failing = [f"{name} rel_l2 {figures[name]['rel_l2']:.2e}" for name in OUTPUT_NAMES
+               if not figures[name]["rel_l2"] <= max_rel_l2]  # `not <=` also catches NaN
+    if failing:
+        raise ParityError(
+            f"ONNX Runtime does not reproduce Paddle (gate: rel_l2 <= {max_rel_l2:g}): " + ", ".join(failing)
+        )
+
+
+def format_parity(figures: dict, label: str = "ONNX Runtime CPU vs Paddle") -> str:
+    batches = " and ".join(str(b) for b in figures.get("batch_sizes", []))
+    parts = [
+        f"{name} rel_l2 {figures[name]['rel_l2']:.1e} max_abs {figures[name]['max_abs']:.1e} "
+        f"cos {figures[name]['cosine']:.6f}"
+        for name in OUTPUT_NAMES if name in figures
+    ]
+    return f"parity ({label}, batch {batches}): " + "; ".join(parts)
