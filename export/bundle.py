@@ -15,11 +15,13 @@ import json
 import os
 import shutil
 import uuid
+import warnings
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
 from tsf.runtime.bundle import (
+    ARCHITECTURE_KEYS,
     BUNDLE_FORMAT,
     BUNDLE_JSON,
     ENGINES_DIR,
@@ -45,14 +47,14 @@ ARCH_ALIASES = {"classes": "num_classes"}
 
 def parse_arch(text: str | dict | None) -> dict:
     """`"depth=2,width=128,heads=2,frames=4"` -> TimeSformerConfig keyword arguments."""
-    from tsf.training.model import TimeSformerConfig
-
     if text is None:
         return {}
     items = text.items() if isinstance(text, dict) else (
         part.split("=", 1) if "=" in part else (part, None) for part in str(text).split(",") if part.strip()
     )
-    fields = set(TimeSformerConfig.__dataclass_fields__)
+    # The bundle's architecture keys are the config's fields (bundle says `classes`); checking
+    # against them here keeps a typo from costing a Paddle import first.
+    fields = {ARCH_ALIASES.get(key, key) for key in ARCHITECTURE_KEYS}
     arch = {}
     for key, value in items:
         key = ARCH_ALIASES.get(key.strip(), key.strip())
@@ -66,6 +68,15 @@ def parse_arch(text: str | dict | None) -> dict:
             raise InputError(f"architecture value {key}={number} must be positive")
         arch[key] = number
     return arch
+
+
+def _import_paddle():
+    # Paddle warns on import that ccache is missing (it matters only for compiling custom ops);
+    # keep that out of the CLI's output.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No ccache found")
+        import paddle
+    return paddle
 
 
 def _versions() -> dict:
@@ -149,7 +160,7 @@ def _build_engines(engine, onnx_path: Path, staging: Path, precision: str, max_b
 
         reason = tensorrt_engine.engine_support()
     except (ImportError, OSError, RuntimeError) as exc:
-        tensorrt_engine, reason = None, f"TensorRT is not usable here ({type(exc).__name__}: {exc})"
+        tensorrt_engine, reason = None, f"TensorRT is not usable here ({exc})"
     if reason is not None:
         if engine is True:
             raise BackendError(f"cannot build a TensorRT engine: {reason}")
@@ -183,19 +194,15 @@ def export_bundle(
     overwrite: bool = False,
     seed: int = 0,
     log=None,
+    class_names_source: str = "class_names",
 ) -> Path:
     """Export `weights` (or a seeded random-init model) to a bundle at `out_dir`; return its path.
 
     `out_dir` None means `default_bundle_dir()`. `engine`: False, True (required: fail without
     TensorRT) or "auto" (build when TensorRT and a GPU are usable). `class_names` None means
-    `class_0 ...`. `log(str)` receives progress lines. Raises `TsfError` subclasses only for bad
+    `class_0 ...` (`class_names_source` names where they came from in errors). `log(str)` receives progress lines. Raises `TsfError` subclasses only for bad
     input or a failed gate; nothing is left behind on any failure.
     """
-    import paddle
-
-    from tsf.training.model import PPTimeSformer, TimeSformerConfig
-    from tsf.training.weights import WeightsError, infer_config, load_reference_weights, read_pdparams, save_pdparams
-
     log = log or (lambda message: None)
     if random_init == (weights is not None):
         raise InputError("give either a weights file or --random-init (not both, not neither)")
@@ -210,11 +217,17 @@ def export_bundle(
     if heads is not None and int(heads) < 1:
         raise InputError(f"heads must be positive, not {heads}")
 
+    arch_args = parse_arch(arch)
+    if weights is not None and not os.path.isfile(weights):
+        raise InputError(f"weights file not found: {weights}")
     target = Path(out_dir if out_dir is not None else default_bundle_dir()).expanduser().absolute()
     _check_target(target, overwrite)
 
+    paddle = _import_paddle()
+    from tsf.training.model import PPTimeSformer, TimeSformerConfig
+    from tsf.training.weights import WeightsError, infer_config, load_reference_weights, read_pdparams, save_pdparams
+
     if random_init:
-        arch_args = parse_arch(arch)
         if heads is not None:
             if arch_args.get("heads", heads) != heads:
                 raise InputError(f"--heads {heads} contradicts --arch heads={arch_args['heads']}")
@@ -244,7 +257,7 @@ def export_bundle(
     if class_names is None:
         names = neutral_class_names(config.num_classes)
     else:
-        names = check_class_names(class_names, config.num_classes, "the class names")
+        names = check_class_names(class_names, config.num_classes, class_names_source)
 
     created_parents = _make_parents(target.parent)
     staging = None

@@ -60,7 +60,7 @@ def read_class_names(path: str | os.PathLike) -> list[str]:
 def check_class_names(names, count: int, source: str) -> list[str]:
     names = [str(n) for n in names]
     if len(names) != count:
-        raise InputError(f"{source} gives {len(names)} class names, but the model has {count} classes")
+        raise InputError(f"{len(names)} class names from {source}, but the model has {count} classes")
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise InputError(f"{source} repeats class names: {', '.join(duplicates)}")
