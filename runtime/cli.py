@@ -1,6 +1,137 @@
+"""`tsf-extract`: videos -> one feature row per second, with the lean, Paddle-free runtime.
+
+click parses the command line (choices, paths, help); every expected failure is a TsfError printed
+as one `error: ...` line (exit 2), warnings as `warning: ...` lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
 import sys
+from pathlib import Path
+
+import click
+
+from .. import __version__
+from .bundle import default_bundle_dir, load_bundle
+from .errors import TsfError
+from .jobs import Job, expand_jobs, run_jobs
+from .pipeline import build_metadata, extract
+from .probe import probe_video
+from .progress import VideoProgress
+from .write import check_outputs, is_complete, output_paths, write_outputs
+
+log = logging.getLogger("tsf")
 
 
-def main():
-    print("tsf-extract: not implemented yet", file=sys.stderr)
-    sys.exit(2)
+def _setup_logging(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname_lower)s: %(message)s"))
+    handler.addFilter(_lowercase_level)
+    log.handlers[:] = [handler]
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+def _lowercase_level(record: logging.LogRecord) -> bool:
+    record.levelname_lower = record.levelname.lower()
+    return True
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("videos", nargs=-1, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Features file (one video) or directory (several; outputs mirror the inputs' relative "
+                   "paths). Default: beside each video.")
+@click.option("--list", "list_file", type=click.Path(path_type=Path), help="Text file with one video path per line.")
+@click.option("--model", type=click.Path(path_type=Path),
+              help=f"Model bundle directory from tsf-export. Default: {default_bundle_dir()}")
+@click.option("--align", type=click.Choice(["center", "reference"]), default="center", show_default=True,
+              help="center: ceil(duration) rows, row i centred on i + 0.5 s. reference: the reference's "
+                   "int(L - 5) left-aligned rows and frame indices.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Windows per inference batch [default: per backend]")
+@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True)
+@click.option("--decoder", type=click.Choice(["auto", "nvdec", "cpu"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
+@click.option("--heads", is_flag=True, help="Also write OUT.heads.npz with logits and event_times (N, classes).")
+@click.option("--format", "fmt", type=click.Choice(["npy", "reference"]), default="npy", show_default=True,
+              help="npy: float32 (N, width). reference: the reference's pickled dict (needs allow_pickle to load).")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip finished videos).")
+@click.option("--allow-partial", is_flag=True,
+              help="On a truncated or corrupt video, keep the rows decoded before the break (marked in the metadata).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or per-video lines (errors and warnings still print).")
+@click.version_option(__version__, prog_name="tsf-extract")
+def command(videos, output, list_file, model, align, batch_size, backend, decoder, device, heads, fmt,
+            overwrite, allow_partial, quiet):
+    """Extract one TimeSformer feature per second from each VIDEO (files or directories)."""
+    _setup_logging(quiet)
+    jobs = expand_jobs(videos, output, list_file)
+    bundle = load_bundle(model if model is not None else default_bundle_dir())
+    if bundle.random_init:
+        log.warning("model bundle %s has random weights (exported with --random-init): "
+                    "the features are meaningless except for testing", bundle.dir)
+    backend_cache = {}
+
+    def get_backend():
+        if "backend" not in backend_cache:
+            from .infer import select_backend
+
+            backend_cache["backend"] = select_backend(bundle, backend, device)
+        return backend_cache["backend"]
+
+    def process(job: Job) -> None:
+        check_outputs(job.output, heads, overwrite)
+        probe_video(job.video)  # bad input fails here, before a backend is loaded
+        bar: dict = {}
+
+        def progress(rows, total):
+            if "bar" not in bar:
+                bar["bar"] = VideoProgress(total, 1.0, job.video.name, enabled=not quiet)
+            bar["bar"].update(rows)
+
+        try:
+            result = extract(job.video, bundle, align=align, batch_size=batch_size, backend=get_backend(),
+                             decoder=decoder, allow_partial=allow_partial, progress=progress)
+        finally:
+            if "bar" in bar:
+                bar["bar"].close()
+        paths = output_paths(job.output, heads)
+        metadata = build_metadata(result, bundle, paths, fmt, __version__)
+        write_outputs(job.output, features=result.features, logits=result.logits, event_times=result.event_times,
+                      metadata=metadata, heads=heads, fmt=fmt, overwrite=overwrite)
+        if result.stats.partial is not None:
+            log.warning("%s: kept %d rows decoded before the break (%s)", job.video, result.rows, result.stats.partial)
+        log.info("%s -> %s: %d rows x %d, %s, %s decoder, x%.1f real time", job.video, paths["features"],
+                 result.rows, result.features.shape[1], result.backend, result.decoder,
+                 result.timings.get("realtime_factor") or 0)
+
+    def report(line: str) -> None:
+        click.echo(line, err=True)
+
+    summary = run_jobs(jobs, process, is_done=lambda job: not overwrite and is_complete(job.output, heads),
+                       report=report, keep_going_on_bugs=len(jobs) > 1 and not os.environ.get("TSF_DEBUG"))
+    if len(jobs) > 1 or summary.skipped:
+        if len(jobs) == 1 and summary.skipped:
+            log.info("%s exists; skipped (use --overwrite to replace it)", jobs[0].output)
+        else:
+            log.info("tsf-extract: %s", summary.line())
+    return 0 if summary.ok else 2
+
+
+def main(argv=None) -> None:
+    try:
+        code = command.main(args=argv, prog_name="tsf-extract", standalone_mode=False)
+    except click.exceptions.UsageError as e:
+        click.echo(f"error: {e.format_message()}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted; no partial output was left", err=True)
+        sys.exit(130)
+    except TsfError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,4 @@
+"""`python -m tsf.runtime ...` is `tsf-extract ...`."""
+from .cli import main
+
+main()

@@ -1,0 +1,176 @@
+"""Stage 2: decoded frames in presentation order, converted to RGB only when asked.
+
+Two decoders behind one interface (`Decoder`): PyAV on the CPU (here) and PyNvVideoCodec on the
+GPU (`decode_nvdec.py`, imported only when asked for, since it needs a GPU and its wheel raises
+RuntimeError at import without one). PyAV is used for the CPU because it exposes FFmpeg's
+demuxers, decoders and threading directly and yields one frame at a time, so memory does not
+grow with the video.
+
+Damage detection is shared by both decoders (`FrameTimeChecker`): FFmpeg itself raises on some
+corrupt packets, but a truncated MKV simply ends early and a damaged MKV cluster is silently
+skipped by the demuxer, so the timestamps are checked too (an early end, a jump of more than
+`MAX_GAP_SECONDS`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Iterator, Protocol
+
+import av
+
+from .errors import BackendError, InputError
+from .probe import VideoInfo, open_container
+
+# A video whose decoded frames stop this far short of the probed duration is truncated. Generous
+# because containers round durations and audio may outlast the video by a few frames.
+TRUNCATION_TOLERANCE_SECONDS = Fraction(1)
+# A jump in presentation times larger than this means lost data (a demuxer that resynchronised
+# past a damaged region) rather than variable frame rate.
+MAX_GAP_SECONDS = Fraction(1)
+
+
+class DecodeError(InputError):
+    """Decoding broke (or the file ended early); `at_time` is the last good time in seconds from the start."""
+
+    def __init__(self, message: str, at_time: Fraction):
+        super().__init__(message)
+        self.at_time = at_time
+
+
+class DecodedFrame(Protocol):
+    pts_time: Fraction  # seconds on the stream clock
+    number: int  # position in presentation order, from 0
+
+    def to_rgb(self):
+        """H x W x 3 uint8 (NumPy on the CPU, CuPy on the GPU)."""
+
+
+class Decoder(Protocol):
+    name: str  # "cpu" or "nvdec"
+
+    def frames(self) -> Iterator[DecodedFrame]:
+        """Frames in presentation order; raises DecodeError at a break or early end."""
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class PyAVFrame:
+    pts_time: Fraction
+    number: int
+    frame: av.VideoFrame
+
+    def to_rgb(self):
+        return self.frame.to_ndarray(format="rgb24")
+
+
+class FrameTimeChecker:
+    """Turns a stream of frame times into DecodeErrors for gaps and early ends (both decoders)."""
+
+    def __init__(self, info: VideoInfo):
+        self.info = info
+        self.last: Fraction | None = None
+
+    def accept(self, pts_time: Fraction) -> bool:
+        """False for a frame to drop (a repeated or backwards timestamp); raises at a gap."""
+        if self.last is not None:
+            if pts_time <= self.last:
+                return False  # broken muxers repeat timestamps; the first frame shown wins
+            if pts_time - self.last > MAX_GAP_SECONDS:
+                raise DecodeError(
+                    f"{self.info.path}: decoding broke at {self._rel(self.last):.1f} s: "
+                    f"{float(pts_time - self.last):.1f} s of video missing (corrupt data)", self._rel(self.last))
+        self.last = pts_time
+        return True
+
+    def broke(self, reason: str) -> DecodeError:
+        at = self._rel(self.last) if self.last is not None else Fraction(0)
+        return DecodeError(f"{self.info.path}: decoding broke at {float(at):.1f} s ({reason})", at)
+
+    def finish(self) -> None:
+        info = self.info
+        if self.last is None:
+            raise DecodeError(f"{info.path}: no frame could be decoded", Fraction(0))
+        decoded_end = self.last + info.frame_duration
+        if info.end_time - decoded_end > TRUNCATION_TOLERANCE_SECONDS:
+            raise DecodeError(
+                f"{info.path}: truncated: decoding ended at {float(self._rel(self.last)):.1f} s "
+                f"of {float(info.duration):.1f} s", self._rel(self.last))
+
+    def _rel(self, t: Fraction) -> Fraction:
+        return t - self.info.start_time
+
+
+class PyAVDecoder:
+    """FFmpeg via PyAV, frame and slice threading on, one frame in memory at a time."""
+
+    name = "cpu"
+
+    def __init__(self, info: VideoInfo, threads: int = 0):
+        self.info = info
+        self.container = open_container(info.path)
+        self.stream = self.container.streams[info.stream_index]
+        self.stream.thread_type = "AUTO"
+        self.stream.codec_context.thread_count = threads  # 0 = FFmpeg picks (one per core)
+
+    def frames(self) -> Iterator[PyAVFrame]:
+        checker = FrameTimeChecker(self.info)
+        time_base = Fraction(self.stream.time_base)
+        number = 0
+        guess = None
+        try:
+            for packet in self.container.demux(self.stream):
+                for frame in packet.decode():
+                    if frame.pts is not None:
+                        pts_time = frame.pts * time_base
+                    elif guess is not None:  # no timestamp: assume the nominal rate
+                        pts_time = guess
+                    else:
+                        pts_time = self.info.start_time
+                    guess = pts_time + self.info.frame_duration
+                    if not checker.accept(pts_time):
+                        continue
+                    yield PyAVFrame(pts_time, number, frame)
+                    number += 1
+        except (av.error.FFmpegError, ValueError, OSError) as e:
+            raise checker.broke(str(e).split(":")[0] if str(e) else type(e).__name__) from None
+        checker.finish()
+
+    def close(self) -> None:
+        self.container.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def nvdec_available() -> str | None:
+    """None when NVDEC decoding can run here, else why not."""
+    try:
+        from . import decode_nvdec
+    except (ImportError, OSError, RuntimeError) as e:
+        return f"NVDEC decoder unavailable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    check = getattr(decode_nvdec, "nvdec_support", None)
+    return check() if check else None
+
+
+def open_decoder(info: VideoInfo, kind: str = "auto", *, gpu_id: int = 0) -> Decoder:
+    """`cpu`, `nvdec`, or `auto` (NVDEC when PyNvVideoCodec and a GPU are present, else CPU)."""
+    if kind not in ("auto", "cpu", "nvdec"):
+        raise BackendError(f"unknown decoder {kind!r} (auto, nvdec or cpu)")
+    if kind in ("auto", "nvdec"):
+        reason = nvdec_available()
+        if reason is None:
+            from .decode_nvdec import NvdecDecoder
+
+            try:
+                return NvdecDecoder(info, gpu_id=gpu_id)
+            except (ImportError, OSError, RuntimeError) as e:
+                reason = f"NVDEC decoder failed to start ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        if kind == "nvdec":
+            raise BackendError(reason)
+    return PyAVDecoder(info)

@@ -1,0 +1,109 @@
+"""Stage 4: one RGB frame -> the model's float32 [3, 224, 224] input. The one definition of the math.
+
+Section 4 of the reference facts: /255, resize so the short side is 224 (bilinear, half-pixel
+centres, no antialiasing; the long side becomes floor(long / short * 224); skipped when the short
+side is already 224), centre crop 224 at offset round((long' - 224) / 2) with Python's
+round-half-to-even, channels first.
+
+Written against the array API subset that NumPy and CuPy share (`xp` is either module), so the
+CPU and GPU paths run the same lines. The resize is separable and computed as two gathers of the
+two neighbouring source rows/columns plus a weighted sum (not a dense interpolation matrix), and
+only for the output pixels that survive the crop. The gathers read the uint8 frame directly and
+the /255 is applied once at the end: the maths is linear, so this equals /255-then-resize up to
+float32 rounding (~1e-7) while touching each source pixel once in float.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SIZE = 224
+
+
+def array_module(array):
+    """numpy for NumPy arrays, cupy for CuPy arrays (imported only when a CuPy array is seen)."""
+    if type(array).__module__.split(".")[0] == "cupy":
+        import cupy
+
+        return cupy
+    return np
+
+
+def resized_long_side(long: int, short: int, size: int = SIZE) -> int:
+    # floor(long / short * size) in integers: in floats, a ratio whose exact result is an integer
+    # can land just below it and floor to one pixel less.
+    return (long * size) // short
+
+
+def crop_offset(resized: int, size: int = SIZE) -> int:
+    return round((resized - size) / 2)  # Python's round: half to even, as the reference
+
+
+def axis_taps(in_size: int, out_size: int, first: int, count: int):
+    """Source indices and weights for output pixels first .. first+count-1 of a half-pixel resize.
+
+    Output pixel x samples source coordinate (x + 0.5) * in/out - 0.5, clamped below at 0 (the
+    align_corners=False convention); the right neighbour is clamped to the last pixel.
+    """
+    scale = in_size / out_size
+    x = np.arange(first, first + count, dtype=np.float64)
+    src = np.maximum((x + 0.5) * scale - 0.5, 0.0)
+    left = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    right = np.minimum(left + 1, in_size - 1)
+    weight = (src - left).astype(np.float32)
+    return left, right, weight
+
+
+def resize_plan(height: int, width: int, size: int = SIZE):
+    """Per axis (rows, columns): None when the axis is only cropped, else its gather taps, plus the crop offset."""
+    short = min(height, width)
+    if short == size:
+        out_h, out_w = height, width
+    elif height <= width:
+        out_h, out_w = size, resized_long_side(width, height, size)
+    else:
+        out_h, out_w = resized_long_side(height, width, size), size
+    top, left = crop_offset(out_h, size), crop_offset(out_w, size)
+    if short == size:
+        return None, None, top, left
+    return axis_taps(height, out_h, top, size), axis_taps(width, out_w, left, size), top, left
+
+
+def preprocess_frame(rgb, xp=None, out=None):
+    """H x W x 3 uint8 RGB -> float32 [3, 224, 224] in [0, 1]; `out` (optional) receives the result."""
+    if xp is None:
+        xp = array_module(rgb)
+    height, width = rgb.shape[0], rgb.shape[1]
+    if min(height, width) < 1:
+        raise ValueError("empty frame")
+    rows, cols, top, left = resize_plan(height, width)
+    if rows is None:
+        result = rgb[top:top + SIZE, left:left + SIZE].astype(xp.float32)
+    else:
+        # Reduce the longer axis first: its first pass then works on the short side's rows only.
+        if width >= height:
+            tmp = _gather_axis(xp, rgb, cols, axis=1)  # H x 224 x 3
+            result = _gather_axis(xp, tmp, rows, axis=0)  # 224 x 224 x 3
+        else:
+            tmp = _gather_axis(xp, rgb, rows, axis=0)
+            result = _gather_axis(xp, tmp, cols, axis=1)
+    result = xp.transpose(result, (2, 0, 1)) / xp.float32(255)
+    if out is not None:
+        out[...] = result
+        return out
+    return xp.ascontiguousarray(result, dtype=xp.float32)
+
+
+def _gather_axis(xp, image, taps, axis: int):
+    lo, hi, weight = (xp.asarray(a) for a in taps)
+    a = xp.take(image, lo, axis=axis).astype(xp.float32)
+    b = xp.take(image, hi, axis=axis).astype(xp.float32)
+    shape = [1, 1, 1]
+    shape[axis] = -1
+    weight = xp.reshape(weight, tuple(shape))
+    return a + (b - a) * weight
+
+
+def preprocessed_shape() -> tuple[int, int, int]:
+    return (3, SIZE, SIZE)
+

@@ -1,0 +1,157 @@
+"""Test videos generated with PyAV, so the repository ships no binaries.
+
+Every frame is content-rich (gradients and a square that move with the frame number, so resizing
+and cropping have something to get wrong) and carries its own frame number as a barcode of
+16x16-pixel black/white blocks in the top-left corner, which survives H.264 at the quality used
+here. `read_frame_number(rgb)` reads it back, so a test can tell exactly which frame was picked.
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+BARCODE_BITS = 14  # frame numbers up to 16383: 10 minutes at 25 fps
+BLOCK = 16
+
+
+def frame_image(number: int, width: int, height: int) -> np.ndarray:
+    """HxWx3 uint8: moving gradients, a moving square and the frame number as a barcode."""
+    y = np.arange(height, dtype=np.int32)[:, None]
+    x = np.arange(width, dtype=np.int32)[None, :]
+    img = np.empty((height, width, 3), dtype=np.uint8)
+    img[..., 0] = ((x * 255) // max(width - 1, 1) + 7 * number) % 256
+    img[..., 1] = ((y * 255) // max(height - 1, 1) + 3 * number) % 256
+    img[..., 2] = ((x + y + 11 * number) // 2) % 256
+    side = min(width, height) // 4
+    sx = (5 * number) % max(width - side, 1)
+    sy = BLOCK * 2 + (3 * number) % max(height - side - BLOCK * 2, 1)
+    img[sy:sy + side, sx:sx + side] = (255 - 9 * number % 256, 40, 200)
+    for bit in range(BARCODE_BITS):
+        on = (number >> bit) & 1
+        img[0:BLOCK, bit * BLOCK:(bit + 1) * BLOCK] = 255 if on else 0
+    return img
+
+
+def read_frame_number(rgb: np.ndarray) -> int:
+    """The frame number drawn by `frame_image`, read from a decoded (full-size) frame."""
+    number = 0
+    for bit in range(BARCODE_BITS):
+        block = rgb[2:BLOCK - 2, bit * BLOCK + 2:(bit + 1) * BLOCK - 2]
+        if block.mean() > 127:
+            number |= 1 << bit
+    return number
+
+
+def make_video(
+    path: str | os.PathLike,
+    *,
+    frames: int | None = None,
+    seconds: float | None = None,
+    fps: Fraction | int = 25,
+    size: tuple[int, int] = (456, 256),
+    codec: str = "libx264",
+    bframes: int = 2,
+    pts_seconds: list[Fraction] | None = None,
+    with_audio: bool = False,
+    pix_fmt: str | None = None,
+) -> Path:
+    """Encode a test video; the container follows the suffix (.mkv, .mp4, ...).
+
+    `size` is (width, height). `pts_seconds` gives every frame's presentation time for a
+    variable-frame-rate file (then `frames` is its length and `fps` only the nominal rate).
+    """
+    path = Path(path)
+    fps = Fraction(fps).limit_denominator(1001)
+    if pts_seconds is not None:
+        frames = len(pts_seconds)
+    elif frames is None:
+        frames = round(Fraction(seconds).limit_denominator(1000) * fps)
+    width, height = size
+    if pix_fmt is None:
+        # 4:2:0 needs even sizes; odd sizes go to 4:4:4 (libx264 encodes it, FFmpeg decodes it).
+        pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+    with av.open(str(path), "w") as container:
+        if pts_seconds is not None:
+            stream = container.add_stream(codec, rate=fps)
+            stream.codec_context.time_base = Fraction(1, 1000)
+        else:
+            stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if codec == "libx264":
+            stream.options = {"crf": "12", "preset": "ultrafast" if bframes == 0 else "veryfast",
+                              "bf": str(bframes), "g": "50"}
+        else:
+            stream.options = {"qscale": "2", "g": "50"} if codec == "mpeg4" else {}
+        audio = None
+        if with_audio:
+            audio = container.add_stream("aac", rate=48000)
+        for number in range(frames):
+            frame = av.VideoFrame.from_ndarray(frame_image(number, width, height), format="rgb24")
+            if pts_seconds is not None:
+                frame.pts = int(pts_seconds[number] * 1000)
+                frame.time_base = Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+        if audio is not None:
+            _add_silence(container, audio, Fraction(frames) / fps)
+    return path
+
+
+def _add_silence(container, audio, seconds: Fraction) -> None:
+    samples_left = int(seconds * 48000)
+    pts = 0
+    while samples_left > 0:
+        n = min(1024, samples_left)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, n), dtype=np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 48000, pts
+        pts += n
+        samples_left -= n
+        for packet in audio.encode(frame):
+            container.mux(packet)
+    for packet in audio.encode():
+        container.mux(packet)
+
+
+def make_audio_only(path: str | os.PathLike, seconds: float = 2.0) -> Path:
+    """A container (e.g. .mka/.mkv) holding one audio stream and no video."""
+    path = Path(path)
+    with av.open(str(path), "w") as container:
+        audio = container.add_stream("aac", rate=48000)
+        _add_silence(container, audio, Fraction(seconds).limit_denominator(1000))
+    return path
+
+
+def make_truncated(source: str | os.PathLike, path: str | os.PathLike, keep: float = 0.5) -> Path:
+    """The first `keep` share of a file's bytes: what an interrupted download or copy leaves."""
+    data = Path(source).read_bytes()
+    Path(path).write_bytes(data[: int(len(data) * keep)])
+    return Path(path)
+
+
+def make_corrupt_middle(source: str | os.PathLike, path: str | os.PathLike, at: float = 0.5,
+                        length: int = 65536, seed: int = 0) -> Path:
+    """The file with `length` random bytes written over it at `at` of its size."""
+    data = bytearray(Path(source).read_bytes())
+    start = int(len(data) * at)
+    rng = np.random.default_rng(seed)
+    data[start:start + length] = rng.integers(0, 256, size=min(length, len(data) - start), dtype=np.uint8).tobytes()
+    Path(path).write_bytes(bytes(data))
+    return Path(path)
+
+
+def vfr_times(seconds: float, seed: int = 0) -> list[Fraction]:
+    """Presentation times of a variable-frame-rate clip: stretches at 25, 12.5 and 50 fps."""
+    rng = np.random.default_rng(seed)
+    times, t = [], Fraction(0)
+    end = Fraction(seconds).limit_denominator(1000)
+    while t < end:
+        times.append(t)
+        t += Fraction(int(rng.choice([20, 40, 80])), 1000)
+    return times
