@@ -1,0 +1,126 @@
+"""`tsf-spot`: head outputs of whole games -> SoccerNet `results_spotting.json`, optionally scored.
+
+A game is a folder holding the two halves' `tsf-extract --heads` outputs (`1_224p.heads.npz`
++ `1_224p.json`, `2_224p...`), as `tsf-extract -o OUT/ --list ...` lays them out when given
+SoccerNet's folders. Games are named by their path under the folder given on the command line
+(SoccerNet's `league/season/game`), which is the `UrlLocal` written and the path looked up in
+`--evaluate LABELS_ROOT`. click (a core dependency) parses the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from . import soccernet_map
+from .errors import InputError, TsfError
+from .spot import (DEFAULT_BACKGROUND, DEFAULT_NMS_WINDOW_S, DEFAULT_THRESHOLD, RESULTS_FILE, find_game_halves,
+                   find_games, load_half, results_document, spot_half, write_json_atomically)
+
+
+def _game_name(game_folder: str, root: str) -> str:
+    relative = os.path.relpath(game_folder, root)
+    if relative == ".":
+        relative = os.path.basename(os.path.abspath(game_folder))
+    return relative.replace(os.sep, "/")
+
+
+def _collect_games(folders, half1, half2, game) -> list[tuple[str, dict[int, str], str]]:
+    """[(game name, {half: heads path}, default output folder)]."""
+    if half1 or half2:
+        if folders:
+            raise InputError("give game folders or --half1/--half2, not both")
+        halves = {h: p for h, p in ((1, half1), (2, half2)) if p}
+        anchor = os.path.dirname(os.path.abspath(half1 or half2))
+        return [(game or os.path.basename(anchor), halves, anchor)]
+    if game:
+        raise InputError("--game names the game given by --half1/--half2")
+    if not folders:
+        raise InputError("give a game folder (or a folder of games), or --half1/--half2")
+    games = []
+    for root in folders:
+        if not os.path.isdir(root):
+            raise InputError(f"folder not found: {root}")
+        found = find_games(root)
+        if not found:
+            raise InputError(f"no *.heads.npz under {root} (run tsf-extract with --heads)")
+        games += [(_game_name(folder, root), find_game_halves(folder), folder) for folder in found]
+    names = [name for name, _, _ in games]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise InputError(f"several folders give the game name {repeated[0]!r}")
+    return games
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("folders", nargs=-1, type=click.Path(file_okay=False))
+@click.option("--half1", type=click.Path(dir_okay=False), help="First half's OUT (.heads.npz, .json or prefix), instead of folders.")
+@click.option("--half2", type=click.Path(dir_okay=False), help="Second half's OUT, with --half1.")
+@click.option("--game", help="Game name (UrlLocal) for --half1/--half2 [default: their folder's name].")
+@click.option("-o", "--output", type=click.Path(file_okay=False),
+              help="Write OUTPUT/<game>/results_spotting.json [default: into each game folder].")
+@click.option("--classes", "classes_file", type=click.Path(dir_okay=False),
+              help="Class names, one per line in logit order (or a JSON list) [default: from the metadata].")
+@click.option("--background", default=DEFAULT_BACKGROUND, show_default=True, help="Name of the background class.")
+@click.option("--nms-window", type=click.FloatRange(min=0), default=DEFAULT_NMS_WINDOW_S, show_default=True,
+              help="Seconds; two events of one class are at least half of this apart.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=DEFAULT_THRESHOLD, show_default=True,
+              help="Lowest confidence kept (average-mAP rewards keeping low ones).")
+@click.option("--event-times/--no-event-times", default=False, show_default=True,
+              help="Place events inside their window with the event_times head (untrained in the published weights).")
+@click.option("--overwrite", is_flag=True, help="Replace existing results files.")
+@click.option("--evaluate", "labels_root", type=click.Path(file_okay=False),
+              help="Score the results against LABELS_ROOT/<game>/Labels-v2.json (SoccerNet average-mAP).")
+@click.option("--map-implementation", type=click.Choice(["auto", "builtin", "soccernet"]), default="auto", show_default=True,
+              help="auto: the SoccerNet package's evaluation where installed, else tsf's re-implementation.")
+@click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False), help="Also write the scores as JSON here.")
+def cli(folders, half1, half2, game, output, classes_file, background, nms_window, threshold, event_times,
+        overwrite, labels_root, map_implementation, metrics_path):
+    """Spot actions in games (folders of tsf-extract --heads outputs) and write SoccerNet results files.
+
+    FOLDERS: game folders, or folders of games (every folder below holding *.heads.npz is a game,
+    named by its path below FOLDER, e.g. league/season/game).
+    """
+    if metrics_path and not labels_root:
+        raise InputError("--metrics needs --evaluate LABELS_ROOT")
+    written = {}
+    for name, halves, game_folder in _collect_games(folders, half1, half2, game):
+        for missing in sorted({1, 2} - set(halves)):
+            click.echo(f"warning: game {name!r} has no half {missing}", err=True)
+        spots = []
+        for half, path in sorted(halves.items()):
+            spots += spot_half(load_half(path, classes_file), half, background, nms_window, threshold, event_times)
+        target = os.path.join(output, name, RESULTS_FILE) if output else os.path.join(game_folder, RESULTS_FILE)
+        write_json_atomically(results_document(name, spots), target, overwrite)
+        written[name] = target
+        click.echo(f"{name}: {len(spots)} events -> {target}")
+    if labels_root:
+        scores = soccernet_map.evaluate_results(labels_root, written, implementation=map_implementation)
+        for metric in soccernet_map.TOLERANCES:
+            s = scores[metric]
+            click.echo(f"average-mAP {metric}: {s['a_mAP']:.4f} (visible {s['a_mAP_visible']:.4f}, "
+                       f"unshown {s['a_mAP_unshown']:.4f})")
+        click.echo(f"({scores['games']} games, {scores['implementation']} implementation; "
+                   f"{scores['labelled_games_without_results']} labelled games had no results)")
+        if metrics_path:
+            write_json_atomically(scores, metrics_path, overwrite)
+
+
+def main(argv=None):
+    try:
+        cli.main(args=argv, prog_name="tsf-spot", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except TsfError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
