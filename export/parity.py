@@ -8,6 +8,8 @@ batch away from any size seen while tracing). Per output we report max |diff|, r
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from tsf.runtime.bundle import INPUT_NAME, OUTPUT_NAMES
@@ -45,6 +47,10 @@ def random_videos(config: dict, rng: np.random.Generator, batch_sizes=PARITY_BAT
 def run_paddle(model, video: np.ndarray) -> dict[str, np.ndarray]:
     import paddle
 
+    # Paddle pins its CPU math library to one thread on import (OMP_NUM_THREADS=1); the parity run
+    # of a full-size model takes minutes that way. ONNX Runtime uses every core by default.
+    if hasattr(paddle.base.core, "set_num_threads"):
+        paddle.base.core.set_num_threads(os.cpu_count() or 1)
     with paddle.no_grad():
         outputs = model(paddle.to_tensor(video))
     return {name: out.numpy() for name, out in zip(OUTPUT_NAMES, outputs)}

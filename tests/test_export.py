@@ -1,0 +1,317 @@
+"""`tsf.export.export_bundle`: the ONNX is the reference function, the bundle is complete and
+written atomically.
+
+The exported ONNX is run in ONNX Runtime and compared with the independent float64 NumPy forward
+(tests/reference/numpy_timesformer.py, written from REFERENCE-PIPELINE.md), not only with Paddle:
+the export's own parity gate compares against the model it exported, this checks the contract.
+Weights are synthetic reference-layout .pdparams (tests/reference/pdparams.py)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+
+from reference.numpy_timesformer import forward as numpy_forward
+from reference.pdparams import reference_state, write_pdparams
+from tsf.export import SOCCERNET_V2_CLASS_NAMES, export_bundle
+from tsf.export import bundle as bundle_module
+from tsf.export.onnx_export import OnnxExportError, export_onnx
+from tsf.export.parity import MAX_REL_L2, ParityError, check_parity, compare
+from tsf.runtime.bundle import load_bundle
+from tsf.runtime.errors import InputError, OutputError
+
+SMALL = dict(depth=2, width=128, frames=4, classes=18)
+SMALL_ARCH = "depth=2,width=128,heads=2,frames=4"
+NAMES = ("features", "logits", "event_times")
+CONTRACT_TOLERANCE = 1e-5  # rel L2, float32 ONNX Runtime vs float64 NumPy (as the model fidelity tests)
+
+
+def rel_l2(actual, expected) -> float:
+    expected = np.asarray(expected, dtype=np.float64)
+    return float(np.linalg.norm(np.asarray(actual, np.float64) - expected) / np.linalg.norm(expected))
+
+
+def random_video(rng, batch, frames, size=224, cell=32):
+    """Coarse random blocks plus pixel noise in [0, 1], so samples differ in large-scale content."""
+    coarse = rng.random((batch, 3, frames, size // cell, size // cell), dtype=np.float32)
+    coarse = coarse.repeat(cell, axis=-2).repeat(cell, axis=-1)
+    return 0.6 * coarse + 0.4 * rng.random((batch, 3, frames, size, size), dtype=np.float32)
+
+
+def ort_session(path):
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def leftovers(directory: Path, name: str) -> list[str]:
+    """Temporary or old copies an export may have left beside `name`."""
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith(f".{name}."))
+
+
+@pytest.fixture(scope="module")
+def small_state():
+    return reference_state(np.random.default_rng(31), **SMALL)
+
+
+@pytest.fixture(scope="module")
+def small_export(tmp_path_factory, small_state):
+    """One small bundle exported from a .pdparams, shared by the read-only tests below."""
+    root = tmp_path_factory.mktemp("small")
+    weights = write_pdparams(small_state, root / "small.pdparams")
+    out = export_bundle(root / "bundle", weights=weights, class_names=SOCCERNET_V2_CLASS_NAMES)
+    return out, weights
+
+
+def test_onnx_matches_the_numpy_reference(small_export, small_state):
+    out, _ = small_export
+    session = ort_session(out / "model.onnx")
+    for batch in (1, 3):
+        video = random_video(np.random.default_rng(batch), batch, SMALL["frames"])
+        ours = session.run(list(NAMES), {"video": video})
+        expected = numpy_forward(small_state, video)
+        for name, a, e in zip(NAMES, ours, expected):
+            assert a.shape == e.shape, name
+            assert rel_l2(a, e) < CONTRACT_TOLERANCE, f"{name} batch {batch}: {rel_l2(a, e):.2e}"
+
+
+def test_onnx_interface(small_export):
+    out, _ = small_export
+    path = out / "model.onnx"
+    onnx.checker.check_model(str(path))
+    model = onnx.load(str(path))
+    assert {o.domain: o.version for o in model.opset_import}[""] == 17
+
+    def dims(value):
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    assert [(i.name, dims(i)) for i in inputs] == [("video", ["batch", 3, 4, 224, 224])]
+    assert [(o.name, dims(o)) for o in model.graph.output] == [
+        ("features", ["batch", 128]), ("logits", ["batch", 18]), ("event_times", ["batch", 18])]
+    assert all(v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+               for v in list(inputs) + list(model.graph.output))
+    # opset 17 keeps LayerNorm as one op: norm1, temporal_norm1, norm2 per block + the final norm
+    assert sum(n.op_type == "LayerNormalization" for n in model.graph.node) == 3 * SMALL["depth"] + 1
+    # no softmax over the classes and no view averaging: logits are raw (checked numerically above)
+
+    # dynamic batch: sizes never traced; every row equals that sample run alone
+    session = ort_session(path)
+    video = random_video(np.random.default_rng(9), 5, 4)
+    batched = session.run(list(NAMES), {"video": video})
+    assert [a.shape[0] for a in batched] == [5, 5, 5]
+    for i in (0, 4):
+        alone = session.run(list(NAMES), {"video": video[i:i + 1]})
+        for a, b in zip(batched, alone):
+            np.testing.assert_allclose(a[i:i + 1], b, rtol=1e-5, atol=1e-5)
+
+
+def test_bundle_json_is_complete(small_export):
+    out, weights = small_export
+    bundle = load_bundle(out, verify=True)
+    meta = json.loads((out / "bundle.json").read_text())
+    assert bundle.meta == meta
+    assert meta["format"] == "tsf-bundle" and meta["format_version"] == 1
+    assert meta["architecture"] == {"frames": 4, "depth": 2, "width": 128, "heads": 2, "classes": 18,
+                                    "image_size": 224, "patch_size": 16, "mlp_ratio": 4}
+    assert meta["preprocessing"] == {
+        "channel_order": "RGB", "value_scale": 1 / 255, "mean": [0, 0, 0], "std": [1, 1, 1],
+        "short_side": 224, "resize": "bilinear-half-pixel-no-antialias", "crop": "center",
+        "crop_size": 224, "crop_offset_rounding": "half-even", "layout": "NCTHW"}
+    assert meta["window"] == {"frames": 4, "seconds": 5.0, "stride_seconds": 1.0}
+    assert meta["class_names"] == list(SOCCERNET_V2_CLASS_NAMES)
+    assert meta["class_names"][17] == "background" and meta["class_names"][0] == "Penalty"
+    assert meta["weights"] == {"file": "small.pdparams", "random_init": False,
+                               "sha256": hashlib.sha256(Path(weights).read_bytes()).hexdigest()}
+    onnx_sha = hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
+    assert meta["onnx"]["sha256"] == onnx_sha and meta["onnx"]["file"] == "model.onnx"
+    assert meta["onnx"]["opset"] == 17
+    assert bundle.bundle_id == onnx_sha[:16]
+    assert set(meta["versions"]) == {"tsf", "paddle", "paddle2onnx", "onnx", "onnxruntime"}
+    assert all(meta["versions"].values())
+    assert meta["versions"]["onnx"] == onnx.__version__
+    parity = meta["parity"]["onnxruntime-cpu"]
+    assert parity["batch_sizes"] == [1, 3]
+    for name in NAMES:
+        assert parity[name]["rel_l2"] <= MAX_REL_L2
+        assert parity[name]["cosine"] > 0.99999
+        assert 0 <= parity[name]["max_abs"] < 1e-3
+    assert meta["engines"] == []
+    assert sorted(p.name for p in out.iterdir()) == ["bundle.json", "model.onnx"]
+    assert leftovers(out.parent, out.name) == []
+
+
+def test_random_init_is_seeded_and_flagged(tmp_path):
+    first = export_bundle(tmp_path / "a", random_init=True, arch=SMALL_ARCH, seed=5)
+    meta = load_bundle(first).meta
+    assert meta["weights"] == {"file": None, "sha256": None, "random_init": True, "seed": 5}
+    assert load_bundle(first).random_init is True
+    assert meta["class_names"] == [f"class_{i}" for i in range(18)]
+    # the same seed gives the same function (a demo bundle is reproducible)
+    second = export_bundle(tmp_path / "b", random_init=True, arch=SMALL_ARCH, seed=5)
+    video = random_video(np.random.default_rng(0), 1, 4)
+    a = ort_session(first / "model.onnx").run(["features"], {"video": video})[0]
+    b = ort_session(second / "model.onnx").run(["features"], {"video": video})[0]
+    np.testing.assert_array_equal(a, b)
+    assert not (first / ".random-init.pdparams").exists()
+
+
+@pytest.fixture
+def existing_bundle(tmp_path):
+    out = export_bundle(tmp_path / "bundle", random_init=True, arch=SMALL_ARCH, seed=1)
+    return out, (out / "bundle.json").read_bytes()
+
+
+def test_existing_bundle_is_kept_without_overwrite(existing_bundle):
+    out, before = existing_bundle
+    with pytest.raises(OutputError, match="exists; pass --overwrite"):
+        export_bundle(out, random_init=True, arch=SMALL_ARCH, seed=2)
+    assert (out / "bundle.json").read_bytes() == before
+    assert leftovers(out.parent, out.name) == []
+
+
+def test_overwrite_replaces_a_bundle(existing_bundle):
+    out, before = existing_bundle
+    old_id = load_bundle(out).bundle_id
+    export_bundle(out, random_init=True, arch=SMALL_ARCH, seed=2, overwrite=True)
+    assert load_bundle(out, verify=True).bundle_id != old_id
+    assert load_bundle(out).meta["weights"]["seed"] == 2
+    assert leftovers(out.parent, out.name) == []
+
+
+@pytest.mark.parametrize("kind", ["directory", "file"])
+def test_overwrite_never_replaces_something_that_is_not_a_bundle(tmp_path, kind):
+    target = tmp_path / "precious"
+    if kind == "directory":
+        target.mkdir()
+        (target / "thesis.tex").write_text("years of work")
+    else:
+        target.write_text("years of work")
+    with pytest.raises(OutputError, match="not a tsf bundle"):
+        export_bundle(target, random_init=True, arch=SMALL_ARCH, overwrite=True)
+    assert (target / "thesis.tex" if kind == "directory" else target).read_text() == "years of work"
+
+
+def test_default_location(tmp_path, monkeypatch):
+    monkeypatch.setenv("TSF_HOME", str(tmp_path / "home"))
+    out = export_bundle(random_init=True, arch=SMALL_ARCH)
+    assert out == tmp_path / "home" / "bundles" / "default"
+    assert load_bundle(out).random_init
+
+
+@pytest.mark.parametrize("failure", [ParityError("gate failed"), KeyboardInterrupt()])
+def test_a_failed_or_interrupted_export_leaves_nothing(tmp_path, monkeypatch, failure):
+    def fail(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(bundle_module, "check_parity", fail)
+    target = tmp_path / "new" / "nested" / "bundle"
+    with pytest.raises(type(failure)):
+        export_bundle(target, random_init=True, arch=SMALL_ARCH)
+    assert list(tmp_path.iterdir()) == []  # not even the parent directories it created
+
+
+def test_a_failed_replacement_keeps_the_old_bundle(existing_bundle, monkeypatch):
+    out, before = existing_bundle
+    monkeypatch.setattr(bundle_module, "check_parity", lambda figures: (_ for _ in ()).throw(ParityError("no")))
+    with pytest.raises(ParityError):
+        export_bundle(out, random_init=True, arch=SMALL_ARCH, seed=3, overwrite=True)
+    assert (out / "bundle.json").read_bytes() == before
+    assert leftovers(out.parent, out.name) == []
+
+
+def test_parity_gate():
+    rng = np.random.default_rng(0)
+    reference = rng.standard_normal(1000)
+    exact = compare(reference, reference)
+    assert exact == {"max_abs": 0.0, "rel_l2": 0.0, "cosine": pytest.approx(1.0)}
+    noise = rng.standard_normal(1000)
+    noisy = reference + 1e-3 * noise
+    figures = compare(reference, noisy)
+    assert figures["max_abs"] == pytest.approx(1e-3 * np.abs(noise).max())
+    assert figures["rel_l2"] == pytest.approx(1e-3 * np.linalg.norm(noise) / np.linalg.norm(reference))
+    assert compare(reference, -reference)["cosine"] == pytest.approx(-1.0)
+
+    good = {name: {"max_abs": 0, "rel_l2": 5e-5, "cosine": 1} for name in NAMES}
+    check_parity(good)
+    for bad_value in (2e-4, float("nan")):
+        bad = dict(good, logits={"max_abs": 1, "rel_l2": bad_value, "cosine": 0.9})
+        with pytest.raises(ParityError, match="logits"):
+            check_parity(bad)
+
+
+def test_conversion_failure_is_one_line(tmp_path, small_state):
+    """The child process refuses weights that do not fit the config; the parent reports one line."""
+    weights = write_pdparams(small_state, tmp_path / "w.pdparams")
+    config = {"frames": 4, "depth": 3, "width": 128, "heads": 2, "image_size": 224, "patch_size": 16,
+              "num_classes": 18, "mlp_ratio": 4}
+    with pytest.raises(OnnxExportError) as info:
+        export_onnx(weights, config, tmp_path / "model.onnx")
+    assert "\n" not in str(info.value)
+    assert "backbone.blocks.2" in str(info.value)  # names the missing keys
+    assert not (tmp_path / "model.onnx").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pdparams"]
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    (dict(), "either a weights file or --random-init"),
+    (dict(random_init=True, weights="x.pdparams"), "either a weights file or --random-init"),
+    (dict(weights="x.pdparams", arch="depth=2"), "--arch only applies"),
+    (dict(random_init=True, arch="depth=2,colour=3"), "unknown architecture key 'colour'"),
+    (dict(random_init=True, arch="depth=two"), "not an integer"),
+    (dict(random_init=True, arch="width=100,heads=3"), "invalid architecture"),
+    (dict(random_init=True, arch=SMALL_ARCH, heads=4), "contradicts"),
+    (dict(random_init=True, precision="int8"), "precision"),
+    (dict(random_init=True, max_batch=0), "max batch"),
+    (dict(random_init=True, arch=SMALL_ARCH, class_names=["a", "b"]), "2 class names"),
+    (dict(random_init=True, arch=SMALL_ARCH, class_names=["a"] * 18), "repeats class names: a"),
+    (dict(weights="does/not/exist.pdparams"), "weights file not found"),
+])
+def test_bad_arguments_write_nothing(tmp_path, kwargs, expected):
+    with pytest.raises(InputError, match=expected.replace("(", r"\(")):
+        export_bundle(tmp_path / "out" / "bundle", **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_strict_weights_errors_write_nothing(tmp_path, small_state):
+    state = dict(small_state)
+    del state["backbone.blocks.1.mlp.fc2.bias"]
+    state["backbone.blocks.0.extra.weight"] = np.zeros(3, np.float32)
+    weights = write_pdparams(state, tmp_path / "bad.pdparams")
+    with pytest.raises(InputError) as info:
+        export_bundle(tmp_path / "bundle", weights=weights)
+    assert "backbone.blocks.1.mlp.fc2.bias" in str(info.value)
+    assert "backbone.blocks.0.extra.weight" in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pdparams"]
+
+
+@pytest.mark.slow
+@pytest.mark.full_model
+def test_full_reference_sized_export(tmp_path, full_reference_pdparams, full_reference_state):
+    """The reference architecture (12 x 768, 16 frames, 18 classes): conversion, checker, parity
+    gate at batch 1 and 3 inside the export, interface, metadata; then one clip against the NumPy
+    reference. Minutes on 2 cores, ~5 GB of RAM for the conversion."""
+    out = export_bundle(tmp_path / "bundle", weights=full_reference_pdparams)
+    bundle = load_bundle(out, verify=True)
+    meta = bundle.meta
+    assert meta["architecture"] == {"frames": 16, "depth": 12, "width": 768, "heads": 12, "classes": 18,
+                                    "image_size": 224, "patch_size": 16, "mlp_ratio": 4}
+    assert meta["weights"]["sha256"] == hashlib.sha256(Path(full_reference_pdparams).read_bytes()).hexdigest()
+    for name in NAMES:
+        assert meta["parity"]["onnxruntime-cpu"][name]["rel_l2"] <= MAX_REL_L2
+    print("full export:", json.dumps(meta["parity"]), f"onnx {meta['onnx']['size_bytes'] / 2**20:.0f} MiB")
+
+    onnx.checker.check_model(str(bundle.onnx_path))  # by path: no 2 GB protobuf limit
+    session = ort_session(bundle.onnx_path)
+    assert [(i.name, i.shape) for i in session.get_inputs()] == [("video", ["batch", 3, 16, 224, 224])]
+    assert [(o.name, o.shape) for o in session.get_outputs()] == [
+        ("features", ["batch", 768]), ("logits", ["batch", 18]), ("event_times", ["batch", 18])]
+
+    video = random_video(np.random.default_rng(2), 1, 16)
+    ours = session.run(list(NAMES), {"video": video})
+    for name, a, e in zip(NAMES, ours, numpy_forward(full_reference_state, video)):
+        assert rel_l2(a, e) < CONTRACT_TOLERANCE, f"{name}: {rel_l2(a, e):.2e}"
