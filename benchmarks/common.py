@@ -1,0 +1,526 @@
+"""What every benchmark shares: provenance, test videos, model bundles, child processes, output files.
+
+Why each dependency is here:
+- PyAV (a tsf dependency) encodes the test videos, so no video file ships with the repository.
+- `os.wait4` (standard library) gives each child process's own peak RSS: every measured run lives
+  in a fresh child so that one run's memory high-water mark never mixes with another's.
+- psutil (`bench` extra, optional) only reads physical core count and total RAM for the machine
+  line; /proc is the fallback.
+- matplotlib (`bench` extra) draws the plots; imported lazily so tables come out without it.
+- `nvidia-smi` (part of the NVIDIA driver) samples GPU memory during a GPU run.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CACHE = Path(os.environ.get("TSF_BENCH_CACHE", Path.home() / ".cache" / "tsf-bench"))
+
+# SoccerNet's 224p videos are 398x224; the other two are the usual broadcast sizes.
+RESOLUTIONS = {"224p": (398, 224), "720p": (1280, 720), "1080p": (1920, 1080)}
+
+# The reference architecture; benchmarks override only `depth` for the "small" model so that the
+# per-block cost, the input and the whole pipeline stay the reference's.
+REFERENCE_ARCH = {"frames": 16, "depth": 12, "width": 768, "heads": 12, "image_size": 224,
+                  "patch_size": 16, "num_classes": 18, "mlp_ratio": 4}
+SMALL_ARCH = {**REFERENCE_ARCH, "depth": 2}
+
+
+# ---------------------------------------------------------------------------------------------
+# Provenance: every figure carries machine, command, date and commit.
+
+def _read(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=20, cwd=REPO_ROOT).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def git_commit() -> dict:
+    short = _read(["git", "rev-parse", "--short", "HEAD"]) or "unknown"
+    # Uncommitted changes to tracked code files mean the commit alone does not reproduce the figures.
+    dirty = bool(_read(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                        "runtime", "export", "training", "tsf", "benchmarks"]))
+    return {"commit": short, "dirty": dirty}
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def gpu_info() -> list[dict]:
+    if not shutil.which("nvidia-smi"):
+        return []
+    out = _read(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits"])
+    gpus = []
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3:
+            gpus.append({"name": parts[0], "memory_mib": float(parts[1]), "driver": parts[2]})
+    return gpus
+
+
+def machine_info() -> dict:
+    cpu_model = ""
+    for line in _read(["lscpu"]).splitlines():
+        if line.startswith("Model name:"):
+            cpu_model = line.split(":", 1)[1].strip()
+            break
+    cpu_model = cpu_model or platform.processor() or platform.machine()
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False)
+        ram_gib = psutil.virtual_memory().total / 2**30
+    except ImportError:
+        physical = None
+        with open("/proc/meminfo") as f:
+            ram_gib = int(f.readline().split()[1]) / 2**20
+    packages = ["tsf", "numpy", "av", "onnxruntime", "onnxruntime-gpu", "paddlepaddle", "paddlepaddle-gpu",
+                "tensorrt", "cupy-cuda12x", "PyNvVideoCodec", "torch"]
+    return {
+        "cpu_model": cpu_model,
+        "logical_cpus": os.cpu_count(),
+        "physical_cores": physical,
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "ram_gib": round(ram_gib, 1),
+        "gpus": gpu_info(),
+        "python": platform.python_version(),
+        "packages": {p: v for p in packages if (v := _package_version(p))},
+    }
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def provenance(argv: list[str] | None = None) -> dict:
+    argv = sys.argv if argv is None else argv
+    return {
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "python -m " + shlex.join([_module_name(argv[0])] + list(argv[1:])),
+        **git_commit(),
+        "machine": machine_info(),
+        "load_average_at_start": load_average(),
+    }
+
+
+def _module_name(script: str) -> str:
+    path = Path(script).resolve()
+    try:
+        return ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts)
+    except ValueError:
+        return script
+
+
+def machine_line(machine: dict) -> str:
+    cores = machine.get("physical_cores") or machine.get("logical_cpus")
+    line = f"{machine['cpu_model']}, {cores} cores ({machine['usable_cpus']} usable), {machine['ram_gib']} GiB RAM"
+    for gpu in machine.get("gpus", []):
+        line += f"; GPU {gpu['name']} ({gpu['memory_mib'] / 1024:.0f} GiB, driver {gpu['driver']})"
+    return line
+
+
+def provenance_markdown(prov: dict) -> str:
+    dirty = " (with uncommitted changes)" if prov.get("dirty") else ""
+    return (f"- machine: {machine_line(prov['machine'])}\n"
+            f"- command: `{prov['command']}`\n"
+            f"- date: {prov['date_utc']}; tsf commit `{prov['commit']}`{dirty}\n"
+            f"- load average at start (1/5/15 min): {' / '.join(map(str, prov['load_average_at_start']))}\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Output: JSON + a Markdown table (+ PNG plots) per benchmark, all in one folder.
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _json_default(obj):
+    if isinstance(obj, Fraction):
+        return float(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def fmt(value, spec: str = ".3g") -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return format(value, spec)
+    return str(value)
+
+
+def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """`columns`: (key, header, format spec). Missing values print as an en dash."""
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |",
+             "|" + "|".join("---" for _ in columns) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt(row.get(k), spec) for k, _, spec in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def pyplot():
+    """matplotlib's pyplot with a file-only backend, or None when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def save_figure(fig, path: Path) -> str:
+    """Write a figure as PNG (creating the folder) and close it; returns the file name."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path.name
+
+
+MIB = 2**20
+
+
+# ---------------------------------------------------------------------------------------------
+# Test videos: generated once with PyAV/libx264 into the cache.
+
+def test_video(cache_dir: Path, resolution: str | tuple[int, int], seconds: float, fps: int = 25) -> Path:
+    """A cached H.264 MKV of a panning pitch with moving players (so inter frames carry motion)."""
+    width, height = RESOLUTIONS[resolution] if isinstance(resolution, str) else resolution
+    path = Path(cache_dir) / "videos" / f"pitch-{width}x{height}-{fps}fps-{seconds:g}s.mkv"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _encode_pitch(path, width, height, seconds, fps)
+    return path
+
+
+def _encode_pitch(path: Path, width: int, height: int, seconds: float, fps: int) -> None:
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    pan = width // 2  # the background is wider than the frame and pans like a broadcast camera
+    yy, xx = np.mgrid[0:height, 0:width + pan]
+    field_ = np.zeros((height, width + pan, 3), np.uint8)
+    field_[..., 1] = np.where((xx // max(8, width // 10)) % 2 == 0, 140, 118)
+    field_[..., 0], field_[..., 2] = 35, 45
+    field_ = np.clip(field_.astype(np.int16) + rng.integers(-6, 7, field_.shape), 0, 255).astype(np.uint8)
+    field_[(abs(xx - (width + pan) // 2) < max(1, width // 300)) | (yy < height // 40)] = 235
+    players = rng.uniform([0, 0], [width, height], size=(22, 2))
+    speeds = rng.normal(0, width / 300, size=(22, 2))
+    size = max(2, height // 40)
+    # Sensor-like grain that changes every frame keeps the bitrate near a broadcast file's
+    # (a few Mbit/s at 1080p); a clean synthetic picture would compress, and decode, unrealistically well.
+    grain = [rng.integers(-5, 6, (height, width, 1), dtype=np.int16) for _ in range(7)]
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    with av.open(str(tmp), "w", format="matroska") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": "23"}
+        for i in range(int(round(seconds * fps))):
+            offset = int(pan / 2 * (1 + np.sin(i / fps / 3)))
+            frame = field_[:, offset:offset + width] + grain[i % len(grain)]
+            players = np.clip(players + speeds, [size, 2 * size], [width - size, height - 2 * size])
+            for k, (px, py) in enumerate(players.astype(int)):
+                frame[py - 2 * size:py + 2 * size, px - size:px + size] = (200, 30, 30) if k < 11 else (30, 60, 200)
+            video_frame = av.VideoFrame.from_ndarray(np.clip(frame, 0, 255).astype(np.uint8), format="rgb24")
+            video_frame.pts = i
+            video_frame.time_base = Fraction(1, fps)
+            for packet in stream.encode(video_frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Child processes: one per measurement, so each has its own peak RSS and a clean environment.
+
+@dataclass
+class ChildRun:
+    command: list[str]
+    returncode: int
+    wall_s: float
+    peak_rss_bytes: int
+    peak_gpu_bytes: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    result: dict | None = field(default=None)
+
+    def check(self) -> "ChildRun":
+        if self.returncode != 0:
+            tail = "\n".join(self.stderr.strip().splitlines()[-15:])
+            raise RuntimeError(f"benchmark child failed (exit {self.returncode}): {shlex.join(self.command)}\n{tail}")
+        return self
+
+
+class GpuMemorySampler:
+    """Peak GPU memory in use on the device during a run, above what was in use before it.
+
+    Device-wide (`nvidia-smi --query-gpu=memory.used`), not per process: inside containers the
+    per-process query often lists no PIDs. Benchmarks run one child at a time, so the two agree.
+    """
+
+    def __init__(self, interval_s: float = 0.1):
+        self.interval_s = interval_s
+        self.available = bool(shutil.which("nvidia-smi")) and bool(gpu_info())
+        self.peak_mib = 0.0
+        self._stop = threading.Event()
+        self._thread = None
+
+    def _used_mib(self) -> float:
+        out = _read(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"])
+        try:
+            return float(out.splitlines()[0])
+        except (IndexError, ValueError):
+            return 0.0
+
+    def __enter__(self):
+        if self.available:
+            self._before = self._used_mib()
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+        return self
+
+    def _loop(self):
+        while not self._stop.wait(self.interval_s):
+            self.peak_mib = max(self.peak_mib, self._used_mib() - self._before)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+    @property
+    def peak_bytes(self) -> int | None:
+        return int(self.peak_mib * MIB) if self.available else None
+
+
+def run_child(command: list[str], env: dict | None = None, timeout_s: float | None = None,
+              sample_gpu: bool = False) -> ChildRun:
+    """Run `command`, returning its wall time and its own peak RSS (from `os.wait4`'s rusage)."""
+    child_env = {**os.environ, **(env or {})}
+    child_env.setdefault("PYTHONPATH", str(REPO_ROOT))
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            GpuMemorySampler() if sample_gpu else _NullContext() as gpu:
+        started = time.perf_counter()
+        proc = subprocess.Popen(command, stdout=out, stderr=err, env=child_env, cwd=REPO_ROOT)
+        timer = None
+        if timeout_s:
+            timer = threading.Timer(timeout_s, lambda: _kill(proc.pid))
+            timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            if timer:
+                timer.cancel()
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; keeps Popen from waiting again
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    return ChildRun(command=command, returncode=proc.returncode, wall_s=wall,
+                    peak_rss_bytes=usage.ru_maxrss * 1024,  # Linux reports KiB
+                    peak_gpu_bytes=gpu.peak_bytes if sample_gpu else None, stdout=stdout, stderr=stderr)
+
+
+class _NullContext:
+    peak_bytes = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def call_in_child(function: str, kwargs: dict, env: dict | None = None, timeout_s: float | None = None,
+                  sample_gpu: bool = False) -> ChildRun:
+    """Run `module:function(**kwargs)` in a fresh interpreter; its return value comes back as JSON."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result_path = Path(tmp) / "result.json"
+        command = [sys.executable, "-m", "benchmarks.common", function, json.dumps(kwargs, default=_json_default),
+                   str(result_path)]
+        run = run_child(command, env=env, timeout_s=timeout_s, sample_gpu=sample_gpu)
+        if run.returncode == 0 and result_path.exists():
+            run.result = json.loads(result_path.read_text())
+    return run
+
+
+def _child_main(argv: list[str]) -> int:
+    function, kwargs, result_path = argv
+    module_name, _, name = function.partition(":")
+    result = getattr(importlib.import_module(module_name), name)(**json.loads(kwargs))
+    write_json(Path(result_path), result)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights and bundles: seeded random weights saved as .pdparams, exported once, cached.
+
+# ---------------------------------------------------------------------------------------------
+# Backends: every (backend, precision) the runtime offers, built directly so that each can be
+# measured on its own (the CLI's `auto` would pick only the fastest).
+
+BACKEND_KINDS = ("onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
+
+
+def backend_variants(bundle_dir: Path) -> tuple[list[dict], dict[str, str]]:
+    """(variants that look usable here, {variant: why not} for the others); cheap checks only.
+
+    A variant that passes these checks can still fail to start (it is then reported, not hidden).
+    """
+    import json as _json
+
+    variants = [{"backend": "onnxruntime-cpu", "device": "cpu", "precision": "fp32"}]
+    skipped = {}
+    try:
+        import onnxruntime
+
+        providers = set(onnxruntime.get_available_providers())
+    except (ImportError, OSError, RuntimeError) as e:
+        return [], {"onnxruntime": f"not importable ({e})"}
+    has_gpu = bool(gpu_info())
+    for kind, provider, precision in (("onnxruntime-cuda", "CUDAExecutionProvider", "fp32"),
+                                      ("onnxruntime-tensorrt", "TensorrtExecutionProvider", "fp16")):
+        if provider not in providers:
+            skipped[kind] = f"{provider} not in this onnxruntime"
+        elif not has_gpu:
+            skipped[kind] = "no NVIDIA GPU (nvidia-smi lists none)"
+        else:
+            variants.append({"backend": kind, "device": "cuda", "precision": precision})
+    engines = _json.loads((Path(bundle_dir) / "bundle.json").read_text()).get("engines", [])
+    if not engines:
+        skipped["tensorrt"] = "the bundle has no TensorRT engine"
+    else:
+        try:
+            from tsf.runtime import infer_tensorrt
+
+            reason = infer_tensorrt.tensorrt_support()
+        except (ImportError, OSError, RuntimeError) as e:
+            reason = f"TensorRT not importable ({type(e).__name__})"
+        if reason:
+            skipped["tensorrt"] = reason
+        for precision in sorted({e.get("precision", "fp16") for e in engines}):
+            if not reason:
+                variants.append({"backend": "tensorrt", "device": "cuda", "precision": precision})
+    return variants, skipped
+
+
+def make_backend(bundle_dir: str | Path, backend: str, precision: str | None = None):
+    """A runtime backend object for one variant (raises the runtime's BackendError if it cannot start)."""
+    from tsf.runtime.bundle import load_bundle
+    from tsf.runtime.errors import BackendError
+    from tsf.runtime.infer import OnnxRuntimeBackend
+
+    bundle = load_bundle(bundle_dir)
+    if backend.startswith("onnxruntime-"):
+        return OnnxRuntimeBackend(bundle, provider=backend.split("-", 1)[1])
+    if backend == "tensorrt":
+        from tsf.runtime.infer_tensorrt import TensorRTBackend, find_engine
+
+        entry, reasons = find_engine(bundle, precision)
+        if entry is None:
+            raise BackendError("; ".join(reasons))
+        return TensorRTBackend(bundle, entry)
+    raise ValueError(f"unknown backend {backend!r}")
+
+
+def tsf_command(name: str) -> list[str]:
+    """The installed console script (`tsf-extract`, `tsf-export`) of the Python running the benchmarks."""
+    script = Path(sys.executable).parent / name
+    if script.exists():
+        return [str(script)]
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} is not installed (pip install -e . in this environment)")
+    return [found]
+
+
+def arch_name(arch: dict, seed: int) -> str:
+    a = {**REFERENCE_ARCH, **arch}
+    return f"d{a['depth']}-w{a['width']}-h{a['heads']}-f{a['frames']}-m{a['mlp_ratio']}-seed{seed}"
+
+
+def ensure_bundle(cache_dir: Path, arch: dict, seed: int = 0, rebuild: bool = False,
+                  engines: bool = False) -> tuple[Path, Path]:
+    """(bundle directory, weights file) for seeded random weights of `arch`, built once per cache.
+
+    The weights are written to a .pdparams first and the bundle exported from that file, so the
+    Paddle baseline and every runtime backend run exactly the same weights. Built in a child
+    process: importing Paddle changes this process's thread settings (it sets OMP_NUM_THREADS).
+    """
+    root = Path(cache_dir) / "bundles" / arch_name(arch, seed)
+    weights, bundle = root / "weights.pdparams", root / "bundle"
+    marker = root / "engines-tried"  # a GPU run wants engines in a bundle first built without them
+    if rebuild or not (bundle / "bundle.json").exists() or not weights.exists() or (engines and not marker.exists()):
+        root.mkdir(parents=True, exist_ok=True)
+        call_in_child("benchmarks.common:build_bundle",
+                      {"arch": {**REFERENCE_ARCH, **arch}, "seed": seed, "weights": str(weights),
+                       "bundle": str(bundle), "engines": engines}).check()
+        if engines:
+            marker.touch()
+    return bundle, weights
+
+
+def build_bundle(arch: dict, seed: int, weights: str, bundle: str, engines: bool = False) -> dict:
+    import paddle
+
+    from tsf.export import export_bundle
+    from tsf.training.model import PPTimeSformer, TimeSformerConfig
+    from tsf.training.weights import save_pdparams
+
+    paddle.seed(seed)
+    save_pdparams(PPTimeSformer(TimeSformerConfig(**arch)), weights)
+    # engine="auto": TensorRT engines where TensorRT and a GPU are usable, none elsewhere.
+    export_bundle(bundle, weights=weights, engine="auto" if engines else False, overwrite=True, log=print)
+    return {"bundle": bundle, "weights": weights}
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(sys.argv[1:]))

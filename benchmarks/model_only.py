@@ -1,0 +1,259 @@
+"""Model-only speed: clips/s against batch size for every backend, as a fraction of the machine's limit.
+
+Each backend runs in its own child process on random clips already in the backend's preferred
+memory (host for CPU backends, device for GPU backends that take CuPy input), so this is the model
+alone: no decoding, no preprocessing. Achieved TFLOP/s = clips/s x FLOPs per clip
+(`benchmarks.flops`, counted from the model's shapes: 0.784 TFLOP for the reference model).
+
+The ceiling is measured on the same machine, in a child with the same thread count:
+- CPU: the best of several float32 N x N matrix products with NumPy's BLAS (OPENBLAS/MKL/OMP
+  threads = the count ONNX Runtime uses). This is what the BLAS reaches, not the CPU's datasheet
+  peak: a figure near 100 % means "as fast as a large GEMM here", not "at the silicon's limit".
+- GPU: the best of several FP16 N x N matrix products (torch if installed, else CuPy/cuBLAS);
+  every GPU backend is reported against it, FP32 backends too (the issue's yardstick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from . import common
+from .flops import clip_flops
+
+
+def blas_env(threads: int) -> dict:
+    return {name: str(threads) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+def cpu_matmul_ceiling(n: int = 3072, repeats: int = 5) -> dict:
+    """Best float32 GEMM rate of NumPy's BLAS in this process (threads set by the environment)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
+    a @ b  # warm-up: BLAS thread pool start, page faults on the output
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return {"n": n, "dtype": "float32", "best_s": best, "tflops": 2 * n**3 / best / 1e12,
+            "threads": os.environ.get("OPENBLAS_NUM_THREADS"), "library": "numpy"}
+
+
+def _timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def gpu_matmul_ceiling(n: int = 8192, repeats: int = 20, dtype: str = "float16") -> dict:
+    """Best FP16 (or FP32) GEMM rate on GPU 0: torch when installed, else CuPy (cuBLAS either way)."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ImportError("torch without CUDA")
+        a = torch.randn(n, n, device="cuda", dtype=getattr(torch, dtype))
+        b = torch.randn(n, n, device="cuda", dtype=getattr(torch, dtype))
+        torch.backends.cuda.matmul.allow_tf32 = False  # an FP32 ceiling must be real FP32
+
+        def step():
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            a @ b
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3
+
+        library = f"torch {torch.__version__}"
+    except ImportError:
+        import cupy
+
+        a = cupy.random.standard_normal((n, n), dtype=cupy.float32).astype(dtype)
+        b = cupy.random.standard_normal((n, n), dtype=cupy.float32).astype(dtype)
+
+        def step():
+            start, end = cupy.cuda.Event(), cupy.cuda.Event()
+            start.record()
+            cupy.matmul(a, b)
+            end.record()
+            end.synchronize()
+            return cupy.cuda.get_elapsed_time(start, end) / 1e3
+
+        library = f"cupy {cupy.__version__}"
+    for _ in range(3):
+        step()
+    best = min(step() for _ in range(repeats))
+    return {"n": n, "dtype": dtype, "best_s": best, "tflops": 2 * n**3 / best / 1e12, "library": library}
+
+
+def measure_backend(bundle: str, backend: str, precision: str | None, batch_sizes: list[int],
+                    min_time_s: float = 2.0, min_runs: int = 2) -> dict:
+    """Runs in a child: clips/s per batch size (median of timed runs after one warm-up per size)."""
+    import numpy as np
+
+    runner = common.make_backend(bundle, backend, precision)
+    from tsf.runtime.bundle import load_bundle
+
+    arch = load_bundle(bundle).architecture
+    shape = (3, arch["frames"], arch["image_size"], arch["image_size"])
+    rng = np.random.default_rng(0)
+    sync = lambda: None  # noqa: E731
+    on_device = getattr(runner, "wants_gpu_input", False) or runner.device == "cuda"
+    if on_device:
+        import cupy
+
+        sync = cupy.cuda.Device().synchronize
+    rows = []
+    for batch in batch_sizes:
+        clips = rng.random((batch, *shape), dtype=np.float32)
+        if on_device:
+            clips = cupy.asarray(clips)
+        try:
+            runner.run(clips)  # warm-up: allocations and kernel choices for this shape
+        except Exception as e:  # noqa: BLE001 - e.g. out of memory at a large batch: report, go on
+            rows.append({"batch": batch, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
+            break
+        times = []
+        while len(times) < min_runs or sum(times) < min_time_s:
+            sync()
+            started = time.perf_counter()
+            runner.run(clips)  # returns host NumPy outputs, so the work is finished when it returns
+            times.append(time.perf_counter() - started)
+        median = statistics.median(times)
+        rows.append({"batch": batch, "runs": len(times), "median_s": median, "clips_per_s": batch / median})
+    return {"backend": runner.name, "device": runner.device, "precision": runner.precision, "rows": rows}
+
+
+def run(cache_dir: Path, archs: dict[str, dict], batch_sizes: dict[str, list[int]], threads: int | None = None,
+        min_time_s: float = 2.0, min_runs: int = 2, backends: list[str] | None = None,
+        engines: bool = False) -> dict:
+    """`archs`: label -> arch; `batch_sizes`: label -> sizes (CPU backends), GPU backends use `gpu`."""
+    threads = threads or len(os.sched_getaffinity(0))
+    ceilings = {"cpu": common.call_in_child("benchmarks.model_only:cpu_matmul_ceiling", {},
+                                            env=blas_env(threads)).check().result}
+    if common.gpu_info():
+        run_ = common.call_in_child("benchmarks.model_only:gpu_matmul_ceiling", {})
+        ceilings["cuda"] = run_.result if run_.returncode == 0 else {"error": run_.stderr.strip().splitlines()[-1:]}
+    results, skipped = [], {}
+    for label, arch in archs.items():
+        bundle, _ = common.ensure_bundle(cache_dir, arch, engines=engines)
+        variants, why_not = common.backend_variants(bundle)
+        skipped.update(why_not)
+        flops = clip_flops(**{**common.REFERENCE_ARCH, **arch})["total"]
+        for variant in variants:
+            if backends and variant["backend"] not in backends:
+                continue
+            sizes = batch_sizes["gpu" if variant["device"] == "cuda" else label]
+            child = common.call_in_child(
+                "benchmarks.model_only:measure_backend",
+                {"bundle": str(bundle), "backend": variant["backend"], "precision": variant["precision"],
+                 "batch_sizes": sizes, "min_time_s": min_time_s, "min_runs": min_runs},
+                env=blas_env(threads) if variant["device"] == "cpu" else None, sample_gpu=variant["device"] == "cuda")
+            entry = {"model": label, "arch": {**common.REFERENCE_ARCH, **arch}, "clip_tflop": flops / 1e12,
+                     **variant, "peak_rss_bytes": child.peak_rss_bytes, "peak_gpu_bytes": child.peak_gpu_bytes}
+            if child.returncode != 0:
+                entry["error"] = (child.stderr.strip().splitlines() or ["?"])[-1]
+            else:
+                ceiling = ceilings.get(variant["device"], {}).get("tflops")
+                for row in child.result["rows"]:
+                    if "clips_per_s" in row:
+                        row["tflops"] = row["clips_per_s"] * flops / 1e12
+                        row["fraction_of_ceiling"] = row["tflops"] / ceiling if ceiling else None
+                entry["rows"] = child.result["rows"]
+            results.append(entry)
+    return {"threads": threads, "ceilings": ceilings, "results": results, "skipped": skipped}
+
+
+def flat_rows(result: dict) -> list[dict]:
+    rows = []
+    for entry in result["results"]:
+        if "error" in entry:
+            rows.append({"model": entry["model"], "backend": entry["backend"], "precision": entry["precision"],
+                         "batch": "–", "error": entry["error"]})
+            continue
+        for row in entry["rows"]:
+            rows.append({"model": entry["model"], "backend": entry["backend"], "precision": entry["precision"],
+                         "device": entry["device"], "peak_rss_mib": entry["peak_rss_bytes"] / common.MIB,
+                         "peak_gpu_mib": entry["peak_gpu_bytes"] / common.MIB if entry["peak_gpu_bytes"] else None,
+                         **row})
+    return rows
+
+
+def markdown(result: dict) -> str:
+    lines = []
+    for device, c in result["ceilings"].items():
+        if "tflops" in c:
+            lines.append(f"- {device} ceiling: {c['tflops'] * 1e3:.1f} GFLOP/s ({c['dtype']} {c['n']}×{c['n']} "
+                         f"matrix product, {c['library']}, best of several"
+                         + (f", {c.get('threads')} threads" if device == "cpu" else "") + ")")
+        else:
+            lines.append(f"- {device} ceiling: not measured ({c.get('error')})")
+    columns = [("model", "model", ""), ("backend", "backend", ""), ("precision", "precision", ""),
+               ("batch", "batch", ""), ("median_s", "s / batch", ".3f"), ("clips_per_s", "clips/s", ".3f"),
+               ("tflops", "TFLOP/s", ".4f"), ("fraction_of_ceiling", "of ceiling", ".0%"),
+               ("peak_rss_mib", "peak RSS MiB", ".0f"), ("peak_gpu_mib", "peak GPU MiB", ".0f"),
+               ("error", "error", "")]
+    text = "\n".join(lines) + "\n\n" + common.markdown_table(flat_rows(result), columns)
+    text += (f"\nFLOPs per clip from the model's shapes (benchmarks/flops.py). CPU backends run with "
+             f"{result['threads']} threads, the same as the ceiling. Median of timed runs after a warm-up.\n")
+    for kind, why in result["skipped"].items():
+        text += f"\n{kind}: not measured ({why})."
+    return text + "\n"
+
+
+def plot(result: dict, out_dir: Path) -> list[str]:
+    plt = common.pyplot()
+    entries = [e for e in result["results"] if "rows" in e]
+    if plt is None or not entries:
+        return []
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for e in entries:
+        rows = [r for r in e["rows"] if "clips_per_s" in r]
+        label = f"{e['model']} {e['backend']} {e['precision']}"
+        left.plot([r["batch"] for r in rows], [r["clips_per_s"] for r in rows], "o-", label=label)
+        right.plot([r["batch"] for r in rows], [100 * (r["fraction_of_ceiling"] or 0) for r in rows], "o-", label=label)
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.grid(alpha=0.3)
+    left.set_yscale("log")
+    left.set_ylabel("clips / s")
+    right.set_ylabel("% of measured matrix-product ceiling")
+    right.set_ylim(0, 110)
+    left.legend(fontsize=7)
+    fig.suptitle("Model only")
+    return [common.save_figure(fig, out_dir / "model_only.png")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.model_only", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("bench-out"))
+    parser.add_argument("--cache", type=Path, default=common.DEFAULT_CACHE)
+    parser.add_argument("--model", choices=["small", "full"], action="append", help="default: small and full")
+    parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=None,
+                        help="comma-separated, CPU backends (default 1,2,4 small / 1,2 full)")
+    parser.add_argument("--gpu-batch-sizes", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[1, 2, 4, 8, 16, 32])
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--min-time", type=float, default=2.0, help="seconds of timed runs per point")
+    parser.add_argument("--backend", action="append", choices=common.BACKEND_KINDS, help="default: every usable one")
+    parser.add_argument("--engines", action="store_true", help="build TensorRT engines into the bundles (GPU)")
+    args = parser.parse_args(argv)
+    prov = common.provenance()
+    archs = {"small": common.SMALL_ARCH, "full": common.REFERENCE_ARCH}
+    archs = {k: v for k, v in archs.items() if k in (args.model or ["small", "full"])}
+    sizes = {"small": args.batch_sizes or [1, 2, 4], "full": args.batch_sizes or [1, 2], "gpu": args.gpu_batch_sizes}
+    result = run(args.cache, archs, sizes, args.threads, args.min_time, backends=args.backend, engines=args.engines)
+    result["plots"] = plot(result, args.out)
+    common.write_json(args.out / "model_only.json", {"provenance": prov, **result})
+    text = "## Model only\n\n" + common.provenance_markdown(prov) + "\n" + markdown(result)
+    common.write_text(args.out / "model_only.md", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
