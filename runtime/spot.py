@@ -21,12 +21,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError, OutputError
+from .write import write_files_atomically
 
 HEADS_SUFFIX = ".heads.npz"
 RESULTS_FILE = "results_spotting.json"
@@ -231,25 +232,6 @@ def find_games(root: str) -> list[str]:
 
 
 def write_json_atomically(document: dict, path: str, overwrite: bool = False) -> None:
-    """Temporary file in the same folder, then os.replace: no reader ever sees half a file."""
     if os.path.exists(path) and not overwrite:
         raise OutputError(f"{path} exists (use --overwrite to replace it)")
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path} ({exc})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(document, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException as exc:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {path} ({exc})") from None
-        raise
+    write_files_atomically({Path(path): (json.dumps(document, indent=2) + "\n").encode()}, overwrite=overwrite)

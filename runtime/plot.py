@@ -1,0 +1,210 @@
+"""`tsf-plot`: a picture of a match from its head outputs: when the model sees which action.
+
+One panel per half: a heatmap of every action class's confidence (softmax over the heads'
+logits, as `tsf-spot` computes it) over game time, the spotted events circled on it, and the
+ground truth (a SoccerNet `Labels-v2.json`) marked with crosses when given.
+
+matplotlib draws it (optional: the `bench`/`dev` extras); it is imported only when a picture is
+drawn, with its object-oriented API and the Agg canvas, so no display or global pyplot state is
+involved. click parses the command line.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+
+from .errors import InputError, TsfError
+from .spot import (DEFAULT_BACKGROUND, DEFAULT_NMS_WINDOW_S, RESULTS_FILE, HalfHeads, class_probabilities,
+                   find_game_halves, half_number, heads_and_metadata_paths, load_half, spot_half,
+                   window_centre_times)
+from .write import write_files_atomically
+
+DEFAULT_SIZE = (1600, 900)
+DEFAULT_DPI = 100
+DEFAULT_MIN_CONFIDENCE = 0.5
+
+
+@dataclass(frozen=True)
+class MarkedEvent:
+    half: int
+    seconds: float
+    label: str
+    confidence: float = 1.0
+    visible: bool = True
+
+
+def soccernet_events(document: dict) -> list[MarkedEvent]:
+    """Events of a `Labels-v2.json` (`annotations`) or a `results_spotting.json` (`predictions`)."""
+    entries = document.get("annotations", document.get("predictions"))
+    if entries is None:
+        raise InputError("neither 'annotations' (labels) nor 'predictions' (results) in the SoccerNet file")
+    events = []
+    for entry in entries:
+        game_time = entry["gameTime"]
+        half = int(entry.get("half", game_time[0]))
+        if "position" in entry:
+            seconds = int(entry["position"]) / 1000
+        else:  # second-precision labels
+            seconds = int(game_time[-5:-3]) * 60 + int(game_time[-2:])
+        events.append(MarkedEvent(half, seconds, entry["label"], float(entry.get("confidence", 1.0)),
+                                  entry.get("visibility", "visible") != "not shown"))
+    return events
+
+
+def _read_soccernet_file(path: str) -> list[MarkedEvent]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            document = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {path} ({exc})") from None
+    try:
+        return soccernet_events(document)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise InputError(f"{path} is not a SoccerNet labels or results file ({type(exc).__name__}: {exc})") from None
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
+def render_match(halves: dict[int, HalfHeads], spotted: list[MarkedEvent], truth: list[MarkedEvent] | None = None,
+                 background: str = DEFAULT_BACKGROUND, title: str = "", size=DEFAULT_SIZE, dpi: int = DEFAULT_DPI) -> bytes:
+    """The PNG bytes of the match picture, exactly size[0] x size[1] pixels."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.lines import Line2D
+    except ImportError as exc:
+        raise TsfError(f"tsf-plot needs matplotlib ({exc}); pip install 'tsf[bench]'") from None
+    if not halves:
+        raise InputError("nothing to plot: no halves")
+    first = next(iter(halves.values()))
+    names = [n for n in first.class_names if n != background]
+    if len(names) == len(first.class_names):
+        raise InputError(f"no background class named {background!r} among the class names; pass --background NAME")
+    longest_minutes = max(window_centre_times(len(h.logits), h.alignment, h.window_seconds)[-1] + 0.5
+                          for h in halves.values()) / 60
+
+    figure = Figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(halves), 1, squeeze=False, sharex=True)[:, 0]
+    image = None
+    for ax, (half, heads) in zip(axes, sorted(halves.items())):
+        if heads.class_names != first.class_names:
+            raise InputError(f"{heads.source}: class names differ from the other half's")
+        action_columns = [heads.class_names.index(n) for n in names]
+        probabilities = class_probabilities(heads.logits)[:, action_columns]
+        centres = window_centre_times(len(probabilities), heads.alignment, heads.window_seconds)
+        start, end = (centres[0] - 0.5) / 60, (centres[-1] + 0.5) / 60
+        image = ax.imshow(probabilities.T, aspect="auto", interpolation="nearest", cmap="viridis", vmin=0, vmax=1,
+                          extent=(start, end, len(names) - 0.5, -0.5))
+        for events, style in ((spotted, dict(marker="o", s=70, facecolors="none", edgecolors="#ff3b30", linewidths=1.6)),
+                              (truth or [], dict(marker="x", s=45, c="white", linewidths=1.4))):
+            mine = [e for e in events if e.half == half and e.label in names]
+            if mine:
+                ax.scatter([e.seconds / 60 for e in mine], [names.index(e.label) for e in mine], zorder=3, **style)
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.set_ylabel(f"half {half}")
+        ax.set_xlim(0, longest_minutes)
+    axes[-1].set_xlabel("game time (minutes from the start of the half's video)")
+    handles = [Line2D([], [], marker="o", linestyle="none", markerfacecolor="none", markeredgecolor="#ff3b30",
+                      markeredgewidth=1.6, label="spotted")]
+    if truth is not None:
+        handles.append(Line2D([], [], marker="x", linestyle="none", color="black", label="ground truth"))
+    axes[0].legend(handles=handles, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=len(handles), fontsize=8,
+                   frameon=False)
+    if title:
+        axes[0].set_title(title, loc="left", fontsize=11)
+    figure.colorbar(image, ax=list(axes), label="confidence (softmax, background included)", shrink=0.9)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def _halves_from(path: str, classes_file: str | None) -> tuple[dict[int, HalfHeads], str]:
+    """{half: heads} and the folder that holds them, from a game folder or one heads file."""
+    if os.path.isdir(path):
+        found = find_game_halves(path)
+        if not found:
+            raise InputError(f"no *.heads.npz in {path} (run tsf-extract with --heads)")
+        return {half: load_half(p, classes_file) for half, p in found.items()}, path
+    heads_path, _ = heads_and_metadata_paths(path)
+    return {half_number(heads_path) or 1: load_half(heads_path, classes_file)}, os.path.dirname(os.path.abspath(heads_path))
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not WIDTHxHEIGHT in pixels, e.g. 1600x900") from None
+    if width < 200 or height < 150:
+        raise click.BadParameter("the picture must be at least 200x150 pixels")
+    return width, height
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("game", type=click.Path(exists=True))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="PNG file to write.")
+@click.option("--results", type=click.Path(dir_okay=False),
+              help="results_spotting.json to mark [default: the game folder's, else spotted now].")
+@click.option("--labels", type=click.Path(dir_okay=False), help="Labels-v2.json: mark the ground truth too.")
+@click.option("--classes", "classes_file", type=click.Path(dir_okay=False),
+              help="Class names, one per line in logit order [default: from the metadata].")
+@click.option("--background", default=DEFAULT_BACKGROUND, show_default=True)
+@click.option("--nms-window", type=click.FloatRange(min=0), default=DEFAULT_NMS_WINDOW_S, show_default=True,
+              help="Seconds, when spotting now (no results file).")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=DEFAULT_MIN_CONFIDENCE, show_default=True,
+              help="Mark spotted events at or above this confidence.")
+@click.option("--size", default=f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}", show_default=True, help="WIDTHxHEIGHT in pixels.")
+@click.option("--dpi", type=click.IntRange(50, 600), default=DEFAULT_DPI, show_default=True)
+@click.option("--title", help="[default: the game folder's name]")
+@click.option("--overwrite", is_flag=True, help="Replace an existing picture.")
+def cli(game, output, results, labels, classes_file, background, nms_window, min_confidence, size, dpi, title, overwrite):
+    """Draw a match timeline: per-class confidence over time, spotted events, optionally the ground truth.
+
+    GAME: a game folder of tsf-extract --heads outputs (1_224p.heads.npz, 2_224p.heads.npz, ...)
+    or one OUT.heads.npz.
+    """
+    size = _parse_size(size)
+    target = Path(output)
+    if target.exists() and not overwrite:
+        raise TsfError(f"{target} exists (use --overwrite to replace it)")
+    halves, folder = _halves_from(game, classes_file)
+    if results is None and os.path.isfile(os.path.join(folder, RESULTS_FILE)):
+        results = os.path.join(folder, RESULTS_FILE)
+    if results is not None:
+        spotted = _read_soccernet_file(results)
+    else:
+        spotted = [MarkedEvent(s.half, s.seconds, s.label, s.confidence) for half, heads in halves.items()
+                   for s in spot_half(heads, half, background, nms_window, min_confidence)]
+    spotted = [e for e in spotted if e.confidence >= min_confidence]
+    truth = _read_soccernet_file(labels) if labels else None
+    png = render_match(halves, spotted, truth, background, title if title is not None else os.path.basename(os.path.abspath(folder)),
+                       size, dpi)
+    write_files_atomically({target: png}, overwrite=overwrite)
+    click.echo(f"{target}: {size[0]}x{size[1]} px, {len(halves)} half(s), {len(spotted)} spotted events"
+               + (f", {len(truth)} ground-truth events" if truth is not None else ""))
+
+
+def main(argv=None):
+    try:
+        cli.main(args=argv, prog_name="tsf-plot", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except TsfError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
