@@ -151,24 +151,31 @@ def _write_json(path: Path, meta: dict) -> None:
         os.fsync(f.fileno())
 
 
-def _build_engines(engine, onnx_path: Path, staging: Path, precision: str, max_batch: int, config, log) -> list[dict]:
-    """An engine entry list: [] when not asked for, or (with engine="auto") when TensorRT is absent."""
-    if engine is False:
-        return []
+def _tensorrt_engine_module():
+    """(the engine builder module, None) where TensorRT and a GPU are usable, else (None, reason)."""
     try:
-        from . import tensorrt_engine  # GPU-only; written against TensorRT 10
+        from . import tensorrt_engine  # GPU-only; imports TensorRT lazily itself
 
         reason = tensorrt_engine.engine_support()
     except (ImportError, OSError, RuntimeError) as exc:
-        tensorrt_engine, reason = None, f"TensorRT is not usable here ({exc})"
-    if reason is not None:
+        return None, f"TensorRT is not usable here ({exc})"
+    return (tensorrt_engine, None) if reason is None else (None, reason)
+
+
+def _build_engines(engine, onnx_path: Path, staging: Path, precision: str, max_batch: int, config, log) -> list[dict]:
+    """An engine entry list: [] when not asked for, or (with engine="auto") when TensorRT is absent
+    or the engine fails its parity check (the builder's gate: FP16 features cosine >= 0.999)."""
+    if engine is False:
+        return []
+    builder, reason = _tensorrt_engine_module()
+    if builder is None:
         if engine is True:
             raise BackendError(f"cannot build a TensorRT engine: {reason}")
         log(f"no TensorRT engine: {reason}")
         return []
     log(f"building a TensorRT {precision} engine (max batch {max_batch}) ...")
     try:
-        entry = tensorrt_engine.build_engine(
+        entry = builder.build_engine(
             onnx_path, staging, precision=precision, max_batch=max_batch,
             frames=config.frames, image_size=config.image_size,
         )
@@ -222,6 +229,10 @@ def export_bundle(
         raise InputError(f"weights file not found: {weights}")
     target = Path(out_dir if out_dir is not None else default_bundle_dir()).expanduser().absolute()
     _check_target(target, overwrite)
+    if engine is True:  # required: say so before minutes of conversion, not after
+        reason = _tensorrt_engine_module()[1]
+        if reason is not None:
+            raise BackendError(f"cannot build a TensorRT engine: {reason}")
 
     paddle = _import_paddle()
     from tsf.training.model import PPTimeSformer, TimeSformerConfig

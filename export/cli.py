@@ -86,8 +86,7 @@ def command(weights, bundle_dir, classes_file, soccernet_classes, precision, max
 
     from tsf.runtime.bundle import load_bundle
 
-    bundle = load_bundle(path)
-    click.echo(format_parity(bundle.meta["parity"]["onnxruntime-cpu"]))
+    bundle = load_bundle(path)  # export_bundle has logged the ONNX parity line already
     for entry in bundle.engines:
         figures = entry.get("parity") or {}
         line = f"engine {entry['file']}: {entry.get('precision')}, max batch {entry.get('max_batch')}"
