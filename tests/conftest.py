@@ -1,0 +1,36 @@
+"""Shared fixtures. Kept generic (no Paddle import here: runtime tests must run without it).
+
+The independent float64 references live in `tests/reference/`; pytest puts `tests/` on sys.path,
+so tests import them as `from reference.numpy_timesformer import forward`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from reference.pdparams import reference_state, write_pdparams
+
+FULL_STATE_SEED = 20240
+
+
+@pytest.fixture(scope="session")
+def full_reference_state():
+    """Every tensor of a full-size reference .pdparams (227 tensors, ~462 MiB float32), random.
+
+    Session-scoped because building it costs seconds and memory; treat it as read-only."""
+    return reference_state(np.random.default_rng(FULL_STATE_SEED))
+
+
+@pytest.fixture(scope="session")
+def full_reference_pdparams(tmp_path_factory, full_reference_state):
+    """`full_reference_state` written as a reference-style .pdparams (with bookkeeping key)."""
+    path = tmp_path_factory.mktemp("weights") / "full_reference.pdparams"
+    return write_pdparams(full_reference_state, path)
+
+
+@pytest.fixture
+def write_weights(tmp_path):
+    """Factory: write_weights(state, name="weights.pdparams", bookkeeping=True) -> path."""
+    def write(state, name="weights.pdparams", bookkeeping=True):
+        return write_pdparams(state, tmp_path / name, bookkeeping=bookkeeping)
+    return write
