@@ -91,7 +91,8 @@ def command(weights, bundle_dir, classes_file, soccernet_classes, precision, max
         figures = entry.get("parity") or {}
         line = f"engine {entry['file']}: {entry.get('precision')}, max batch {entry.get('max_batch')}"
         if all(isinstance(figures.get(name), dict) for name in ("features", "logits", "event_times")):
-            line += "; " + format_parity(figures, label="TensorRT vs ONNX Runtime GPU")
+            reference = figures.get("reference", "ONNX Runtime")
+            line += "; " + format_parity(figures, label=f"TensorRT vs {reference}")
         click.echo(line)
     if bundle.random_init:
         click.echo("warning: the weights are random (--random-init): for demos and tests, not features")
