@@ -41,6 +41,10 @@ def export_onnx(weights_path: str | os.PathLike, config: dict, onnx_path: str | 
     # time). The child switches it off again; PIP_NO_INDEX makes any pip run that slips through
     # fail offline instead of downloading. The modules it needs are declared in the `export` extra.
     env["PIP_NO_INDEX"] = "1"
+    # paddle.onnx.export saves a ~460 MB static model to a temporary directory first; putting it
+    # beside the output (the bundle's staging directory) means a killed export leaves nothing in
+    # /tmp, and a small /tmp does not fail the export.
+    env["TMPDIR"] = os.fspath(onnx_path.parent.absolute())
     command = [
         sys.executable, "-m", "tsf.export.onnx_export",
         "--weights", os.fspath(weights_path),
