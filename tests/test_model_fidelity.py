@@ -73,6 +73,18 @@ def test_small_model_matches_numpy_reference(small_state, batch):
     assert_matches_reference(small_state, random_video(np.random.default_rng(batch), batch, 4))
 
 
+def test_other_head_count_matches_numpy_reference(small_state):
+    """heads is not in the file; 4 heads of 32 exercises the (q|k|v) x head x dim column split."""
+    model = PPTimeSformer(infer_config(small_state, heads=4))
+    load_reference_weights(model, small_state)
+    video = random_video(np.random.default_rng(4), 2, 4)
+    ours = paddle_forward(model, video)
+    expected = numpy_forward(small_state, video, heads=4)
+    for a, e in zip(ours, expected):
+        assert rel_l2(a, e) < TOLERANCE
+    assert rel_l2(expected[0], numpy_forward(small_state, video)[0]) > 100 * TOLERANCE
+
+
 def test_each_sample_of_a_batch_is_its_own(small_state):
     """Every output row of a batch equals that sample run alone: no CLS or token crosses samples."""
     rng = np.random.default_rng(11)
