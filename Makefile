@@ -17,6 +17,9 @@ setup-demo: $(BIN)/python
 
 setup-test: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[cpu,export,train,dev]'
+	# TensorRT type stubs for tests/test_gpu_static.py; --no-deps and a separate folder because
+	# the stubs depend on TensorRT (not installable here) and would shadow `import tensorrt`.
+	$(BIN)/pip install --quiet --no-deps --target $(VENV)/typestubs --upgrade tensorrt-stubs==10.13.0.35.1
 
 demo: setup-demo
 	$(BIN)/python -m tsf.demo --workdir demo-out

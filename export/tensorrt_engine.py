@@ -1,0 +1,350 @@
+"""TensorRT engines for a bundle: build one for this GPU, prove it matches ONNX Runtime, then store it.
+
+Dependencies and why:
+- `tensorrt` (10.x API; the 11.x path below is written but not yet run anywhere) parses the
+  bundle's ONNX and builds a serialized plan with one optimisation profile (batch 1..max).
+- `cupy`, through `tsf.runtime.infer_tensorrt.EngineRunner`, runs the fresh plan for the parity
+  gate with the very code the runtime uses.
+- `onnxruntime` is the reference the engine is compared with (CUDA execution provider when
+  onnxruntime-gpu is installed and sees the GPU, else the CPU).
+- `onnxconverter-common`, only for TensorRT >= 11, makes the FP16 ONNX that a strongly typed
+  network needs (TensorRT 11 removed the FP16 builder flag).
+
+Precision: FP16 engines keep LayerNorm and Softmax (and, should the ONNX ever hold a decomposed
+LayerNorm, its reduce / pow / sqrt layers) in FP32. TensorRT warns that FP16 LayerNorm after
+attention can overflow, and the softmax of 3137 tokens loses most of its mass resolution in FP16;
+both are cheap next to the matrix products, which stay FP16.
+- TensorRT 10: weakly typed network, FP16 builder flag, OBEY_PRECISION_CONSTRAINTS, and those
+  layers' precision and output types set to FP32.
+- TensorRT >= 11: strongly typed network from an FP16 copy of the ONNX in which
+  LayerNormalization and Softmax (and the Casts around them) stay FP32, inputs/outputs FP32.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, cast
+
+import numpy as np
+
+from tsf.runtime.bundle import ENGINES_DIR, INPUT_NAME, OUTPUT_NAMES
+from tsf.runtime.errors import BackendError, TsfError
+from tsf.runtime.infer_tensorrt import (
+    EngineRunner,
+    current_gpu,
+    engine_file_stem,
+    tensorrt_support,
+    tensorrt_version,
+)
+
+from .parity import compare
+
+if TYPE_CHECKING:  # mypy with tensorrt-stubs checks every TensorRT call below
+    import tensorrt as trt
+
+PRECISIONS = ("fp16", "fp32")
+PARITY_BATCH_SIZES = (1, 3)
+# FP16 engine gate (issue 3): every row's feature vector within cosine 0.999 of ONNX Runtime's.
+FP16_MIN_FEATURE_COSINE = 0.999
+# FP32 engine gate: TF32 is switched off for FP32 builds, so only summation order differs.
+FP32_MAX_REL_L2 = 1e-3
+# ONNX ops that stay FP32 in the FP16 ONNX for strongly typed (TensorRT >= 11) builds.
+FP32_ONNX_OPS = ("LayerNormalization", "Softmax")
+WORKSPACE_BYTES = 4 << 30
+
+
+class EngineParityError(TsfError):
+    """A built engine does not reproduce ONNX Runtime within the gate; nothing was written."""
+
+
+@dataclass(frozen=True)
+class LayerDescription:
+    """What the FP32 selection needs to know about one TensorRT layer (testable without TensorRT)."""
+
+    index: int
+    kind: str  # trt.LayerType name, e.g. "NORMALIZATION"
+    op: str | None = None  # ElementWiseOperation / UnaryOperation name, e.g. "POW", "SQRT"
+    name: str = ""
+
+
+def fp32_layer_indices(layers: Iterable[LayerDescription]) -> list[int]:
+    """Layers an FP16 engine must run in FP32: normalisation and softmax.
+
+    Opset 17 exports LayerNorm as one LayerNormalization op (an INormalizationLayer); the reduce,
+    pow and sqrt layers of a decomposed LayerNorm are kept too, since the FP16 overflow happens
+    in the sum of squares. The model's only other reduce (averaging the CLS over frames) is tiny.
+    """
+    selected = []
+    for layer in layers:
+        if (layer.kind in ("NORMALIZATION", "SOFTMAX", "REDUCE")
+                or (layer.kind == "ELEMENTWISE" and layer.op == "POW")
+                or (layer.kind == "UNARY" and layer.op == "SQRT")):
+            selected.append(layer.index)
+    return selected
+
+
+def engine_support(gpu_id: int = 0) -> str | None:
+    """None when engines can be built here (TensorRT >= 10, CuPy, a CUDA GPU), else the reason."""
+    return tensorrt_support(gpu_id)
+
+
+def _tensorrt_major() -> int:
+    return int(tensorrt_version().split(".")[0])
+
+
+def describe_layers(network: trt.INetworkDefinition) -> list[LayerDescription]:
+    import tensorrt as trt
+
+    described = []
+    for index in range(network.num_layers):
+        layer = network.get_layer(index)
+        op = None
+        # The Python API hands out base-class ILayer objects; the documented way to read a
+        # subclass attribute is to re-class the object.
+        if layer.type == trt.LayerType.ELEMENTWISE:
+            layer.__class__ = trt.IElementWiseLayer
+            op = cast("trt.IElementWiseLayer", layer).op.name
+        elif layer.type == trt.LayerType.UNARY:
+            layer.__class__ = trt.IUnaryLayer
+            op = cast("trt.IUnaryLayer", layer).op.name
+        described.append(LayerDescription(index, layer.type.name, op, layer.name))
+    return described
+
+
+def keep_fp32(network: trt.INetworkDefinition) -> list[str]:
+    """Constrain the selected layers of a weakly typed (TensorRT 10) network to FP32; their names."""
+    import tensorrt as trt
+
+    kept = []
+    for index in fp32_layer_indices(describe_layers(network)):
+        layer = network.get_layer(index)
+        layer.precision = trt.float32
+        for output in range(layer.num_outputs):
+            layer.set_output_type(output, trt.float32)
+        kept.append(layer.name)
+    return kept
+
+
+def _detach_consumed_outputs(model) -> None:
+    """Give graph outputs that other nodes also read (our `features` feeds the heads) an Identity.
+
+    With keep_io_types, onnxconverter-common casts a graph output back to float32 under its own
+    name, but leaves the nodes that read that name inside the graph fed with float32 next to
+    float16 weights: an invalid model (MatMul bound to float and float16). Reading an internal
+    copy instead keeps the graph consistent.
+    """
+    from onnx import helper
+
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    consumed = {name for node in graph.node for name in node.input if name in outputs}
+    for name in sorted(consumed):
+        internal = f"{name}_tsf_internal"
+        for node in graph.node:
+            node.output[:] = [internal if o == name else o for o in node.output]
+            node.input[:] = [internal if i == name else i for i in node.input]
+        graph.node.append(helper.make_node("Identity", [internal], [name], name=f"{name}_tsf_output"))
+
+
+def fp16_onnx(onnx_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+    """An FP16 copy of the ONNX for strongly typed builds: LayerNorm/Softmax FP32, I/O FP32."""
+    import onnx
+    from onnxconverter_common import float16
+
+    model = onnx.load(str(onnx_path))
+    # onnxconverter-common names its inserted Casts after the node they guard; unnamed nodes all
+    # give the same Cast names and an invalid graph ("Duplicate definition of name"), so name them.
+    used = {node.name for node in model.graph.node if node.name}
+    for number, node in enumerate(model.graph.node):
+        if not node.name:
+            candidate = f"{node.op_type}_tsf{number}"
+            while candidate in used:
+                candidate += "_"
+            node.name = candidate
+            used.add(candidate)
+    _detach_consumed_outputs(model)
+    converted = float16.convert_float_to_float16(
+        model, keep_io_types=True, op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + list(FP32_ONNX_OPS))
+    onnx.save(converted, str(out_path))
+    return Path(out_path)
+
+
+def _parse(builder: trt.Builder, network: trt.INetworkDefinition, onnx_path: Path, logger: trt.ILogger) -> None:
+    import tensorrt as trt
+
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) or "no details"
+        raise BackendError(f"TensorRT cannot parse {onnx_path.name}: {errors.splitlines()[0]}")
+
+
+def build_plan(onnx_path: Path, precision: str, min_batch: int, opt_batch: int, max_batch: int,
+               clip_shape: tuple[int, ...], timing_cache: bytes) -> tuple[bytes, bytes, list[str]]:
+    """(serialized plan, serialized timing cache, names of layers kept FP32) for one profile."""
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    strongly_typed = _tensorrt_major() >= 11
+    with tempfile.TemporaryDirectory(prefix="tsf-trt-") as scratch:
+        source = onnx_path
+        if strongly_typed:
+            # TensorRT 11 takes each tensor's type from the network itself: FP16 must be in the ONNX.
+            if precision == "fp16":
+                source = fp16_onnx(onnx_path, Path(scratch) / "model.fp16.onnx")
+            network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+        else:
+            network = builder.create_network(0)  # TensorRT 10 networks are always explicit-batch
+        _parse(builder, network, source, logger)
+
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+        kept: list[str] = []
+        if precision == "fp16" and not strongly_typed:
+            config.set_flag(trt.BuilderFlag.FP16)
+            config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+            kept = keep_fp32(network)
+        if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+            config.clear_flag(trt.BuilderFlag.TF32)  # TF32 matmuls would miss the FP32 gate
+
+        profile = builder.create_optimization_profile()
+        profile.set_shape(INPUT_NAME, trt.Dims([min_batch, *clip_shape]), trt.Dims([opt_batch, *clip_shape]),
+                          trt.Dims([max_batch, *clip_shape]))
+        config.add_optimization_profile(profile)
+        cache = config.create_timing_cache(timing_cache)
+        config.set_timing_cache(cache, False)
+
+        plan = builder.build_serialized_network(network, config)
+        if plan is None:
+            raise BackendError(f"TensorRT could not build a {precision} engine (see the TensorRT log above)")
+        return bytes(plan), bytes(config.get_timing_cache().serialize()), kept
+
+
+def reference_session(onnx_path: Path):
+    """ONNX Runtime on the GPU when it really runs there, else on the CPU; and which one it is."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        session = onnxruntime.InferenceSession(str(onnx_path), options,
+                                               providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+        # The CUDA provider silently falls back to the CPU when it cannot load: ask what was used.
+        if session.get_providers()[0] == "CUDAExecutionProvider":
+            return session, "onnxruntime-cuda"
+    session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    return session, "onnxruntime-cpu"
+
+
+def min_row_cosine(reference: np.ndarray, candidate: np.ndarray) -> float:
+    ref = np.asarray(reference, np.float64).reshape(len(reference), -1)
+    cand = np.asarray(candidate, np.float64).reshape(len(candidate), -1)
+    norms = np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1), np.finfo(np.float64).tiny)
+    return float(np.min(np.sum(ref * cand, axis=1) / norms))
+
+
+def parity_gate(precision: str, reference: dict[str, np.ndarray], engine: dict[str, np.ndarray],
+                reference_name: str, batch_sizes: list[int]) -> dict:
+    """The engine's parity figures; raises EngineParityError when the gate fails."""
+    figures: dict = {"reference": reference_name, "batch_sizes": batch_sizes}
+    for name in OUTPUT_NAMES:
+        figures[name] = compare(reference[name], engine[name])
+    figures["features"]["min_row_cosine"] = min_row_cosine(reference["features"], engine["features"])
+    if precision == "fp16":
+        worst = figures["features"]["min_row_cosine"]
+        if not worst >= FP16_MIN_FEATURE_COSINE:  # also refuses NaN
+            raise EngineParityError(
+                f"TensorRT fp16 engine refused: features cosine {worst:.5f} < {FP16_MIN_FEATURE_COSINE} "
+                f"against {reference_name}")
+    else:
+        for name in OUTPUT_NAMES:
+            rel = figures[name]["rel_l2"]
+            if not rel <= FP32_MAX_REL_L2:
+                raise EngineParityError(
+                    f"TensorRT fp32 engine refused: {name} relative L2 error {rel:.2e} > {FP32_MAX_REL_L2:g} "
+                    f"against {reference_name}")
+    return figures
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def build_engine(onnx_path: str | os.PathLike, bundle_dir: str | os.PathLike, precision: str = "fp16",
+                 max_batch: int = 32, opt_batch: int | None = None, frames: int = 16, image_size: int = 224,
+                 gpu_id: int = 0, seed: int | None = None) -> dict:
+    """Build, verify and store one engine in `bundle_dir/engines/`; returns its bundle.json entry.
+
+    Raises BackendError when TensorRT or a GPU is missing or the build fails, EngineParityError
+    when the engine misses the gate; in both cases nothing is written.
+    """
+    if precision not in PRECISIONS:
+        raise BackendError(f"unknown precision {precision!r} (fp16 or fp32)")
+    if max_batch < 1:
+        raise BackendError(f"max batch must be at least 1, got {max_batch}")
+    opt_batch = min(16, max_batch) if opt_batch is None else opt_batch
+    if not 1 <= opt_batch <= max_batch:
+        raise BackendError(f"optimum batch {opt_batch} is outside 1..{max_batch}")
+    reason = engine_support(gpu_id)
+    if reason is not None:
+        raise BackendError(f"cannot build a TensorRT engine: {reason}")
+
+    onnx_path, bundle_dir = Path(onnx_path), Path(bundle_dir)
+    gpu, version = current_gpu(gpu_id), tensorrt_version()
+    stem = engine_file_stem(precision, gpu, version, max_batch)
+    engine_rel, cache_rel = f"{ENGINES_DIR}/{stem}.engine", f"{ENGINES_DIR}/{stem}.cache"
+    cache_path = bundle_dir / cache_rel
+    old_cache = cache_path.read_bytes() if cache_path.is_file() else b""
+    clip_shape = (3, frames, image_size, image_size)
+
+    started = time.perf_counter()
+    plan, timing_cache, kept = build_plan(onnx_path, precision, 1, opt_batch, max_batch, clip_shape, old_cache)
+    build_seconds = time.perf_counter() - started
+
+    runner = EngineRunner(plan, gpu_id)
+    session, reference_name = reference_session(onnx_path)
+    rng = np.random.default_rng(seed)
+    batch_sizes = sorted({min(b, max_batch) for b in PARITY_BATCH_SIZES})
+    reference: dict[str, list[np.ndarray]] = {name: [] for name in OUTPUT_NAMES}
+    engine: dict[str, list[np.ndarray]] = {name: [] for name in OUTPUT_NAMES}
+    for batch in batch_sizes:
+        video = rng.random((batch, *clip_shape), dtype=np.float32)
+        for name, value in zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: video})):
+            reference[name].append(value)
+        for name, value in runner.run(video).items():
+            engine[name].append(value)
+    parity = parity_gate(precision, {k: np.concatenate(v) for k, v in reference.items()},
+                         {k: np.concatenate(v) for k, v in engine.items()}, reference_name, batch_sizes)
+    parity["fp32_layers"] = len(kept)
+
+    (bundle_dir / ENGINES_DIR).mkdir(parents=True, exist_ok=True)
+    _write_atomically(bundle_dir / engine_rel, plan)
+    _write_atomically(cache_path, timing_cache)
+    return {
+        "file": engine_rel,
+        "timing_cache": cache_rel,
+        "precision": precision,
+        "gpu_name": gpu.name,
+        "compute_capability": gpu.compute_capability,
+        "tensorrt_version": version,
+        "strongly_typed": _tensorrt_major() >= 11,
+        "min_batch": 1,
+        "opt_batch": opt_batch,
+        "max_batch": max_batch,
+        "build_seconds": round(build_seconds, 1),
+        "size_bytes": len(plan),
+        "parity": parity,
+    }

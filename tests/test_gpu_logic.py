@@ -1,0 +1,268 @@
+"""The pure-Python logic of the GPU modules, on the CPU with small fakes.
+
+TensorRT, CuPy and PyNvVideoCodec are not installed here; what is tested is everything around
+them that decides something: engine names and matching, batch splitting, which TensorRT layers an
+FP16 engine keeps in FP32 (on a described network), the parity gate's decisions, the import
+guards, and the FP16 ONNX that strongly typed (TensorRT >= 11) builds use, run in ONNX Runtime.
+The GPU runs themselves are in tests/gpu/ (marker `gpu`).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tsf.export.tensorrt_engine import (
+    FP16_MIN_FEATURE_COSINE,
+    FP32_MAX_REL_L2,
+    EngineParityError,
+    LayerDescription,
+    build_engine,
+    engine_support,
+    fp32_layer_indices,
+    min_row_cosine,
+    parity_gate,
+)
+from tsf.runtime.bundle import Bundle
+from tsf.runtime.errors import BackendError
+from tsf.runtime.infer_tensorrt import (
+    GpuIdentity,
+    TensorRTUnavailable,
+    batch_slices,
+    engine_file_stem,
+    engine_mismatch,
+    find_engine,
+    gpu_slug,
+    tensorrt_support,
+)
+
+H100 = GpuIdentity("NVIDIA H100 80GB HBM3", "9.0")
+L4 = GpuIdentity("NVIDIA L4", "8.9")
+NAMES = ("features", "logits", "event_times")
+
+
+def entry_for(gpu: GpuIdentity, version: str, precision: str = "fp16", max_batch: int = 32) -> dict:
+    stem = engine_file_stem(precision, gpu, version, max_batch)
+    return {"file": f"engines/{stem}.engine", "timing_cache": f"engines/{stem}.cache", "precision": precision,
+            "gpu_name": gpu.name, "compute_capability": gpu.compute_capability, "tensorrt_version": version,
+            "min_batch": 1, "opt_batch": 16, "max_batch": max_batch}
+
+
+def test_engine_names_carry_everything_an_engine_is_tied_to():
+    assert gpu_slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+    assert gpu_slug("NVIDIA GeForce RTX 4090 (Laptop)") == "nvidia-geforce-rtx-4090-laptop"
+    stem = engine_file_stem("fp16", H100, "10.13.0.35", 32)
+    assert stem == "fp16_nvidia-h100-80gb-hbm3_sm90_trt10.13.0.35_b32"
+    variants = {engine_file_stem(p, g, v, b) for p in ("fp16", "fp32") for g in (H100, L4)
+                for v in ("10.13.0.35", "10.14.1.48") for b in (16, 32)}
+    assert len(variants) == 16  # no two engines of one bundle overwrite each other
+    assert all("/" not in s and " " not in s for s in variants)
+
+
+def test_engine_mismatch_names_the_reason():
+    entry = entry_for(H100, "10.13.0.35")
+    assert engine_mismatch(entry, H100, "10.13.0.35") is None
+    other_gpu = engine_mismatch(entry, L4, "10.13.0.35")
+    assert "compute capability 9.0" in other_gpu and "8.9" in other_gpu and "L4" in other_gpu
+    same_cc_other_model = engine_mismatch(entry, GpuIdentity("NVIDIA H100 PCIe", "9.0"), "10.13.0.35")
+    assert "H100 80GB HBM3" in same_cc_other_model and "H100 PCIe" in same_cc_other_model
+    other_trt = engine_mismatch(entry, H100, "10.14.1.48")
+    assert "10.13.0.35" in other_trt and "10.14.1.48" in other_trt
+    assert engine_mismatch({}, H100, "10.13.0.35") is not None  # an incomplete entry never matches
+    assert "\n" not in other_gpu + same_cc_other_model + other_trt
+
+
+@pytest.mark.parametrize("total,max_batch", [(0, 4), (1, 4), (4, 4), (5, 4), (17, 4), (3, 1), (100, 32)])
+def test_batch_slices_cover_every_row_once_in_order(total, max_batch):
+    slices = batch_slices(total, max_batch)
+    rows = [r for s in slices for r in range(s.start, s.stop)]
+    assert rows == list(range(total))
+    assert all(0 < s.stop - s.start <= max_batch for s in slices)
+    assert len(slices) == -(-total // max_batch)
+
+
+def test_batch_slices_refuse_a_zero_max_batch():
+    with pytest.raises(ValueError):
+        batch_slices(3, 0)
+
+
+def describe(kinds):
+    return [LayerDescription(i, kind, op) for i, (kind, op) in enumerate(kinds)]
+
+
+def test_fp32_layers_are_normalisation_and_softmax():
+    # One transformer block as TensorRT's ONNX parser lays it out (opset 17: LayerNorm is one
+    # NORMALIZATION layer), plus a decomposed LayerNorm as older opsets would give.
+    network = describe([
+        ("CONVOLUTION", None), ("SHUFFLE", None), ("CONSTANT", None),
+        ("NORMALIZATION", None),                                     # 3: norm1
+        ("MATRIX_MULTIPLY", None), ("SHUFFLE", None), ("ELEMENTWISE", "PROD"),
+        ("SOFTMAX", None),                                           # 7: attention weights
+        ("MATRIX_MULTIPLY", None), ("ELEMENTWISE", "SUM"),
+        ("NORMALIZATION", None),                                     # 10: norm2
+        ("MATRIX_MULTIPLY", None), ("UNARY", "ERF"), ("ELEMENTWISE", "DIV"),
+        ("REDUCE", None), ("ELEMENTWISE", "SUB"), ("ELEMENTWISE", "POW"),  # 14, 16: decomposed LN
+        ("REDUCE", None), ("ELEMENTWISE", "SUM"), ("UNARY", "SQRT"),       # 17, 19
+        ("ELEMENTWISE", "DIV"), ("ACTIVATION", None), ("UNARY", "EXP"), ("CAST", None),
+    ])
+    assert fp32_layer_indices(network) == [3, 7, 10, 14, 16, 17, 19]
+
+
+def test_fp32_layers_leave_the_matrix_products_alone():
+    network = describe([("MATRIX_MULTIPLY", None)] * 5 + [("CONVOLUTION", None), ("ELEMENTWISE", "SUM")])
+    assert fp32_layer_indices(network) == []
+
+
+def outputs(rng, rows=4, width=32, classes=18):
+    return {"features": rng.standard_normal((rows, width)), "logits": rng.standard_normal((rows, classes)),
+            "event_times": rng.random((rows, classes))}
+
+
+def perturbed(reference, scale, rng):
+    return {k: v + scale * np.linalg.norm(v) / np.sqrt(v.size) * rng.standard_normal(v.shape)
+            for k, v in reference.items()}
+
+
+def test_min_row_cosine_matches_a_float64_reference():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((5, 7)), rng.standard_normal((5, 7))
+    expected = min(float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y))) for x, y in zip(a, b))
+    assert min_row_cosine(a, b) == pytest.approx(expected, abs=1e-12)
+
+
+def test_parity_gate_fp16():
+    rng = np.random.default_rng(1)
+    reference = outputs(rng)
+    close = perturbed(reference, 0.01, rng)  # cosine ~ 0.99995
+    figures = parity_gate("fp16", reference, close, "onnxruntime-cpu", [1, 3])
+    assert figures["features"]["min_row_cosine"] >= FP16_MIN_FEATURE_COSINE
+    assert figures["reference"] == "onnxruntime-cpu" and set(NAMES) <= set(figures)
+    one_bad_row = {k: v.copy() for k, v in close.items()}
+    one_bad_row["features"][2] = rng.standard_normal(one_bad_row["features"].shape[1])
+    with pytest.raises(EngineParityError, match="fp16 engine refused: features cosine"):
+        parity_gate("fp16", reference, one_bad_row, "onnxruntime-cpu", [1, 3])
+    nan = {k: v.copy() for k, v in close.items()}
+    nan["features"][0, 0] = np.nan
+    with pytest.raises(EngineParityError):
+        parity_gate("fp16", reference, nan, "onnxruntime-cpu", [1, 3])
+
+
+def test_parity_gate_fp32_is_tight():
+    rng = np.random.default_rng(2)
+    reference = outputs(rng)
+    parity_gate("fp32", reference, perturbed(reference, FP32_MAX_REL_L2 / 10, rng), "onnxruntime-cuda", [1, 3])
+    # An FP16-grade error (cosine still above the FP16 gate) is not good enough for an FP32 engine.
+    fp16_grade = perturbed(reference, 0.01, rng)
+    with pytest.raises(EngineParityError, match="fp32 engine refused"):
+        parity_gate("fp32", reference, fp16_grade, "onnxruntime-cuda", [1, 3])
+
+
+def test_guards_report_missing_gpu_packages(tmp_path, monkeypatch):
+    for name in ("tensorrt", "cupy", "PyNvVideoCodec"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    reason = tensorrt_support()
+    assert reason is not None and "\n" not in reason
+    assert engine_support() == reason
+    from tsf.runtime.decode_nvdec import nvdec_support
+    nvdec_reason = nvdec_support()
+    assert nvdec_reason is not None and "\n" not in nvdec_reason
+    with pytest.raises(BackendError, match="cannot build a TensorRT engine"):
+        build_engine(tmp_path / "model.onnx", tmp_path)
+    assert not (tmp_path / "engines").exists()
+
+
+def test_type_stubs_are_not_mistaken_for_tensorrt(tmp_path, monkeypatch):
+    # `pip install tensorrt-stubs` leaves tensorrt/__init__.pyi: an importable, empty namespace package.
+    (tmp_path / "tensorrt").mkdir()
+    (tmp_path / "tensorrt" / "__init__.pyi").write_text("def Builder(): ...\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    import tensorrt  # noqa: F401  (the namespace package really imports)
+
+    assert "only an empty 'tensorrt' package" in tensorrt_support()
+
+
+def test_find_engine_without_tensorrt_falls_back_with_reasons(tmp_path):
+    entry = entry_for(H100, "10.13.0.35")
+    bundle = Bundle(dir=tmp_path, meta={}, onnx_path=tmp_path / "model.onnx", architecture={},
+                    class_names=(), bundle_id="0" * 16, random_init=True, engines=[entry])
+    if tensorrt_support() is not None:
+        found, reasons = find_engine(bundle)
+        assert found is None and reasons and all("\n" not in r for r in reasons)
+    empty = Bundle(dir=tmp_path, meta={}, onnx_path=tmp_path / "model.onnx", architecture={},
+                   class_names=(), bundle_id="0" * 16, random_init=True, engines=[])
+    found, reasons = find_engine(empty)
+    assert found is None and "no TensorRT engine" in reasons[0]
+
+
+def test_fallback_errors_are_runtime_errors():
+    # runtime/infer.py and runtime/decode.py fall back to ONNX Runtime / PyAV on RuntimeError.
+    from tsf.runtime.decode_nvdec import NvdecUnavailable
+
+    assert issubclass(TensorRTUnavailable, RuntimeError) and issubclass(TensorRTUnavailable, BackendError)
+    assert issubclass(NvdecUnavailable, RuntimeError) and issubclass(NvdecUnavailable, BackendError)
+
+
+# --- the FP16 ONNX for strongly typed TensorRT builds, checked in ONNX Runtime on the CPU ---
+
+SMALL_ARCH = "depth=2,width=128,heads=2,frames=4"
+
+
+@pytest.fixture(scope="module")
+def small_bundle(tmp_path_factory):
+    from tsf.export import export_bundle
+
+    return export_bundle(tmp_path_factory.mktemp("fp16") / "bundle", random_init=True, arch=SMALL_ARCH, seed=3)
+
+
+def _elem_types(model):
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
+    types.update({t.name: t.data_type for t in inferred.graph.initializer})
+    return types
+
+
+def test_fp16_onnx_keeps_layernorm_and_softmax_fp32(small_bundle, tmp_path):
+    pytest.importorskip("onnxconverter_common")
+    import onnx
+    import onnxruntime
+
+    from tsf.export.tensorrt_engine import fp16_onnx
+
+    source = Path(small_bundle) / "model.onnx"
+    converted_path = fp16_onnx(source, tmp_path / "model.fp16.onnx")
+    model = onnx.load(str(converted_path))
+    onnx.checker.check_model(model)
+    types = _elem_types(model)
+    FLOAT, FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+
+    kept = [n for n in model.graph.node if n.op_type in ("LayerNormalization", "Softmax")]
+    assert sum(n.op_type == "LayerNormalization" for n in kept) == 3 * 2 + 1
+    assert any(n.op_type == "Softmax" for n in kept)
+    for node in kept:
+        for name in list(node.input) + list(node.output):
+            assert types.get(name) == FLOAT, f"{node.op_type} {node.name}: {name} is not float32"
+    matmuls = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")]
+    assert matmuls and all(types.get(n.input[0]) == FLOAT16 for n in matmuls)
+    assert [i.type.tensor_type.elem_type for i in model.graph.input] == [FLOAT]
+    assert [o.type.tensor_type.elem_type for o in model.graph.output] == [FLOAT] * 3
+
+    # The function is still the model's: the FP16 engine gate, applied to the FP16 ONNX itself.
+    reference = onnxruntime.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+    half = onnxruntime.InferenceSession(str(converted_path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(5)
+    ref, out = {k: [] for k in NAMES}, {k: [] for k in NAMES}
+    for batch in (1, 3):
+        video = rng.random((batch, 3, 4, 224, 224), dtype=np.float32)
+        for store, session in ((ref, reference), (out, half)):
+            for name, value in zip(NAMES, session.run(list(NAMES), {"video": video})):
+                store[name].append(value)
+    figures = parity_gate("fp16", {k: np.concatenate(v) for k, v in ref.items()},
+                          {k: np.concatenate(v) for k, v in out.items()}, "onnxruntime-cpu", [1, 3])
+    print(f"FP16 ONNX vs FP32 ONNX (ORT CPU): features min row cosine "
+          f"{figures['features']['min_row_cosine']:.6f}, rel L2 {figures['features']['rel_l2']:.2e}")
