@@ -88,8 +88,9 @@ def render_match(halves: dict[int, HalfHeads], spotted: list[MarkedEvent], truth
     names = [n for n in first.class_names if n != background]
     if len(names) == len(first.class_names):
         raise InputError(f"no background class named {background!r} among the class names; pass --background NAME")
-    longest_minutes = max(window_centre_times(len(h.logits), h.alignment, h.window_seconds)[-1] + 0.5
-                          for h in halves.values()) / 60
+    longest_seconds = max(window_centre_times(len(h.logits), h.alignment, h.window_seconds)[-1] + 0.5
+                          for h in halves.values())
+    unit_seconds, unit_name = (60, "minutes") if longest_seconds >= 180 else (1, "seconds")
 
     figure = Figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi, layout="constrained")
     FigureCanvasAgg(figure)
@@ -101,18 +102,18 @@ def render_match(halves: dict[int, HalfHeads], spotted: list[MarkedEvent], truth
         action_columns = [heads.class_names.index(n) for n in names]
         probabilities = class_probabilities(heads.logits)[:, action_columns]
         centres = window_centre_times(len(probabilities), heads.alignment, heads.window_seconds)
-        start, end = (centres[0] - 0.5) / 60, (centres[-1] + 0.5) / 60
+        start, end = (centres[0] - 0.5) / unit_seconds, (centres[-1] + 0.5) / unit_seconds
         image = ax.imshow(probabilities.T, aspect="auto", interpolation="nearest", cmap="viridis", vmin=0, vmax=1,
                           extent=(start, end, len(names) - 0.5, -0.5))
         for events, style in ((spotted, dict(marker="o", s=70, facecolors="none", edgecolors="#ff3b30", linewidths=1.6)),
                               (truth or [], dict(marker="x", s=45, c="white", linewidths=1.4))):
             mine = [e for e in events if e.half == half and e.label in names]
             if mine:
-                ax.scatter([e.seconds / 60 for e in mine], [names.index(e.label) for e in mine], zorder=3, **style)
+                ax.scatter([e.seconds / unit_seconds for e in mine], [names.index(e.label) for e in mine], zorder=3, **style)
         ax.set_yticks(range(len(names)), names, fontsize=8)
         ax.set_ylabel(f"half {half}")
-        ax.set_xlim(0, longest_minutes)
-    axes[-1].set_xlabel("game time (minutes from the start of the half's video)")
+        ax.set_xlim(0, longest_seconds / unit_seconds)
+    axes[-1].set_xlabel(f"game time ({unit_name} from the start of the half's video)")
     handles = [Line2D([], [], marker="o", linestyle="none", markerfacecolor="none", markeredgecolor="#ff3b30",
                       markeredgewidth=1.6, label="spotted")]
     if truth is not None:
