@@ -244,14 +244,15 @@ def markdown(results: list[dict]) -> str:
             "model": f"depth {r['arch']['depth']}",
             "video": f"{r['video']['resolution']}, {r['video']['seconds']:.0f} s, {r['video']['rows']} rows",
             "tsf_s": r["tsf"]["median_s"], "base_s": r["baseline"]["median_s"], "ratio": r["speed_ratio"],
-            "tsf_x": r["tsf"]["x_realtime"], "base_x": r["baseline"]["x_realtime"],
+            "tsf_w": r["tsf"]["median_s"] / max(r["video"]["rows"], 1),
+            "base_w": r["baseline"]["median_s"] / max(r["video"]["rows"], 1),
             "tsf_mem": r["tsf"]["peak_rss_bytes"] / common.MIB,
             "base_mem": r["baseline"]["peak_rss_bytes"] / common.MIB,
             "cos": r["agreement"]["min_cosine"],
         })
     columns = [("model", "model", ""), ("video", "video", ""), ("tsf_s", "tsf-extract s (median)", ".2f"),
                ("base_s", "baseline s (median)", ".2f"), ("ratio", "speed ratio", ".2f"),
-               ("tsf_x", "tsf × real time", ".2f"), ("base_x", "baseline × real time", ".2f"),
+               ("tsf_w", "tsf s / window", ".3f"), ("base_w", "baseline s / window", ".3f"),
                ("tsf_mem", "tsf peak RSS MiB", ".0f"), ("base_mem", "baseline peak RSS MiB", ".0f"),
                ("cos", "min cosine", ".6f")]
     settings = results[0]["settings"] if results else {}
@@ -261,6 +262,29 @@ def markdown(results: list[dict]) -> str:
             f"{settings.get('repeats')} alternating runs in one process, model load excluded; peak RSS is "
             f"each side alone in a fresh process, everything included.\n")
     return common.markdown_table(rows, columns) + note
+
+
+def plot(results: list[dict], out_dir: Path) -> list[str]:
+    plt = common.pyplot()
+    if plt is None or not results:
+        return []
+    fig, (speed, memory) = plt.subplots(1, 2, figsize=(9, 3.2))
+    labels = [f"depth {r['arch']['depth']}" for r in results]
+    x = range(len(results))
+    for offset, side, colour in ((-0.2, "baseline", "tab:gray"), (0.2, "tsf", "tab:blue")):
+        name = "reference-style baseline" if side == "baseline" else "tsf-extract"
+        speed.bar([i + offset for i in x], [r[side]["median_s"] / max(r["video"]["rows"], 1) for r in results],
+                  0.4, label=name, color=colour)
+        memory.bar([i + offset for i in x], [r[side]["peak_rss_bytes"] / common.MIB for r in results], 0.4,
+                   label=name, color=colour)
+    for ax, title in ((speed, "seconds per window (same process)"), (memory, "peak RSS, MiB (own process)")):
+        ax.set_xticks(list(x), labels)
+        ax.set_title(title, fontsize=10)
+    for i, r in enumerate(results):
+        speed.annotate(f"×{r['speed_ratio']:.1f}", (i, r["baseline"]["median_s"] / max(r["video"]["rows"], 1)),
+                       ha="center", va="bottom")
+    speed.legend(fontsize=8)
+    return [common.save_figure(fig, out_dir / "baseline.png")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -280,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     arch = common.SMALL_ARCH if args.small_model else common.REFERENCE_ARCH
     result = run(args.out, args.cache, arch, args.seconds, args.resolution, args.repeats, args.threads,
                  args.list_copy, args.batch_size, args.video)
-    common.write_json(args.out / "baseline.json", {"provenance": prov, "results": [result]})
+    plots = plot([result], args.out)
+    common.write_json(args.out / "baseline.json", {"provenance": prov, "results": [result], "plots": plots})
     text = "## Reference-style baseline vs tsf-extract (CPU)\n\n" + common.provenance_markdown(prov) + "\n" + markdown([result])
     common.write_text(args.out / "baseline.md", text)
     print(text)

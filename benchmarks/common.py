@@ -2,8 +2,8 @@
 
 Why each dependency is here:
 - PyAV (a tsf dependency) encodes the test videos, so no video file ships with the repository.
-- `os.wait4` (standard library) gives each child process's own peak RSS: every measured run lives
-  in a fresh child so that one run's memory high-water mark never mixes with another's.
+- /proc/<pid>/status (Linux) gives each child process's own peak RSS (VmHWM): every measured run
+  lives in a fresh child so that one run's memory high-water mark never mixes with another's.
 - psutil (`bench` extra, optional) only reads physical core count and total RAM for the machine
   line; /proc is the fallback.
 - matplotlib (`bench` extra) draws the plots; imported lazily so tables come out without it.
@@ -334,31 +334,71 @@ class GpuMemorySampler:
         return int(self.peak_mib * MIB) if self.available else None
 
 
+class PeakRssSampler:
+    """A child's peak RSS: its VmHWM (the high-water mark of its own address space) read from
+    /proc while it runs; the last reading before it exits is the peak, up to one interval.
+
+    Why not `wait4`'s `ru_maxrss`: Linux carries the parent's RSS at fork/vfork time into the
+    child's maxrss (the pre-exec copy of the parent's address space counts), so a child of a
+    500 MB parent would never read below 500 MB. VmHWM belongs to the address space created at
+    exec, so it is the child's own.
+    """
+
+    def __init__(self, pid: int, interval_s: float = 0.02):
+        self.path = f"/proc/{pid}/status"
+        self.interval_s = interval_s
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            with open(self.path) as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        self.peak_bytes = max(self.peak_bytes, int(line.split()[1]) * 1024)
+                        return
+        except (OSError, ValueError, IndexError):
+            pass  # not started yet, or exited (a zombie has no VmHWM line)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._read()
+            self._stop.wait(self.interval_s)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak_bytes
+
+
 def run_child(command: list[str], env: dict | None = None, timeout_s: float | None = None,
               sample_gpu: bool = False) -> ChildRun:
-    """Run `command`, returning its wall time and its own peak RSS (from `os.wait4`'s rusage)."""
+    """Run `command`, returning its wall time and its own peak RSS (see `PeakRssSampler`)."""
     child_env = {**os.environ, **(env or {})}
     child_env.setdefault("PYTHONPATH", str(REPO_ROOT))
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
             GpuMemorySampler() if sample_gpu else _NullContext() as gpu:
         started = time.perf_counter()
         proc = subprocess.Popen(command, stdout=out, stderr=err, env=child_env, cwd=REPO_ROOT)
+        rss = PeakRssSampler(proc.pid)
         timer = None
         if timeout_s:
             timer = threading.Timer(timeout_s, lambda: _kill(proc.pid))
             timer.start()
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
+            proc.wait()
+            wall = time.perf_counter() - started
+            peak = rss.stop()
         finally:
             if timer:
                 timer.cancel()
-        wall = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; keeps Popen from waiting again
+            rss.stop()
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    return ChildRun(command=command, returncode=proc.returncode, wall_s=wall,
-                    peak_rss_bytes=usage.ru_maxrss * 1024,  # Linux reports KiB
+    return ChildRun(command=command, returncode=proc.returncode, wall_s=wall, peak_rss_bytes=peak,
                     peak_gpu_bytes=gpu.peak_bytes if sample_gpu else None, stdout=stdout, stderr=stderr)
 
 

@@ -99,6 +99,8 @@ def run(mode: str, out: Path, cache: Path, only: list[str] | None = None) -> dic
     for name, module in (("model_only", model_only), ("end_to_end", end_to_end), ("decode_only", decode_only)):
         if name in results and "error" not in results[name]:
             results["plots"] += module.plot(results[name], out)
+    if "baseline" in results and "error" not in results["baseline"]:
+        results["plots"] += baseline.plot([results["baseline"]], out)
     common.write_json(out / "results.json", results)
     common.write_text(out / "results.md", markdown(results))
     return results

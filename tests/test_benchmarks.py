@@ -1,0 +1,142 @@
+"""The benchmarks' own pieces: the FLOP count, the baseline's frame indices, per-process peak memory,
+and one smoke run of every benchmark on a tiny model and short videos. No timing assertions: speed
+lives in benchmarks/RESULTS.md, these tests only prove the measuring code measures the right thing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # benchmarks/ is not installed; it lives beside the packages
+    sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks import baseline, common, run_all  # noqa: E402
+from benchmarks.flops import clip_flops  # noqa: E402
+
+
+def test_reference_model_is_about_0_78_tflop_per_clip():
+    total = clip_flops()["total"]
+    assert 0.78e12 < total < 0.79e12
+    # TOOLCHAIN-NOTES.md quotes 392 GFLOP for the 8-frame ViT-B: the same count at half the frames.
+    assert clip_flops(frames=8)["total"] == pytest.approx(392e9, rel=2e-3)
+
+
+def test_flops_grow_linearly_with_depth_and_ignore_heads():
+    per_block = clip_flops(depth=1)["total"] - clip_flops(depth=0)["total"]
+    assert clip_flops(depth=12)["total"] == pytest.approx(clip_flops(depth=0)["total"] + 12 * per_block)
+    assert clip_flops(heads=1)["total"] == clip_flops(heads=12)["total"]
+
+
+def _onnx_matmul_flops(onnx_path: Path, frames: int) -> int:
+    """Independent count: run the exported graph at batch 1 and read every MatMul/Gemm/Conv shape."""
+    import onnx
+    import onnxruntime
+
+    model = onnx.load(str(onnx_path))
+    products = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")]
+    known = {o.name for o in model.graph.output} | {i.name for i in model.graph.initializer}
+    initializers = {i.name: tuple(i.dims) for i in model.graph.initializer}
+    for node in products:
+        for name in (node.input[0], node.output[0]):
+            if name not in known:
+                model.graph.output.append(onnx.ValueInfoProto(name=name))
+                known.add(name)
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    video = np.random.default_rng(0).random((1, 3, frames, 224, 224), dtype=np.float32)
+    shapes = {n: v.shape for n, v in zip(names, session.run(names, {"video": video}))}
+    total = 0
+    for node in products:
+        out = shapes[node.output[0]]
+        if node.op_type == "Conv":
+            weight = initializers[node.input[1]]
+            total += 2 * int(np.prod(out)) * int(np.prod(weight[1:]))
+        else:
+            total += 2 * int(np.prod(out)) * shapes[node.input[0]][-1]
+    return total
+
+
+@pytest.fixture(scope="module")
+def bench_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench-cache")
+
+
+def test_flop_formula_matches_the_exported_graph(bench_cache):
+    arch = run_all.TINY
+    bundle, _ = common.ensure_bundle(bench_cache, arch)
+    counted = _onnx_matmul_flops(bundle / "model.onnx", arch["frames"])
+    assert clip_flops(**arch)["total"] == pytest.approx(counted, rel=1e-6)
+
+
+def test_baseline_uses_the_reference_frame_indices():
+    from fractions import Fraction
+
+    # REFERENCE-PIPELINE.md section 3, at 25 fps: 25i + {0, 8, 16, 25, 33, 41, 50, 58, 66, 75, 83, 91, 100, 108, 116, 125}.
+    offsets = [0, 8, 16, 25, 33, 41, 50, 58, 66, 75, 83, 91, 100, 108, 116, 125]
+    for row in (0, 3, 40):
+        assert baseline.reference_frame_indices(row, Fraction(25), 10_000) == [25 * row + o for o in offsets]
+    # The last frame index is pulled back by one when it equals the frame count.
+    assert baseline.reference_frame_indices(1, Fraction(25), 150)[-1] == 149
+    assert baseline.reference_row_count(12.9) == 7
+
+
+def test_each_child_reports_its_own_peak_memory():
+    big = common.run_child([sys.executable, "-c", "import numpy as np; a = np.ones(300 * 2**20, np.uint8)"]).check()
+    small = common.run_child([sys.executable, "-c", "pass"]).check()
+    assert big.peak_rss_bytes > 300 * 2**20
+    assert small.peak_rss_bytes < 100 * 2**20  # not the earlier child's high-water mark
+
+
+def test_call_in_child_returns_the_result_and_reports_failures():
+    run = common.call_in_child("benchmarks.flops:clip_flops", {"depth": 0, "frames": 2})
+    assert run.check().result["total"] == clip_flops(depth=0, frames=2)["total"]
+    failed = common.call_in_child("benchmarks.flops:clip_flops", {"no_such_argument": 1, "frames": "x"})
+    with pytest.raises(RuntimeError, match="benchmark child failed"):
+        failed.check()
+
+
+def test_markdown_table_formats_and_dashes_missing_values():
+    table = common.markdown_table([{"a": 1.23456, "b": None}], [("a", "A", ".2f"), ("b", "B", "")])
+    assert table.splitlines() == ["| A | B |", "|---|---|", "| 1.23 | – |"]
+
+
+@pytest.mark.slow
+def test_smoke_run_of_every_benchmark(tmp_path, bench_cache):
+    results = run_all.run("smoke", tmp_path, bench_cache)
+    sections = ("model_only", "end_to_end", "decode_only", "baseline")
+    assert not {k: results[k].get("error") for k in sections if "error" in results[k]}
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert set(sections) <= set(on_disk)
+    assert on_disk["provenance"]["commit"] and on_disk["provenance"]["machine"]["cpu_model"]
+    text = (tmp_path / "results.md").read_text()
+    for title in ("Model only", "End to end", "Decode only", "Reference-style baseline"):
+        assert f"## {title}" in text
+    for plot in results["plots"]:
+        assert (tmp_path / plot).stat().st_size > 0
+
+    model_rows = [r for e in results["model_only"]["results"] for r in e["rows"]]
+    assert [r["batch"] for r in model_rows] == [1, 2]
+    assert all(r["clips_per_s"] > 0 and 0 < r["fraction_of_ceiling"] for r in model_rows)
+
+    # 3 s of 25 fps video, --align center: 3 windows, every frame decoded; the tsf-extract row too.
+    e2e = results["end_to_end"]["rows"]
+    assert [r.get("error") for r in e2e] == [None, None]
+    assert [r["rows"] for r in e2e] == [3, 3]
+    assert e2e[0]["frames_decoded"] == 75 and e2e[0]["peak_rss_bytes"] > 0
+    assert {"decode", "preprocess", "inference", "write"} <= set(e2e[0]["stages"])
+
+    decode = {r["mode"]: r for r in results["decode_only"]["rows"]}
+    assert decode["decode"]["frames_decoded"] == decode["rgb-all"]["frames_converted"] == 50
+    assert 0 < decode["needed"]["frames_converted"] < 50
+
+    # Same weights, same video, same frames: the reference-style baseline and tsf-extract agree.
+    agreement = results["baseline"]["agreement"]
+    assert agreement["rows_a"] == agreement["rows_b"] == 2  # int(7 - 5) reference rows
+    assert agreement["min_cosine"] > 0.9999
+    assert results["baseline"]["speed_ratio"] > 0
