@@ -5,7 +5,7 @@
     tsf-train config > my.yaml                                              the default config
     tsf-train fit --config my.yaml [-o key=value ...] [--resume]            train; checkpoints each epoch
     tsf-train plot RUN_DIR                                                  metrics.jsonl -> PNG curves
-    tsf-export --weights RUN_DIR/best.pdparams ...                          then export as usual
+    tsf-export RUN_DIR/best.pdparams --classes RUN_DIR/classes.txt -o BUNDLE  then export as usual
 
 Multi-GPU: python -m paddle.distributed.launch --gpus 0,1,2,3 "$(command -v tsf-train)" fit --config my.yaml
 

@@ -27,7 +27,8 @@ SOCCERNET_V2_ACTIONS = (
     "Indirect free-kick", "Direct free-kick", "Corner", "Yellow card", "Red card",
     "Yellow->red card",
 )
-BACKGROUND = "Background"
+# Lower case, as tsf.export and tsf-spot name it.
+BACKGROUND = "background"
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class ClassMap:
 
     @classmethod
     def from_actions(cls, actions) -> "ClassMap":
-        actions = tuple(a for a in actions if a != BACKGROUND)
+        actions = tuple(a for a in actions if a.lower() != BACKGROUND)
         return cls(actions + (BACKGROUND,))
 
     @property
@@ -61,6 +62,10 @@ class ClassMap:
             return self.names.index(name)
         except ValueError:
             return None
+
+    def to_text(self) -> str:
+        """One name per line in index order: the format `tsf-export --classes` reads."""
+        return "".join(name + "\n" for name in self.names)
 
     def to_json(self) -> dict:
         return {"class_names": list(self.names), "background_index": self.background_index}

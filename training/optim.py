@@ -3,6 +3,8 @@
 Momentum 0.9 with Nesterov; L2 decay 7e-5 on every parameter except the embeddings (cls_token,
 pos_embed, time_embed); gradients clipped to a global norm of 40; the two head layers
 (`head.fc`, `head.fc_event_times`) each in their own parameter group with the learning rate x100.
+Paddle clips each parameter group by its own norm; `ClipByGlobalNormOfAllGroups` restores one
+norm over all gradients.
 
 Paddle keys optimiser state (the momentum velocity) by each parameter's internal `name`. The
 reference built its two head layers with the same internal names, so they shared one velocity;
@@ -74,6 +76,29 @@ class WarmupCosine(paddle.optimizer.lr.LRScheduler):
         return self.cosine(epoch)
 
 
+class ClipByGlobalNormOfAllGroups(paddle.nn.ClipGradByGlobalNorm):
+    """Global-norm clipping over every parameter of the model, also when there are groups.
+
+    Paddle applies an optimiser's `grad_clip` to each parameter group separately, so a plain
+    `ClipGradByGlobalNorm` would clip each group by its own norm. The recipe clips by the norm of
+    all gradients together: this computes that norm from every parameter and scales the group's
+    gradients by the common factor (`_dygraph_clip` is the hook Paddle calls in eager mode).
+    """
+
+    def __init__(self, clip_norm: float, parameters):
+        super().__init__(clip_norm=float(clip_norm))
+        self._all_parameters = list(parameters)
+
+    def _dygraph_clip(self, params_grads):
+        squares = [paddle.sum(paddle.square(p.grad.astype("float32")))
+                   for p in self._all_parameters if p.grad is not None]
+        if not squares:
+            return params_grads
+        norm = paddle.sqrt(paddle.add_n(squares))
+        scale = self.clip_norm / paddle.maximum(norm, paddle.full([], self.clip_norm, "float32"))
+        return [(p, g if g is None else g * scale.astype(g.dtype)) for p, g in params_grads]
+
+
 def build_optimizer(model, scheduler, *, weight_decay=7e-5, momentum=0.9, nesterov=True, clip_global_norm=40.0,
                     head_lr_multiplier=100.0, no_weight_decay=EMBEDDINGS):
     duplicated = [n for n, c in Counter(p.name for p in model.parameters()).items() if c > 1]
@@ -86,5 +111,5 @@ def build_optimizer(model, scheduler, *, weight_decay=7e-5, momentum=0.9, nester
         use_nesterov=nesterov,
         parameters=parameter_groups(model, weight_decay, head_lr_multiplier, no_weight_decay),
         weight_decay=float(weight_decay),
-        grad_clip=paddle.nn.ClipGradByGlobalNorm(clip_norm=float(clip_global_norm)),
+        grad_clip=ClipByGlobalNormOfAllGroups(clip_global_norm, model.parameters()),
     )

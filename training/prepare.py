@@ -1,7 +1,8 @@
 """`tsf-train prepare`: annotated videos -> 10-s training clips, per-sample lists and a class map.
 
 Output folder layout (the contract `tsf.training.dataset` reads):
-    classes.json                  {"class_names": [...17 actions..., "Background"], "background_index": 17}
+    classes.json                  {"class_names": [...17 actions..., "background"], "background_index": 17}
+    classes.txt                   the same names, one per line (for `tsf-export --classes`)
     train.jsonl valid.jsonl test.jsonl
                                   one sample per line: clip (path relative to this folder), label
                                   (class index), label_name, event_time (s inside the clip),
@@ -379,6 +380,7 @@ def prepare(out_dir: str, *, soccernet_root: str | None = None, annotations: str
 
     class_path = os.path.join(out_dir, "classes.json")
     _write_atomic(class_path, json.dumps(class_map.to_json(), indent=1) + "\n")
+    _write_atomic(os.path.join(out_dir, "classes.txt"), class_map.to_text())
     for split, rows in samples.items():
         _write_atomic(os.path.join(out_dir, f"{split}.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
     background = class_map.background_index

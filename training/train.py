@@ -1,7 +1,8 @@
 """`tsf-train fit`: the fine-tuning loop, checkpoints, resume, validation and the metrics log.
 
 Run folder (`output_dir`):
-    config.yaml, classes.json      what was trained, for `tsf-export` and for the record
+    config.yaml, classes.json      what was trained, for the record
+    classes.txt                    class names one per line: `tsf-export --classes RUN/classes.txt`
     checkpoints/epoch_NNNN.pdparams  model weights, reference layout (loads in `tsf-export`)
     checkpoints/epoch_NNNN.pdopt     optimiser (momentum velocities, lr schedule) and AMP scaler
     checkpoints/epoch_NNNN.json      epoch, step, best so far: written last, marks the checkpoint whole
@@ -219,6 +220,7 @@ def _fit(config: dict, resume: bool, stop_after_epochs: int | None, log) -> dict
         os.makedirs(run.checkpoints, exist_ok=True)
         _write_text(os.path.join(run.root, "config.yaml"), dump_config(config))
         _write_text(os.path.join(run.root, "classes.json"), json.dumps(class_map.to_json(), indent=1) + "\n")
+        _write_text(os.path.join(run.root, "classes.txt"), class_map.to_text())
         _trim_metrics(run.metrics, state["epoch"])
     net = paddle.DataParallel(model) if world > 1 else model
     weight = float(config["loss"]["event_time_weight"])
