@@ -1,0 +1,59 @@
+"""Whole videos through `tsf.runtime.pipeline.extract` on the GPU against the CPU path.
+
+GPU: NVDEC decoding, CuPy preprocessing, TensorRT FP16 engine. CPU: PyAV, NumPy preprocessing,
+ONNX Runtime FP32. Same bundle, same video; cosine per row (the minimum is printed) and speed.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import videos
+from gpu_helpers import bundle_with, row_cosines
+from tsf.runtime.decode_nvdec import nvdec_support
+from tsf.runtime.infer_tensorrt import tensorrt_support
+
+REASON = tensorrt_support() or nvdec_support()
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(REASON is not None, reason=str(REASON))]
+
+
+def run_both(bundle_dir, entry, video_path):
+    from tsf.runtime.infer_tensorrt import TensorRTBackend
+    from tsf.runtime.pipeline import extract
+
+    bundle = bundle_with(bundle_dir, [entry])
+    started = time.perf_counter()
+    cpu = extract(video_path, bundle, backend="onnxruntime", device="cpu", decoder="cpu")
+    cpu_seconds = time.perf_counter() - started
+    backend = TensorRTBackend(bundle, entry)
+    pyav_trt = extract(video_path, bundle, backend=backend, decoder="cpu")
+    started = time.perf_counter()
+    gpu = extract(video_path, bundle, backend=backend, decoder="nvdec")
+    gpu_seconds = time.perf_counter() - started
+    assert gpu.decoder == "nvdec" and gpu.backend == "tensorrt"
+    assert gpu.features.shape == cpu.features.shape == pyav_trt.features.shape
+    seconds_of_video = float(gpu.info.duration)
+    print(f"\n{video_path.name}: {gpu.rows} rows; PyAV+TRT fp16 vs PyAV+ORT CPU min cosine "
+          f"{row_cosines(pyav_trt.features, cpu.features).min():.6f}; NVDEC+TRT fp16 vs PyAV+ORT CPU min "
+          f"cosine {row_cosines(gpu.features, cpu.features).min():.6f}; GPU {gpu_seconds:.2f} s "
+          f"({seconds_of_video / gpu_seconds:.0f}x real time), CPU {cpu_seconds:.2f} s")
+    return cpu, pyav_trt, gpu
+
+
+def test_small_model_nvdec_tensorrt_vs_cpu(small_engines, tmp_path):
+    bundle_dir, entries = small_engines
+    path = videos.make_video(tmp_path / "match.mkv", seconds=12, fps=25, size=(456, 256))
+    cpu, pyav_trt, gpu = run_both(bundle_dir, entries["fp16"], path)
+    assert row_cosines(pyav_trt.features, cpu.features).min() >= 0.999  # the engine gate, on real frames
+    assert row_cosines(gpu.features, cpu.features).min() >= 0.99  # plus NVDEC's colour conversion
+
+
+@pytest.mark.slow
+@pytest.mark.full_model
+def test_full_model_nvdec_tensorrt_vs_cpu(full_engines, tmp_path):
+    bundle_dir, entries = full_engines
+    path = videos.make_video(tmp_path / "match_720p.mkv", seconds=30, fps=25, size=(1280, 720))
+    cpu, pyav_trt, gpu = run_both(bundle_dir, entries["fp16"], path)
+    assert row_cosines(pyav_trt.features, cpu.features).min() >= 0.999
+    assert row_cosines(gpu.features, cpu.features).min() >= 0.99

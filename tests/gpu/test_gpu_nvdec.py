@@ -1,0 +1,104 @@
+"""NVDEC (PyNvVideoCodec) frames against PyAV frames of the same generated videos.
+
+The reference is the CPU decoder (FFmpeg through PyAV). Frame identity is checked through the
+barcode every generated frame carries (tests/videos.py) and the timestamps; pixels differ by the
+two libraries' YUV->RGB conversions, so the differences are measured, printed and bounded.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import pytest
+
+import videos
+from tsf.runtime.decode import DecodeError, PyAVDecoder
+from tsf.runtime.decode_nvdec import nvdec_support
+from tsf.runtime.probe import probe_video
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(nvdec_support() is not None, reason=str(nvdec_support()))]
+
+CASES: dict[str, dict[str, Any]] = {
+    "h264_bframes_25fps.mkv": dict(seconds=4, fps=25, size=(456, 256), bframes=2),
+    "h264_bframes_2997fps.mp4": dict(seconds=4, fps=Fraction(30000, 1001), size=(640, 360), bframes=3),
+    "h264_1080p_25fps.mkv": dict(seconds=2, fps=25, size=(1920, 1080), bframes=2),  # 1088-row surfaces
+}
+
+
+@pytest.fixture(scope="module")
+def video_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("nvdec")
+
+
+def decode_cpu(info):
+    decoder = PyAVDecoder(info)
+    try:
+        return [(f.pts_time, f.to_rgb()) for f in decoder.frames()]
+    finally:
+        decoder.close()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_nvdec_frames_equal_pyav_frames(video_dir, name):
+    import cupy
+
+    from tsf.runtime.decode_nvdec import NvdecDecoder
+
+    path = videos.make_video(video_dir / name, **CASES[name])
+    info = probe_video(path)
+    expected = decode_cpu(info)
+    decoder = NvdecDecoder(info)
+    # Keep every frame before looking at any: frames must stay intact after later Decode calls.
+    got = [(f.pts_time, f.number, f.to_rgb()) for f in decoder.frames()]
+    decoder.close()
+
+    assert len(got) == len(expected)
+    assert [n for _, n, _ in got] == list(range(len(got)))
+    assert [t for t, _, _ in got] == [t for t, _ in expected]
+    diffs = []
+    for (_, _, gpu_rgb), (_, cpu_rgb) in zip(got, expected):
+        assert isinstance(gpu_rgb, cupy.ndarray) and gpu_rgb.dtype == cupy.uint8
+        assert gpu_rgb.shape == cpu_rgb.shape == (info.height, info.width, 3)
+        host = cupy.asnumpy(gpu_rgb)
+        assert videos.read_frame_number(host) == videos.read_frame_number(cpu_rgb)
+        diffs.append(np.abs(host.astype(np.int16) - cpu_rgb.astype(np.int16)))
+    diff = np.stack(diffs)
+    print(f"\n{name}: NVDEC vs PyAV RGB over {len(got)} frames: max abs {diff.max()}, "
+          f"mean abs {diff.mean():.3f}, 99.9th percentile {np.percentile(diff, 99.9):.0f}")
+    assert diff.mean() < 3.0  # same pictures; only colour conversion and chroma upsampling differ
+
+
+def test_nvdec_preprocessed_frames_match_cpu(video_dir):
+    """The model's inputs from NVDEC frames (CuPy preprocessing) against PyAV + NumPy."""
+    import cupy
+
+    from tsf.runtime.decode_nvdec import NvdecDecoder
+    from tsf.runtime.preprocess import preprocess_frame
+
+    name = "h264_bframes_25fps.mkv"
+    info = probe_video(videos.make_video(video_dir / name, **CASES[name]))
+    expected = [preprocess_frame(rgb) for _, rgb in decode_cpu(info)[:20]]
+    decoder = NvdecDecoder(info)
+    got = []
+    for frame in decoder.frames():
+        got.append(cupy.asnumpy(preprocess_frame(frame.to_rgb())))
+        if len(got) == len(expected):
+            break
+    decoder.close()
+    diff = np.abs(np.stack(got) - np.stack(expected))
+    print(f"\npreprocessed NVDEC+CuPy vs PyAV+NumPy: max abs {diff.max():.4f}, mean abs {diff.mean():.5f}")
+    assert diff.mean() < 3.0 / 255
+
+
+def test_nvdec_reports_a_truncated_file(video_dir):
+    from tsf.runtime.decode_nvdec import NvdecDecoder
+
+    name = "h264_bframes_25fps.mkv"
+    source = videos.make_video(video_dir / name, **CASES[name])
+    truncated = videos.make_truncated(source, video_dir / "truncated.mkv", keep=0.5)
+    decoder = NvdecDecoder(probe_video(truncated))
+    with pytest.raises(DecodeError, match="truncated|decoding broke"):
+        for _ in decoder.frames():
+            pass
+    decoder.close()
