@@ -16,10 +16,12 @@ import click
 from .. import __version__
 from .bundle import default_bundle_dir, load_bundle
 from .errors import TsfError
+from .infer import select_backend
 from .jobs import Job, expand_jobs, run_jobs
 from .pipeline import build_metadata, extract
 from .probe import probe_video
 from .progress import VideoProgress
+from .sample import plan_windows
 from .write import check_outputs, is_complete, output_paths, write_outputs
 
 log = logging.getLogger("tsf")
@@ -68,34 +70,27 @@ def command(videos, output, list_file, model, align, batch_size, backend, decode
     _setup_logging(quiet)
     jobs = expand_jobs(videos, output, list_file)
     bundle = load_bundle(model if model is not None else default_bundle_dir())
-    if bundle.random_init:
-        log.warning("model bundle %s has random weights (exported with --random-init): "
-                    "the features are meaningless except for testing", bundle.dir)
     backend_cache = {}
 
     def get_backend():
+        # Loaded on the first video that probes fine, so that a bad input costs no model load
+        # and its error stays the only line printed.
         if "backend" not in backend_cache:
-            from .infer import select_backend
-
+            if bundle.random_init:
+                log.warning("model bundle %s has random weights (exported with --random-init): "
+                            "the features are meaningless except for testing", bundle.dir)
             backend_cache["backend"] = select_backend(bundle, backend, device)
         return backend_cache["backend"]
 
     def process(job: Job) -> None:
         check_outputs(job.output, heads, overwrite)
-        probe_video(job.video)  # bad input fails here, before a backend is loaded
-        bar: dict = {}
-
-        def progress(rows, total):
-            if "bar" not in bar:
-                bar["bar"] = VideoProgress(total, 1.0, job.video.name, enabled=not quiet)
-            bar["bar"].update(rows)
-
-        try:
-            result = extract(job.video, bundle, align=align, batch_size=batch_size, backend=get_backend(),
-                             decoder=decoder, allow_partial=allow_partial, progress=progress)
-        finally:
-            if "bar" in bar:
-                bar["bar"].close()
+        # Bad input (unreadable, too short for the alignment) fails here, before a backend loads.
+        plan = plan_windows(probe_video(job.video), align, frames=int(bundle.architecture["frames"]))
+        chosen = get_backend()
+        with VideoProgress(plan.rows, float(plan.stride_seconds), job.video.name, enabled=not quiet) as bar:
+            result = extract(job.video, bundle, align=align, batch_size=batch_size, backend=chosen,
+                             decoder=decoder, allow_partial=allow_partial,
+                             progress=lambda rows, total: bar.update(rows))
         paths = output_paths(job.output, heads)
         metadata = build_metadata(result, bundle, paths, fmt, __version__)
         write_outputs(job.output, features=result.features, logits=result.logits, event_times=result.event_times,

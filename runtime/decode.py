@@ -80,7 +80,7 @@ class FrameTimeChecker:
                 return False  # broken muxers repeat timestamps; the first frame shown wins
             if pts_time - self.last > MAX_GAP_SECONDS:
                 raise DecodeError(
-                    f"{self.info.path}: decoding broke at {self._rel(self.last):.1f} s: "
+                    f"{self.info.path}: decoding broke at {float(self._rel(self.last)):.1f} s: "
                     f"{float(pts_time - self.last):.1f} s of video missing (corrupt data)", self._rel(self.last))
         self.last = pts_time
         return True
@@ -135,7 +135,7 @@ class PyAVDecoder:
                     yield PyAVFrame(pts_time, number, frame)
                     number += 1
         except (av.error.FFmpegError, ValueError, OSError) as e:
-            raise checker.broke(str(e).split(":")[0] if str(e) else type(e).__name__) from None
+            raise checker.broke(getattr(e, "strerror", None) or str(e) or type(e).__name__) from None
         checker.finish()
 
     def close(self) -> None:

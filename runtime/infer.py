@@ -74,8 +74,9 @@ class OnnxRuntimeBackend:
             raise BackendError(f"unknown ONNX Runtime provider {provider!r}")
         try:
             self.session = ort.InferenceSession(str(bundle.onnx_path), options, providers=providers)
-        except GPU_EXCEPTIONS + (ValueError,) as e:
-            # onnxruntime raises its own Fail/InvalidGraph (RuntimeError subclasses) for bad files.
+        except Exception as e:
+            # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...; plain Exception
+            # subclasses) for unreadable or invalid models.
             raise InputError(f"{bundle.onnx_path}: ONNX Runtime cannot load the model ({_first_line(e)})") from None
         active = self.session.get_providers()
         wanted = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",

@@ -1,0 +1,89 @@
+"""Shared, cached test material for the runtime tests: small bundles and generated videos.
+
+Built once per test process (functools.cache) in one temporary folder, because exporting a bundle
+takes ~10 s and encoding a clip a few seconds; tests must treat them as read-only.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+import videos
+
+_ROOT = Path(tempfile.mkdtemp(prefix="tsf-runtime-tests-"))
+atexit.register(shutil.rmtree, _ROOT, ignore_errors=True)
+
+# name -> make_video keyword arguments. 8-s clips: 8 centre rows, 3 reference rows.
+VIDEOS = {
+    "h264_25fps.mkv": dict(seconds=8, fps=25),
+    "h264_25fps.mp4": dict(seconds=8, fps=25),
+    "h264_2997fps.mkv": dict(seconds=8, fps=Fraction(30000, 1001)),
+    "h264_2997fps_audio.mp4": dict(seconds=8, fps=Fraction(30000, 1001), with_audio=True),
+    "vfr.mkv": dict(pts_seconds=videos.vfr_times(8), fps=25),
+    "odd_455x255.mkv": dict(seconds=7, fps=25, size=(455, 255)),
+    "portrait_256x456.mp4": dict(seconds=7, fps=25, size=(256, 456)),
+    "short_side_224.mkv": dict(seconds=7, fps=25, size=(398, 224)),
+    "long_20s.mkv": dict(seconds=20, fps=25, bframes=0),
+    "long_20s.mp4": dict(seconds=20, fps=25, bframes=0),
+    "short_5s.mkv": dict(seconds=5, fps=25),
+}
+
+
+@functools.cache
+def video(name: str) -> Path:
+    folder = _ROOT / "videos"
+    folder.mkdir(exist_ok=True)
+    return videos.make_video(folder / name, **VIDEOS[name])
+
+
+@functools.cache
+def small_bundle(frames: int = 4) -> Path:
+    """A random-init depth-2, width-128 bundle (fast on 2 CPU cores)."""
+    from tsf.export import export_bundle
+
+    return Path(export_bundle(_ROOT / f"bundle_{frames}f", random_init=True,
+                              arch={"depth": 2, "width": 128, "heads": 2, "frames": frames}, seed=0))
+
+
+def decode_all(path: Path) -> tuple[list[Fraction], list[np.ndarray], av.container.InputContainer]:
+    """Every frame of the first video stream, decoded straight with PyAV (independent of tsf)."""
+    times, images = [], []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        rate = Fraction(stream.average_rate)
+        for frame in container.decode(stream):
+            times.append(Fraction(frame.pts) * Fraction(stream.time_base))
+            images.append(frame.to_ndarray(format="rgb24"))
+    return times, images, rate
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """run_cli(args) -> (exit code, stderr) of tsf-extract run in this process."""
+    from tsf.runtime.cli import main
+
+    def run(args):
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        return code, capsys.readouterr().err
+
+    return run

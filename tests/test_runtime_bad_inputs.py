@@ -1,0 +1,134 @@
+"""Every bad input is one `error: ...` line, exit code 2, and no output file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import videos
+from runtime_helpers import run_cli, small_bundle, video  # noqa: F401 (run_cli is a fixture)
+
+
+def make_input(kind, tmp_path):
+    path = tmp_path / "in"
+    path.mkdir()
+    if kind == "missing":
+        return path / "nope.mkv", "no such file"
+    if kind == "empty":
+        (path / "empty.mkv").write_bytes(b"")
+        return path / "empty.mkv", "empty file"
+    if kind == "text":
+        (path / "notes.mp4").write_text("these are my notes, not a video\n" * 50)
+        return path / "notes.mp4", "not a readable video"
+    if kind == "random":
+        (path / "noise.mkv").write_bytes(bytes(range(256)) * 400)
+        return path / "noise.mkv", "not a readable video"
+    if kind == "directory-of-nothing":
+        return tmp_path / "in", "no video files"
+    if kind == "audio-only":
+        return videos.make_audio_only(path / "sound.mka"), "no video stream (contains audio)"
+    if kind == "truncated-mkv":
+        return videos.make_truncated(video("long_20s.mkv"), path / "cut.mkv", 0.5), "truncated: decoding ended at 10.0 s of 20.0 s"
+    if kind == "truncated-mp4":  # the index (moov) sits at the end: nothing to read at all
+        return videos.make_truncated(video("long_20s.mp4"), path / "cut.mp4", 0.5), "not a readable video"
+    if kind == "corrupt-mkv":
+        return videos.make_corrupt_middle(video("long_20s.mkv"), path / "bad.mkv"), "decoding broke at 10.0 s"
+    if kind == "corrupt-mp4":
+        return videos.make_corrupt_middle(video("long_20s.mp4"), path / "bad.mp4"), "decoding broke at 10.0 s (Invalid data found"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "text", "random", "directory-of-nothing", "audio-only",
+                                  "truncated-mkv", "truncated-mp4", "corrupt-mkv", "corrupt-mp4"])
+def test_bad_video(kind, tmp_path, run_cli):
+    path, message = make_input(kind, tmp_path)
+    out = tmp_path / "out"
+    code, err = run_cli([path, "-o", out / "f.npy", "--model", small_bundle(4), "--device", "cpu", "-q"])
+    assert code == 2
+    # Damage found while decoding comes after the model loaded (and warned that it is random-init).
+    lines = [line for line in err.splitlines() if "random weights" not in line]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_too_short_for_reference_alignment(tmp_path, run_cli):
+    code, err = run_cli([video("short_5s.mkv"), "-o", tmp_path / "f.npy", "--model", small_bundle(4),
+                         "--align", "reference"])
+    assert code == 2 and err.count("\n") == 1 and "too short for --align reference" in err
+    assert list(tmp_path.iterdir()) == []
+    code, err = run_cli([video("short_5s.mkv"), "-o", tmp_path / "f.npy", "--model", small_bundle(4), "-q"])
+    assert code == 0 and err.count("\n") == 1 and "random weights" in err  # centre alignment: 5 rows
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("missing", "no model bundle at"),
+    ("no-json", "bundle.json is missing"),
+    ("no-onnx", "model.onnx is missing"),
+    ("version", "format_version 99 is not supported"),
+    ("garbage-onnx", "ONNX Runtime cannot load the model"),
+])
+def test_bad_bundle(damage, message, tmp_path, run_cli):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(small_bundle(4), bundle)
+    if damage == "missing":
+        shutil.rmtree(bundle)
+    elif damage == "no-json":
+        (bundle / "bundle.json").unlink()
+    elif damage == "no-onnx":
+        (bundle / "model.onnx").unlink()
+    elif damage == "version":
+        meta = json.loads((bundle / "bundle.json").read_text())
+        meta["format_version"] = 99
+        (bundle / "bundle.json").write_text(json.dumps(meta))
+    elif damage == "garbage-onnx":
+        (bundle / "model.onnx").write_bytes(b"\x00garbage" * 100)
+    out = tmp_path / "out"
+    code, err = run_cli([video("h264_25fps.mkv"), "-o", out / "f.npy", "--model", bundle, "--device", "cpu", "-q"])
+    assert code == 2
+    errors = [line for line in err.splitlines() if not line.startswith("warning: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and message in errors[0], err
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_default_bundle_missing(tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv("TSF_HOME", str(tmp_path / "home"))
+    code, err = run_cli([video("h264_25fps.mkv"), "-o", tmp_path / "f.npy"])
+    assert code == 2 and err.count("\n") == 1 and "no model bundle at" in err and "tsf-export" in err
+
+
+def test_unwritable_output_directory(tmp_path, run_cli):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, err = run_cli([video("h264_25fps.mkv"), "-o", blocker / "sub" / "f.npy", "--model", small_bundle(4)])
+    assert code == 2 and err.count("\n") == 1 and "cannot write to" in err
+
+
+def test_existing_output_is_skipped_not_clobbered(tmp_path, run_cli):
+    (tmp_path / "f.npy").write_bytes(b"precious")
+    (tmp_path / "f.json").write_text("{}")
+    code, err = run_cli([video("h264_25fps.mkv"), "-o", tmp_path / "f.npy", "--model", small_bundle(4)])
+    assert code == 0 and "skipped" in err
+    assert (tmp_path / "f.npy").read_bytes() == b"precious"
+    (tmp_path / "f.json").unlink()  # an incomplete set is redone, but an existing file still is not clobbered
+    code, err = run_cli([video("h264_25fps.mkv"), "-o", tmp_path / "f.npy", "--model", small_bundle(4)])
+    assert code == 2 and err.count("\n") == 1 and "exists (use --overwrite" in err
+    assert (tmp_path / "f.npy").read_bytes() == b"precious"
+
+
+def test_usage_errors_are_one_line(run_cli):
+    code, err = run_cli(["--align", "sideways", "x.mkv"])
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ")
+    code, err = run_cli([])
+    assert code == 2 and err == "error: no input videos (give VIDEO..., a directory or --list FILE)\n"
+
+
+def test_a_real_process_prints_one_line_and_no_traceback(tmp_path):
+    (tmp_path / "x.mkv").write_bytes(b"junk" * 100)
+    proc = subprocess.run([sys.executable, "-m", "tsf.runtime", str(tmp_path / "x.mkv"), "--model",
+                           str(small_bundle(4))], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr

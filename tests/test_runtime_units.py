@@ -1,0 +1,287 @@
+"""The runtime's pure stages against independent references: preprocessing (float64 NumPy
+re-implementation of section 4), reference frame indices (section 3), timestamp selection (a
+brute-force reading of the rule), the frame buffer, job expansion and atomic writes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reference.numpy_preprocess import reference_preprocess
+from reference.sampling import OFFSETS_AT_25_FPS, reference_rows
+from tsf.runtime import write
+from tsf.runtime.batch import BatchStats, window_batches
+from tsf.runtime.errors import InputError, OutputError
+from tsf.runtime.jobs import JobError, Job, expand_jobs, run_jobs
+from tsf.runtime.preprocess import preprocess_frame
+from tsf.runtime.probe import VideoInfo
+from tsf.runtime.sample import FrameSelector, plan_windows, reference_indices, unique_targets
+
+
+# ---------------------------------------------------------------- preprocessing
+
+@pytest.mark.parametrize("height,width", [
+    (256, 456),   # the reference's training size: 399 x 224, crop x from 88
+    (456, 256),   # portrait: crop vertically
+    (255, 455),   # odd sizes
+    (224, 398),   # short side already 224: resize skipped, crop only
+    (224, 224),
+    (300, 224),   # portrait, short side 224
+    (1080, 1920),
+    (720, 1280),
+    (100, 150),   # upscaling
+    (225, 226),
+])
+def test_preprocess_matches_float64_reference(height, width):
+    rng = np.random.default_rng(height * 10007 + width)
+    rgb = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    ours = preprocess_frame(rgb)
+    expected = reference_preprocess(rgb)
+    assert ours.dtype == np.float32 and ours.shape == (3, 224, 224)
+    assert np.abs(ours.astype(np.float64) - expected).max() < 2e-6
+
+
+def test_preprocess_writes_into_out():
+    rgb = np.random.default_rng(1).integers(0, 256, size=(256, 456, 3), dtype=np.uint8)
+    out = np.empty((3, 224, 224), np.float32)
+    assert preprocess_frame(rgb, out=out) is out
+    assert np.abs(out - reference_preprocess(rgb)).max() < 2e-6
+
+
+# ---------------------------------------------------------------- sampling
+
+def info_for(duration, fps, frames=None, start=Fraction(0)) -> VideoInfo:
+    fps = Fraction(fps)
+    duration = Fraction(duration)
+    return VideoInfo(path=Path("x.mkv"), size_bytes=1, mtime=0.0, container="matroska", stream_index=0,
+                     codec="h264", width=456, height=256, fps=fps, time_base=Fraction(1, 1000),
+                     start_time=start, duration=duration,
+                     frame_count_estimate=frames if frames is not None else round(duration * fps))
+
+
+@pytest.mark.parametrize("fps", [Fraction(25), Fraction(30000, 1001), Fraction(30), Fraction(50), Fraction(5),
+                                 Fraction(24000, 1001), Fraction(12)])
+@pytest.mark.parametrize("seconds", [6, 7, 11, 60, 2700])
+def test_reference_indices_match_section_3(fps, seconds):
+    frames = math.floor(seconds * fps)
+    ours = reference_indices(seconds, fps, frames)
+    theirs = reference_rows(seconds, float(fps), frames)
+    assert np.array_equal(np.array(ours, dtype=np.int64).reshape(-1, 16), theirs)
+
+
+def test_reference_indices_worked_example_at_25_fps():
+    rows = reference_indices(60, Fraction(25), 1500)
+    assert len(rows) == 55
+    for i, row in enumerate(rows):
+        assert row == tuple(25 * i + o for o in OFFSETS_AT_25_FPS)
+
+
+def last_frame_at(pts: list[Fraction], t: Fraction, tolerance: Fraction) -> int:
+    """Brute force: the last frame with pts <= t + tolerance, or the first frame."""
+    shown = [k for k, p in enumerate(pts) if p <= t + tolerance]
+    return shown[-1] if shown else 0
+
+
+class FakeFrame:
+    def __init__(self, number, pts_time):
+        self.number, self.pts_time = number, pts_time
+
+    def to_rgb(self):
+        return np.full((224, 224, 3), self.number % 256, np.uint8)
+
+
+def select(pts, targets, tolerance):
+    selector = FrameSelector(targets, tolerance)
+    picked = {}
+    for k, p in enumerate(pts):
+        picked.update({j: f.number for j, f in selector.feed(FakeFrame(k, p))})
+    picked.update({j: f.number for j, f in selector.finish()})
+    return [picked[j] for j in range(len(targets))]
+
+
+@pytest.mark.parametrize("fps,rounding", [(Fraction(25), None), (Fraction(30000, 1001), Fraction(1, 1000)),
+                                          (Fraction(30000, 1001), None), (Fraction(50), Fraction(1, 1000))])
+def test_reference_times_select_reference_indices(fps, rounding):
+    """CFR: time start + k/fps selects frame k, also with millisecond-rounded MKV timestamps."""
+    seconds = 20
+    count = math.floor(seconds * fps)
+    pts = [Fraction(k) / fps for k in range(count)]
+    if rounding:
+        pts = [Fraction(round(p / rounding)) * rounding for p in pts]
+    plan = plan_windows(info_for(Fraction(count) / fps, fps, count), "reference")
+    targets, row_targets = unique_targets(plan.row_times)
+    picked = select(pts, targets, plan.tolerance)
+    selected = [[picked[j] for j in row] for row in row_targets]
+    assert selected == [list(r) for r in reference_rows(int(Fraction(count) / fps), float(fps), count)]
+
+
+@pytest.mark.parametrize("duration,fps", [(10, 25), (Fraction(1001, 100), Fraction(30000, 1001)),
+                                          (Fraction(996, 100), 25), (3, 5), (Fraction(1, 2), 25)])
+def test_center_rows_and_frame_times(duration, fps):
+    info = info_for(duration, fps)
+    plan = plan_windows(info, "center")
+    assert plan.rows == math.ceil(Fraction(duration))
+    for i, times in enumerate(plan.row_times):
+        assert len(times) == 16
+        assert times[0] + Fraction(5, 2) == i + Fraction(1, 2)  # centred on i + 0.5 s
+        assert all(b - a == Fraction(1, 3) for a, b in zip(times, times[1:]))  # 5 s / 15
+    # Selection follows the rule, including clamping at both ends.
+    fps = Fraction(fps)
+    pts = [Fraction(k) / fps for k in range(info.frame_count_estimate)]
+    targets, _ = unique_targets(plan.row_times)
+    assert select(pts, targets, plan.tolerance) == [last_frame_at(pts, t, plan.tolerance) for t in targets]
+
+
+def test_selection_follows_timestamps_for_variable_frame_rate():
+    rng = np.random.default_rng(3)
+    pts, t = [], Fraction(0)
+    while t < 30:
+        pts.append(t)
+        t += Fraction(int(rng.choice([10, 20, 40, 120, 500])), 1000)
+    info = info_for(pts[-1] + Fraction(1, 25), 25, len(pts))
+    plan = plan_windows(info, "center")
+    targets, _ = unique_targets(plan.row_times)
+    assert select(pts, targets, plan.tolerance) == [last_frame_at(pts, t, plan.tolerance) for t in targets]
+
+
+def test_reference_alignment_refuses_short_video():
+    with pytest.raises(InputError, match="too short"):
+        plan_windows(info_for(Fraction(59, 10), 25), "reference")
+    assert plan_windows(info_for(6, 25), "reference").rows == 1
+
+
+# ---------------------------------------------------------------- frame buffer
+
+def test_buffer_converts_each_frame_once_and_stays_bounded():
+    fps, seconds = Fraction(25), 120
+    frames = [FakeFrame(k, Fraction(k) / fps) for k in range(seconds * 25)]
+    plan = plan_windows(info_for(seconds, fps), "reference")
+    stats = BatchStats()
+    batches = list(window_batches(iter(frames), plan, 4, stats=stats, record_selection=True))
+    rows = [r for b in batches for r in b.rows]
+    assert rows == list(range(plan.rows))
+    distinct = {number for _, number in stats.selected_frames}
+    assert stats.frames_preprocessed == len(distinct)  # never twice
+    # About one window (5 s at 3 frames/s) plus one batch of rows: independent of the length.
+    assert stats.peak_buffered_frames <= 3 * (5 + 4) + 4
+    # Each batch holds the right frames: FakeFrame's pixels carry its number.
+    indices = reference_indices(seconds, fps, seconds * 25)
+    for batch in batches:
+        for b, row in enumerate(batch.rows):
+            got = np.round(batch.video[b, 0, :, 0, 0] * 255).astype(int)
+            assert list(got) == [k % 256 for k in indices[row]]
+
+
+# ---------------------------------------------------------------- jobs
+
+def touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    return path
+
+
+def test_jobs_mirror_relative_paths_so_halves_do_not_collide(tmp_path):
+    data = tmp_path / "SoccerNet"
+    for game in ("england/2015/a", "england/2015/b"):
+        touch(data / game / "1_224p.mkv")
+        touch(data / game / "2_224p.mkv")
+    touch(data / "notes.txt")
+    jobs = expand_jobs([data], tmp_path / "features")
+    assert {(j.video.relative_to(data).as_posix(), j.output.relative_to(tmp_path / "features").as_posix())
+            for j in jobs} == {(f"england/2015/{g}/{h}_224p.mkv", f"england/2015/{g}/{h}_224p.npy")
+                               for g in "ab" for h in "12"}
+
+
+def test_jobs_single_file_list_and_collisions(tmp_path):
+    video = touch(tmp_path / "v" / "match.mkv")
+    assert expand_jobs([video], tmp_path / "out.npy") == [Job(video, tmp_path / "out.npy")]
+    assert expand_jobs([video]) == [Job(video, tmp_path / "v" / "match.npy")]
+    (tmp_path / "outdir").mkdir()
+    assert expand_jobs([video], tmp_path / "outdir")[0].output == tmp_path / "outdir" / "match.npy"
+    other = touch(tmp_path / "w" / "x" / "1.mp4")
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# halves\n{video}\n\n{other}\n")
+    jobs = expand_jobs([], tmp_path / "o", list_file=listing)
+    assert [j.output for j in jobs] == [tmp_path / "o" / "v" / "match.npy", tmp_path / "o" / "w" / "x" / "1.npy"]
+    twin = touch(tmp_path / "v" / "match.mp4")
+    with pytest.raises(JobError, match="both write"):
+        expand_jobs([video, twin], tmp_path / "o")
+    with pytest.raises(JobError, match="no input"):
+        expand_jobs([])
+
+
+def test_run_jobs_goes_on_after_a_failure_and_skips_finished(tmp_path):
+    jobs = [Job(Path(f"{name}.mkv"), tmp_path / f"{name}.npy") for name in ("a", "bad", "done", "c")]
+    lines, ran = [], []
+
+    def process(job):
+        if job.video.stem == "bad":
+            raise InputError(f"{job.video}: not a video")
+        ran.append(job.video.stem)
+
+    summary = run_jobs(jobs, process, is_done=lambda j: j.video.stem == "done", report=lines.append)
+    assert ran == ["a", "c"] and lines == ["error: bad.mkv: not a video"]
+    assert summary.line() == "2 done, 1 skipped (already extracted), 1 failed" and not summary.ok
+
+
+# ---------------------------------------------------------------- writes
+
+def arrays(n=3, width=8, classes=5):
+    rng = np.random.default_rng(0)
+    return dict(features=rng.standard_normal((n, width)).astype(np.float32),
+                logits=rng.standard_normal((n, classes)).astype(np.float32),
+                event_times=rng.random((n, classes)).astype(np.float32))
+
+
+def test_write_plain_heads_and_reference_format(tmp_path):
+    a = arrays()
+    paths = write.write_outputs(tmp_path / "f.npy", metadata={"rows": 3}, heads=True, **a)
+    assert np.array_equal(np.load(paths["features"]), a["features"])
+    heads = np.load(paths["heads"])
+    assert np.array_equal(heads["logits"], a["logits"]) and np.array_equal(heads["event_times"], a["event_times"])
+    assert json.loads(paths["metadata"].read_text()) == {"rows": 3}
+    paths = write.write_outputs(tmp_path / "r.npy", metadata={}, fmt="reference", **a)
+    with pytest.raises(ValueError):
+        np.load(paths["features"])  # the reference's format is a pickle: refused without allow_pickle
+    d = np.load(paths["features"], allow_pickle=True).item()
+    assert d["features"].shape == (3, 1, 8) and d["cls_score_all"].shape == (3, 1, 5)
+    assert np.array_equal(d["event_times"][:, 0], a["event_times"])
+    assert sorted(os.listdir(tmp_path)) == ["f.heads.npz", "f.json", "f.npy", "r.json", "r.npy"]
+
+
+def test_write_never_clobbers_and_cleans_up_on_interrupt(tmp_path, monkeypatch):
+    a = arrays()
+    write.write_outputs(tmp_path / "f.npy", metadata={"v": 1}, **a)
+    with pytest.raises(OutputError, match="exists"):
+        write.check_outputs(tmp_path / "f.npy")
+    with pytest.raises(OutputError, match="exists"):
+        write.write_outputs(tmp_path / "f.npy", metadata={"v": 2}, **a)
+    assert json.loads((tmp_path / "f.json").read_text()) == {"v": 1}
+    write.write_outputs(tmp_path / "f.npy", metadata={"v": 3}, overwrite=True, **a)
+    assert json.loads((tmp_path / "f.json").read_text()) == {"v": 3}
+
+    calls = []
+    real_replace = os.replace
+
+    def interrupted_replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:  # after the metadata, before the features
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(write.os, "replace", interrupted_replace)
+    with pytest.raises(KeyboardInterrupt):
+        write.write_outputs(tmp_path / "g.npy", metadata={}, **a)
+    assert sorted(os.listdir(tmp_path)) == ["f.json", "f.npy"]
+
+
+def test_unwritable_output_directory(tmp_path):
+    blocker = touch(tmp_path / "file")
+    with pytest.raises(OutputError, match="cannot write"):
+        write.check_outputs(blocker / "sub" / "out.npy")
