@@ -26,7 +26,7 @@ from fractions import Fraction
 from typing import Any, Iterator
 
 from .decode import FrameTimeChecker
-from .errors import BackendError, InputError
+from .errors import BackendError
 from .infer_tensorrt import cuda_support
 from .probe import VideoInfo
 
@@ -110,7 +110,8 @@ class NvdecDecoder:
         try:
             self._demuxer = nvc.CreateDemuxer(filename=str(info.path))
         except Exception as e:  # PyNvVideoCodec raises its own (PyNvVCException) or RuntimeError
-            raise InputError(f"{info.path}: NVDEC's demuxer cannot open it ({_first_line(e)})") from None
+            # The probe (PyAV) read this file, so the CPU decoder can take over.
+            raise NvdecUnavailable(f"{info.path}: NVDEC's demuxer cannot open it ({_first_line(e)})") from None
         stream_id = getattr(self._demuxer, "GetVideoStreamId", None)
         if stream_id is not None and stream_id() != info.stream_index:
             raise NvdecUnavailable(f"{info.path}: NVDEC's demuxer picked video stream {stream_id()}, "
