@@ -7,6 +7,7 @@ a Ray pool) can take the same expanded (video, output) list and the same `run_jo
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -142,22 +143,29 @@ def unique_jobs(jobs: list[Job]) -> list[Job]:
 
 
 def run_jobs(jobs: list[Job], process: Callable[[Job], None], *, is_done: Callable[[Job], bool],
-             report: Callable[[str], None], keep_going_on_bugs: bool = True) -> Summary:
+             report: Callable[[str], None], keep_going_on_bugs: bool = True,
+             record: Callable[[Job, str, float | None, str | None], None] | None = None) -> Summary:
     """Run `process` on each job not already done; a failing job is reported and the rest go on.
 
     `process` raises TsfError for bad input; any other exception is a bug, reported the same way
     (one line) unless `keep_going_on_bugs` is False. KeyboardInterrupt stops everything.
+    `record(job, status, seconds, error)`, if given, hears every job's outcome ("done", "skipped",
+    "failed") as it happens (the run report).
     """
     summary = Summary()
+    record = record or (lambda job, status, seconds, error: None)
     for job in jobs:
         if is_done(job):
             summary.skipped.append(job)
+            record(job, "skipped", None, None)
             continue
+        started = time.monotonic()
         try:
             process(job)
         except TsfError as e:
             summary.failed.append((job, str(e)))
             report(f"error: {e}")
+            record(job, "failed", time.monotonic() - started, str(e))
             continue
         except Exception as e:
             if not keep_going_on_bugs:
@@ -165,6 +173,8 @@ def run_jobs(jobs: list[Job], process: Callable[[Job], None], *, is_done: Callab
             message = f"{job.video}: internal error: {type(e).__name__}: {e}"
             summary.failed.append((job, message))
             report(f"error: {message}")
+            record(job, "failed", time.monotonic() - started, message)
             continue
         summary.done.append(job)
+        record(job, "done", time.monotonic() - started, None)
     return summary
