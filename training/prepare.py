@@ -288,12 +288,13 @@ def cut_video(job: dict) -> dict:
 
 # ---------------------------------------------------------------- samples -----------------------
 
-def build_samples(video: SourceVideo, clips: dict[int, str], expected_clips: int, class_map: ClassMap,
+def build_samples(video: SourceVideo, clips: dict[int, str], expected_clips: int | None, class_map: ClassMap,
                   clip_seconds: int, skipped: Counter) -> list[dict]:
     """One sample per (clip, event); one background sample per clip without events.
 
     Events outside the whole clips (before 0, in the trailing partial clip) and events in clips
-    that could not be cut are counted in `skipped`, not silently lost.
+    that could not be cut (`expected_clips` None: the video could not even be opened) are
+    counted in `skipped`, not silently lost.
     """
     clip_ms = clip_seconds * 1000
     by_clip = defaultdict(list)
@@ -303,7 +304,8 @@ def build_samples(video: SourceVideo, clips: dict[int, str], expected_clips: int
         if label is None:
             continue  # counted (or refused) before cutting
         if index not in clips:
-            skipped["outside_clips" if index < 0 or index >= expected_clips else "clip_missing"] += 1
+            outside = expected_clips is not None and (index < 0 or index >= expected_clips)
+            skipped["outside_clips" if outside else "clip_missing"] += 1
             continue
         by_clip[index].append((event.time_ms - index * clip_ms, label, event.label))
     samples = []
@@ -376,7 +378,7 @@ def prepare(out_dir: str, *, soccernet_root: str | None = None, annotations: str
         if result["error"]:
             failed.append({"video": video.path, "error": result["error"]})
         samples[video.split].extend(
-            build_samples(video, result["clips"], result["expected"] or 0, class_map, clip_seconds, skipped))
+            build_samples(video, result["clips"], result["expected"], class_map, clip_seconds, skipped))
 
     class_path = os.path.join(out_dir, "classes.json")
     _write_atomic(class_path, json.dumps(class_map.to_json(), indent=1) + "\n")
