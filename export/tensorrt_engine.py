@@ -125,6 +125,10 @@ def keep_fp32(network: trt.INetworkDefinition) -> list[str]:
         layer.precision = trt.float32
         for output in range(layer.num_outputs):
             layer.set_output_type(output, trt.float32)
+        if layer.type == trt.LayerType.NORMALIZATION:
+            # Its accumulation precision is a separate setting (FP32 by default; say so explicitly).
+            layer.__class__ = trt.INormalizationLayer
+            cast("trt.INormalizationLayer", layer).compute_precision = trt.float32
         kept.append(layer.name)
     return kept
 

@@ -266,3 +266,239 @@ def test_fp16_onnx_keeps_layernorm_and_softmax_fp32(small_bundle, tmp_path):
                           {k: np.concatenate(v) for k, v in out.items()}, "onnxruntime-cpu", [1, 3])
     print(f"FP16 ONNX vs FP32 ONNX (ORT CPU): features min row cosine "
           f"{figures['features']['min_row_cosine']:.6f}, rel L2 {figures['features']['rel_l2']:.2e}")
+
+
+# --- build_engine's orchestration, with only the GPU pieces replaced ---
+
+class OnnxRuntimeAsEngine:
+    """Stands in for EngineRunner: 'runs the plan' with ONNX Runtime on the CPU, plus optional noise."""
+
+    def __init__(self, onnx_path, noise=0.0):
+        import onnxruntime
+
+        self.session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        self.noise = noise
+
+    def run(self, video):
+        outputs = dict(zip(NAMES, self.session.run(list(NAMES), {"video": video})))
+        rng = np.random.default_rng(0)
+        return {k: (v + self.noise * rng.standard_normal(v.shape)).astype(np.float32) for k, v in outputs.items()}
+
+
+def fake_gpu(monkeypatch, onnx_path, noise, trt_version="10.13.0.35"):
+    from tsf.export import tensorrt_engine
+
+    built = {}
+
+    def build_plan(onnx, precision, min_batch, opt_batch, max_batch, clip_shape, timing_cache):
+        built.update(precision=precision, batches=(min_batch, opt_batch, max_batch), clip_shape=clip_shape,
+                     old_cache=timing_cache)
+        return b"serialized plan", b"timing cache", ["norm1", "softmax"]
+
+    monkeypatch.setattr(tensorrt_engine, "engine_support", lambda gpu_id=0: None)
+    monkeypatch.setattr(tensorrt_engine, "current_gpu", lambda gpu_id=0: H100)
+    monkeypatch.setattr(tensorrt_engine, "tensorrt_version", lambda: trt_version)
+    monkeypatch.setattr(tensorrt_engine, "build_plan", build_plan)
+    monkeypatch.setattr(tensorrt_engine, "EngineRunner", lambda plan, gpu_id=0: OnnxRuntimeAsEngine(onnx_path, noise))
+    return built
+
+
+def test_build_engine_writes_the_engine_and_its_entry(small_bundle, tmp_path, monkeypatch):
+    onnx_path = Path(small_bundle) / "model.onnx"
+    built = fake_gpu(monkeypatch, onnx_path, noise=0.0)
+    entry = build_engine(onnx_path, tmp_path, precision="fp16", max_batch=8, frames=4, seed=0)
+    assert built == {"precision": "fp16", "batches": (1, 8, 8), "clip_shape": (3, 4, 224, 224), "old_cache": b""}
+    stem = engine_file_stem("fp16", H100, "10.13.0.35", 8)
+    assert entry["file"] == f"engines/{stem}.engine" and entry["timing_cache"] == f"engines/{stem}.cache"
+    assert (tmp_path / entry["file"]).read_bytes() == b"serialized plan"
+    assert (tmp_path / entry["timing_cache"]).read_bytes() == b"timing cache"
+    assert sorted(p.name for p in (tmp_path / "engines").iterdir()) == [f"{stem}.cache", f"{stem}.engine"]
+    design_keys = {"file", "timing_cache", "precision", "gpu_name", "compute_capability", "tensorrt_version",
+                   "min_batch", "opt_batch", "max_batch", "build_seconds", "size_bytes", "parity"}
+    assert design_keys <= set(entry)
+    assert (entry["gpu_name"], entry["compute_capability"], entry["tensorrt_version"]) == (
+        H100.name, "9.0", "10.13.0.35")
+    assert (entry["min_batch"], entry["opt_batch"], entry["max_batch"], entry["size_bytes"]) == (1, 8, 8, 15)
+    assert entry["parity"]["batch_sizes"] == [1, 3] and entry["parity"]["reference"] == "onnxruntime-cpu"
+    assert entry["parity"]["features"]["min_row_cosine"] == pytest.approx(1.0)
+    assert engine_mismatch(entry, H100, "10.13.0.35") is None
+
+    # A rebuild for the same GPU reuses the timing cache beside the engine.
+    build_engine(onnx_path, tmp_path, precision="fp16", max_batch=8, opt_batch=2, frames=4, seed=0)
+    assert built["old_cache"] == b"timing cache" and built["batches"] == (1, 2, 8)
+
+
+def test_build_engine_refuses_a_diverging_engine_and_writes_nothing(small_bundle, tmp_path, monkeypatch):
+    onnx_path = Path(small_bundle) / "model.onnx"
+    fake_gpu(monkeypatch, onnx_path, noise=1.0)
+    for precision in ("fp16", "fp32"):
+        with pytest.raises(EngineParityError, match=f"{precision} engine refused"):
+            build_engine(onnx_path, tmp_path, precision=precision, max_batch=4, frames=4, seed=0)
+    assert not (tmp_path / "engines").exists()
+
+
+def test_build_engine_checks_its_arguments(tmp_path):
+    for kwargs in (dict(precision="int8"), dict(max_batch=0), dict(max_batch=4, opt_batch=5)):
+        with pytest.raises(BackendError):
+            build_engine(tmp_path / "model.onnx", tmp_path, **kwargs)
+
+
+# --- build_plan's decisions, against a recording stand-in for the tensorrt module ---
+# Only what build_plan touches; mypy with tensorrt-stubs (test_gpu_static.py) checks that these
+# names exist in the real TensorRT 10 API. This checks which of them we call, and when.
+
+class _Enum:
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return self.name
+
+
+def fake_tensorrt(version, layers, parse_ok=True):
+    import types
+
+    calls = []
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    trt.float32 = _Enum("FLOAT")
+    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
+    trt.LayerType = types.SimpleNamespace(**{k: _Enum(k) for k in ("ELEMENTWISE", "UNARY", "NORMALIZATION",
+                                                                      "SOFTMAX", "MATRIX_MULTIPLY", "REDUCE")})
+    trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", OBEY_PRECISION_CONSTRAINTS="OBEY", TF32="TF32")
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=1)
+    trt.Dims = tuple
+
+    class Layer:
+        num_outputs = 1
+
+        def __init__(self, index, kind, op):
+            self.type, self.name = getattr(trt.LayerType, kind), f"layer{index}"
+            self.op = _Enum(op) if op else None
+
+        def __setattr__(self, key, value):
+            if key in ("precision", "compute_precision"):
+                calls.append((key, self.name, value.name))
+            object.__setattr__(self, key, value)
+
+        def set_output_type(self, index, dtype):
+            calls.append(("output_type", self.name, dtype.name))
+
+    for cls in ("IElementWiseLayer", "IUnaryLayer", "INormalizationLayer"):
+        setattr(trt, cls, type(cls, (Layer,), {}))
+    network_layers = [Layer(i, kind, op) for i, (kind, op) in enumerate(layers)]
+
+    class Network:
+        num_layers = len(network_layers)
+
+        def get_layer(self, index):
+            layer = network_layers[index]
+            layer.__class__ = Layer  # undo a previous re-classing, as TensorRT hands out fresh objects
+            return layer
+
+    class Config:
+        def set_flag(self, flag):
+            calls.append(("set_flag", flag))
+
+        def clear_flag(self, flag):
+            calls.append(("clear_flag", flag))
+
+        def add_optimization_profile(self, profile):
+            calls.append(("profile", profile.shapes))
+
+        def create_timing_cache(self, data):
+            return data
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            calls.append(("timing_cache", cache))
+
+        def get_timing_cache(self):
+            return types.SimpleNamespace(serialize=lambda: b"new cache")
+
+    class Profile:
+        def set_shape(self, name, low, opt, high):
+            self.shapes = (name, low, opt, high)
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            calls.append(("create_network", flags))
+            return Network()
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            return b"plan"
+
+    class OnnxParser:
+        num_errors = 0 if parse_ok else 1
+
+        def __init__(self, network, logger):
+            pass
+
+        def parse_from_file(self, path):
+            calls.append(("parse", Path(path).name))
+            return parse_ok
+
+        def get_error(self, index):
+            return "Unsupported ONNX op: FancyOp\nmore detail"
+
+    trt.Builder, trt.OnnxParser = Builder, OnnxParser
+    return trt, calls
+
+
+BLOCK = [("NORMALIZATION", None), ("MATRIX_MULTIPLY", None), ("SOFTMAX", None), ("ELEMENTWISE", "SUM"),
+         ("ELEMENTWISE", "POW"), ("UNARY", "ERF")]
+
+
+def test_build_plan_tensorrt_10_fp16_constrains_layers(tmp_path, monkeypatch):
+    from tsf.export.tensorrt_engine import build_plan
+
+    trt, calls = fake_tensorrt("10.13.0.35", BLOCK)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    plan, cache, kept = build_plan(tmp_path / "model.onnx", "fp16", 1, 16, 32, (3, 16, 224, 224), b"old")
+    assert (plan, cache, kept) == (b"plan", b"new cache", ["layer0", "layer2", "layer4"])
+    assert ("create_network", 0) in calls and ("parse", "model.onnx") in calls
+    assert ("set_flag", "FP16") in calls and ("set_flag", "OBEY") in calls and ("clear_flag", "TF32") not in calls
+    for name in kept:
+        assert ("precision", name, "FLOAT") in calls and ("output_type", name, "FLOAT") in calls
+    assert ("compute_precision", "layer0", "FLOAT") in calls
+    assert not any(c[1] in ("layer1", "layer3", "layer5") for c in calls if c[0] in ("precision", "output_type"))
+    assert ("profile", ("video", (1, 3, 16, 224, 224), (16, 3, 16, 224, 224), (32, 3, 16, 224, 224))) in calls
+    assert ("timing_cache", b"old") in calls
+
+
+def test_build_plan_tensorrt_10_fp32_turns_tf32_off(tmp_path, monkeypatch):
+    from tsf.export.tensorrt_engine import build_plan
+
+    trt, calls = fake_tensorrt("10.13.0.35", BLOCK)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    _, _, kept = build_plan(tmp_path / "model.onnx", "fp32", 1, 4, 8, (3, 4, 224, 224), b"")
+    assert kept == [] and ("clear_flag", "TF32") in calls
+    assert not any(c[0] in ("precision", "output_type") or c == ("set_flag", "FP16") for c in calls)
+
+
+def test_build_plan_tensorrt_11_is_strongly_typed_from_an_fp16_onnx(small_bundle, monkeypatch):
+    pytest.importorskip("onnxconverter_common")
+    from tsf.export.tensorrt_engine import build_plan
+
+    trt, calls = fake_tensorrt("11.4.0.106", BLOCK)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    _, _, kept = build_plan(Path(small_bundle) / "model.onnx", "fp16", 1, 2, 4, (3, 4, 224, 224), b"")
+    assert kept == [] and ("create_network", 1 << 1) in calls and ("parse", "model.fp16.onnx") in calls
+    assert not any(c[0] in ("precision", "output_type", "set_flag") for c in calls)
+
+
+def test_build_plan_reports_parse_errors_in_one_line(tmp_path, monkeypatch):
+    from tsf.export.tensorrt_engine import build_plan
+
+    trt, _ = fake_tensorrt("10.13.0.35", BLOCK, parse_ok=False)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    with pytest.raises(BackendError, match="TensorRT cannot parse model.onnx: Unsupported ONNX op: FancyOp$"):
+        build_plan(tmp_path / "model.onnx", "fp16", 1, 2, 4, (3, 4, 224, 224), b"")
