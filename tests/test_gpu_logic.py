@@ -502,3 +502,145 @@ def test_build_plan_reports_parse_errors_in_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     with pytest.raises(BackendError, match="TensorRT cannot parse model.onnx: Unsupported ONNX op: FancyOp$"):
         build_plan(tmp_path / "model.onnx", "fp16", 1, 2, 4, (3, 4, 224, 224), b"")
+
+
+# --- NvdecDecoder's loop against stand-ins: PyAV plays NVDEC, NumPy plays CuPy ---
+# What is checked is ours: timestamps from PTS and time base, the flush at the end, frames kept
+# valid after later Decode calls, display-area cropping, errors turned into DecodeError.
+
+def fake_nvdec_modules(path, padded_rows=0, fail_after=None):
+    import types
+
+    import av
+
+    class Frame:
+        def __init__(self, rgb, pts):
+            self.rgb, self.pts = rgb, pts
+
+        def getPTS(self):
+            return self.pts
+
+        def __dlpack__(self, stream=None, **kwargs):
+            return self.rgb.__dlpack__()
+
+        def __dlpack_device__(self):
+            return self.rgb.__dlpack_device__()
+
+    class Demuxer:
+        def __init__(self, filename):
+            self.container = av.open(filename)
+            self.stream = self.container.streams.video[0]
+
+        def __iter__(self):
+            for packet in self.container.demux(self.stream):
+                if packet.size:  # PyAV ends with an empty flush packet; NVDEC's demuxer does not
+                    yield packet
+
+        def GetNvCodecId(self):
+            return self.stream.codec_context.name
+
+        def GetVideoStreamId(self):
+            return self.stream.index
+
+        def GetTimebaseNum(self):
+            return self.stream.time_base.numerator
+
+        def GetTimebaseDen(self):
+            return self.stream.time_base.denominator
+
+    class Decoder:
+        def __init__(self, demuxer):
+            self.codec = av.CodecContext.create(demuxer.stream.codec_context.name, "r")
+            self.codec.extradata = demuxer.stream.codec_context.extradata
+            self.calls = 0
+            self.surfaces = []
+
+        def Decode(self, packet):
+            self.calls += 1
+            if fail_after is not None and self.calls > fail_after:
+                raise RuntimeError("HW decode failed\ncuvid detail")
+            frames = self.codec.decode(None if packet.size == 0 else packet)
+            for surface in self.surfaces:  # NVDEC reuses its surfaces on the next Decode call
+                surface[:] = 0
+            self.surfaces = []
+            out = []
+            for frame in frames:
+                rgb = frame.to_ndarray(format="rgb24")
+                surface = np.zeros((rgb.shape[0] + padded_rows, rgb.shape[1], 3), np.uint8)
+                surface[:rgb.shape[0]] = rgb
+                self.surfaces.append(surface)
+                out.append(Frame(surface, frame.pts))
+            return out
+
+    demuxers = []
+    nvc = types.SimpleNamespace(
+        CreateDemuxer=lambda filename: demuxers.append(Demuxer(filename)) or demuxers[-1],
+        CreateDecoder=lambda **kw: Decoder(demuxers[-1]),
+        OutputColorType=types.SimpleNamespace(RGB="RGB"),
+        PacketData=lambda: types.SimpleNamespace(size=0),
+    )
+
+    class Nothing:
+        def __init__(self, *args, **kwargs):
+            self.ptr = 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def synchronize(self):
+            pass
+
+    cupy = types.SimpleNamespace(
+        empty=np.empty, uint8=np.uint8, from_dlpack=np.from_dlpack,
+        cuda=types.SimpleNamespace(Device=Nothing, Stream=Nothing,
+                                   driver=types.SimpleNamespace(ctxGetCurrent=lambda: 0)))
+    return nvc, cupy
+
+
+def nvdec_with_fakes(monkeypatch, info, **kwargs):
+    from tsf.runtime import decode_nvdec
+
+    nvc, cupy = fake_nvdec_modules(str(info.path), **kwargs)
+    monkeypatch.setattr(decode_nvdec, "nvdec_support", lambda gpu_id=0: None)
+    monkeypatch.setattr(decode_nvdec, "_import_pynvvideocodec", lambda: nvc)
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    return decode_nvdec.NvdecDecoder(info)
+
+
+@pytest.fixture(scope="module")
+def bframe_video(tmp_path_factory):
+    import videos
+
+    return videos.make_video(tmp_path_factory.mktemp("nvdec") / "bframes.mkv", seconds=3, fps=25,
+                             size=(160, 96), bframes=3)
+
+
+def test_nvdec_loop_yields_what_the_cpu_decoder_yields(bframe_video, monkeypatch):
+    from tsf.runtime.decode import PyAVDecoder
+    from tsf.runtime.probe import probe_video
+
+    info = probe_video(bframe_video)
+    cpu = PyAVDecoder(info)
+    expected = [(f.pts_time, f.number, f.to_rgb()) for f in cpu.frames()]
+    cpu.close()
+    decoder = nvdec_with_fakes(monkeypatch, info, padded_rows=8)
+    got = [(f.pts_time, f.number, f.to_rgb()) for f in decoder.frames()]  # all held, then compared
+    decoder.close()
+    assert len(got) == len(expected) == 75
+    assert [(t, n) for t, n, _ in got] == [(t, n) for t, n, _ in expected]
+    for (_, _, a), (_, _, b) in zip(got, expected):
+        assert a.shape == b.shape == (96, 160, 3)
+        np.testing.assert_array_equal(a, b)
+
+
+def test_nvdec_loop_reports_where_decoding_broke(bframe_video, monkeypatch):
+    from tsf.runtime.decode import DecodeError
+    from tsf.runtime.probe import probe_video
+
+    decoder = nvdec_with_fakes(monkeypatch, probe_video(bframe_video), fail_after=30)
+    with pytest.raises(DecodeError, match=r"decoding broke at \d+\.\d s \(HW decode failed\)$"):
+        for _ in decoder.frames():
+            pass
