@@ -21,6 +21,8 @@ from .jobs import Job, expand_jobs, run_jobs
 from .pipeline import build_metadata, extract
 from .probe import probe_video
 from .progress import VideoProgress
+from .ray_pool import ExtractSettings, run_on_ray
+from .scale import RunReport, select_share, slurm_script_for
 from .sample import plan_windows
 from .write import check_outputs, is_complete, output_paths, write_outputs
 
@@ -63,12 +65,36 @@ def _lowercase_level(record: logging.LogRecord) -> bool:
 @click.option("--allow-partial", is_flag=True,
               help="On a truncated or corrupt video, keep the rows decoded before the break (marked in the metadata).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or per-video lines (errors and warnings still print).")
+@click.option("--shard", metavar="K/N",
+              help="Process only the K-th (counting from 0) of N disjoint shares of the videos. Default in a "
+                   "Slurm job array: from SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT.")
+@click.option("--print-slurm-script", is_flag=True,
+              help="Print an sbatch job-array script that runs this command in N shares (N from --shard K/N, "
+                   "else one per video up to 100) and exit. Resubmitting it resumes.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+              help="Run on Ray: one worker per GPU (per CPU slot without GPUs), each loading the model once. "
+                   "ADDRESS as for ray.init (default: $RAY_ADDRESS, else a local Ray). Write --ray=ADDRESS "
+                   "or put --ray last, so that it does not take a video as its address.")
+@click.option("--ray-cpus-per-worker", type=click.IntRange(min=1), default=4, show_default=True,
+              help="CPUs (and ONNX Runtime threads) per Ray worker on clusters without GPUs.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Append one JSON line per video (status, rows, seconds, error) to this file.")
 @click.version_option(__version__, prog_name="tsf-extract")
 def command(videos, output, list_file, model, align, batch_size, backend, decoder, device, heads, fmt,
-            overwrite, allow_partial, quiet):
+            overwrite, allow_partial, quiet, shard, print_slurm_script, ray_address, ray_cpus_per_worker,
+            report_path):
     """Extract one TimeSformer feature per second from each VIDEO (files or directories)."""
     _setup_logging(quiet)
     jobs = expand_jobs(videos, output, list_file)
+    if print_slurm_script:
+        if ray_address is not None:
+            raise click.UsageError("--print-slurm-script and --ray are two ways to run; choose one")
+        click.echo(slurm_script_for(click.get_current_context(), jobs, shard, report_path, device), nl=False)
+        return 0
+    all_jobs = len(jobs)
+    jobs, share = select_share(jobs, shard)
+    if share is not None:
+        log.info("shard %d/%d: %d of %d videos", share[0], share[1], len(jobs), all_jobs)
     bundle = load_bundle(model if model is not None else default_bundle_dir())
     backend_cache = {}
 
@@ -104,8 +130,21 @@ def command(videos, output, list_file, model, align, batch_size, backend, decode
     def report(line: str) -> None:
         click.echo(line, err=True)
 
-    summary = run_jobs(jobs, process, is_done=lambda job: not overwrite and is_complete(job.output, heads),
-                       report=report, keep_going_on_bugs=len(jobs) > 1 and not os.environ.get("TSF_DEBUG"))
+    def is_done(job: Job) -> bool:
+        return not overwrite and is_complete(job.output, heads)
+
+    run_report = RunReport(report_path, share)
+    try:
+        if ray_address is not None:
+            settings = ExtractSettings(str(bundle.dir), align, batch_size, backend, decoder, device, heads, fmt,
+                                       overwrite, allow_partial)
+            summary = run_on_ray(jobs, settings, address=ray_address, is_done=is_done, report=report,
+                                 record=run_report.record, cpus_per_worker=ray_cpus_per_worker)
+        else:
+            summary = run_jobs(jobs, process, is_done=is_done, report=report, record=run_report.record,
+                               keep_going_on_bugs=len(jobs) > 1 and not os.environ.get("TSF_DEBUG"))
+    finally:
+        run_report.close()
     if len(jobs) > 1 or summary.skipped:
         if len(jobs) == 1 and summary.skipped:
             log.info("%s exists; skipped (use --overwrite to replace it)", jobs[0].output)

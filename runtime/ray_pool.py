@@ -1,0 +1,198 @@
+"""`tsf-extract --ray`: the same jobs on a Ray cluster, one worker per GPU (or per CPU slot).
+
+Ray (the optional `cluster` extra, imported only here and only when asked for) places the
+workers and moves the small messages; it schedules nothing of ours beyond that. Each worker is
+an actor that loads the bundle and its backend once, then is handed one video at a time by the
+driver as soon as it is idle ("pulling" from the list), so fast workers take more videos. The
+driver keeps the skip rule (complete outputs are not resubmitted), the output layout (each job's
+output path was fixed by `expand_jobs`) and the failure policy:
+- bad input (a TsfError in the worker) fails that video once, as in the plain command;
+- anything else (a worker process lost with its node or to the OOM killer, a CUDA error) is
+  retried on another worker, up to `retries` more times; a lost actor is replaced.
+Outputs are written by the workers, atomically, so they must go to storage every node sees.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from .. import __version__
+from .errors import BackendError, TsfError
+from .jobs import Job, Summary
+
+log = logging.getLogger("tsf")
+
+DEFAULT_RETRIES = 2
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    """What every worker needs to turn a Job into outputs exactly as the plain command does."""
+
+    model: str
+    align: str = "center"
+    batch_size: int | None = None
+    backend: str = "auto"
+    decoder: str = "auto"
+    device: str = "auto"
+    heads: bool = False
+    fmt: str = "npy"
+    overwrite: bool = False
+    allow_partial: bool = False
+
+
+def extract_to_outputs(job: Job, bundle, backend, settings: ExtractSettings) -> int:
+    """One video -> its output set (features, metadata, heads); returns the rows written."""
+    from .pipeline import build_metadata, extract
+    from .write import check_outputs, output_paths, write_outputs
+
+    check_outputs(job.output, settings.heads, settings.overwrite)
+    result = extract(job.video, bundle, align=settings.align, batch_size=settings.batch_size, backend=backend,
+                     decoder=settings.decoder, allow_partial=settings.allow_partial)
+    paths = output_paths(job.output, settings.heads)
+    metadata = build_metadata(result, bundle, paths, settings.fmt, __version__)
+    write_outputs(job.output, features=result.features, logits=result.logits, event_times=result.event_times,
+                  metadata=metadata, heads=settings.heads, fmt=settings.fmt, overwrite=settings.overwrite)
+    return result.rows
+
+
+class ExtractWorker:
+    """Body of the Ray actor (wrapped with ray.remote at run time, so importing needs no Ray)."""
+
+    def __init__(self, settings: ExtractSettings, cpu_threads: int | None = None):
+        from .bundle import load_bundle
+        from .infer import OnnxRuntimeBackend, select_backend
+
+        self.settings = settings
+        self.bundle = load_bundle(settings.model)
+        if cpu_threads:
+            # A CPU slot gets as many ONNX Runtime threads as CPUs Ray reserved for it; the default
+            # (every core of the node) would oversubscribe a node running several slots.
+            self.backend = OnnxRuntimeBackend(self.bundle, provider="cpu", threads=cpu_threads)
+        else:
+            self.backend = select_backend(self.bundle, settings.backend, settings.device)
+        self.host = socket.gethostname()
+
+    def process(self, job: Job) -> tuple[str, str | None, float, str]:
+        """(status "done" | "failed", error, seconds, host); unexpected exceptions propagate (retried)."""
+        started = time.monotonic()
+        try:
+            extract_to_outputs(job, self.bundle, self.backend, self.settings)
+        except TsfError as e:
+            return "failed", str(e), time.monotonic() - started, self.host
+        return "done", None, time.monotonic() - started, self.host
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError as e:
+        raise BackendError(f"--ray needs Ray ({e}); pip install 'tsf[cluster]'") from None
+    return ray
+
+
+def worker_plan(resources: dict, device: str, cpus_per_worker: int) -> tuple[int, dict]:
+    """(number of workers, resources per worker): one per GPU, else one per CPU slot."""
+    gpus = int(resources.get("GPU", 0))
+    if gpus and device != "cpu":
+        return gpus, {"num_gpus": 1, "num_cpus": 1}
+    if device == "cuda":
+        raise BackendError("--device cuda, but the Ray cluster has no GPUs")
+    slots = int(resources.get("CPU", 0)) // cpus_per_worker
+    if slots < 1:
+        raise BackendError(f"the Ray cluster has {resources.get('CPU', 0)} CPUs, fewer than "
+                           f"--ray-cpus-per-worker {cpus_per_worker}")
+    return slots, {"num_cpus": cpus_per_worker}
+
+
+def run_on_ray(jobs: list[Job], settings: ExtractSettings, *, address: str | None, is_done: Callable[[Job], bool],
+               report: Callable[[str], None], record=None, cpus_per_worker: int = 4,
+               retries: int = DEFAULT_RETRIES, worker_class=ExtractWorker) -> Summary:
+    """Process `jobs` on Ray (connecting to `address`, or reusing an initialised Ray); same Summary as run_jobs.
+
+    `record(job, status, seconds, error, worker=host, attempts=n)` hears each outcome (the run report).
+    `worker_class`: the actor's body (tests substitute one that fails on purpose).
+    """
+    ray = _import_ray()
+    record = record or (lambda *args, **kwargs: None)
+    summary = Summary()
+    todo = deque()
+    for job in jobs:
+        if is_done(job):
+            summary.skipped.append(job)
+            record(job, "skipped", None, None)
+        else:
+            todo.append((job, 1))
+    if not todo:
+        return summary
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        try:
+            ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
+        except Exception as e:  # Ray raises ConnectionError, RuntimeError, ValueError... for a bad address
+            raise BackendError(f"cannot start or reach Ray at {address or 'the default address'}: {e}") from None
+    try:
+        count, resources = worker_plan(ray.cluster_resources(), settings.device, cpus_per_worker)
+        count = min(count, len(todo))
+        cpu_threads = resources["num_cpus"] if "num_gpus" not in resources else None
+        actor_class = ray.remote(**resources)(worker_class)
+        log.info("ray: %d workers (%s each) for %d videos", count,
+                 ", ".join(f"{k.removeprefix('num_')}={v}" for k, v in resources.items()), len(todo))
+
+        settings = replace(settings, model=os.path.abspath(settings.model))
+
+        def new_worker():
+            return actor_class.remote(settings, cpu_threads)
+
+        idle = [new_worker() for _ in range(count)]
+        running: dict = {}
+        while todo or running:
+            while idle and todo:
+                worker = idle.pop()
+                job, attempt = todo.popleft()
+                # Absolute paths: a worker on another node does not share the driver's working directory.
+                remote_job = Job(job.video.absolute(), job.output.absolute())
+                running[worker.process.remote(remote_job)] = (worker, job, attempt, time.monotonic())
+            (ref,), _ = ray.wait(list(running), num_returns=1)
+            worker, job, attempt, submitted = running.pop(ref)
+            try:
+                status, error, seconds, host = ray.get(ref)
+            except ray.exceptions.RayError as e:
+                lost = isinstance(e, ray.exceptions.RayActorError)
+                idle.append(new_worker() if lost else worker)
+                reason = f"worker lost ({type(e).__name__})" if lost else _last_line(e)
+                if attempt <= retries:
+                    log.warning("%s: %s; retrying (attempt %d of %d)", job.video, reason, attempt + 1, retries + 1)
+                    todo.append((job, attempt + 1))
+                    continue
+                message = f"{job.video}: failed {attempt} times on Ray: {reason}"
+                summary.failed.append((job, message))
+                report(f"error: {message}")
+                record(job, "failed", time.monotonic() - submitted, message, worker=None, attempts=attempt)
+                continue
+            idle.append(worker)
+            if status == "done":
+                summary.done.append(job)
+                log.info("%s -> %s (%s, %.1f s)", job.video, job.output, host, seconds)
+            else:
+                summary.failed.append((job, error))
+                report(f"error: {error}")
+            record(job, status, seconds, error, worker=host, attempts=attempt)
+    finally:
+        if started_here:
+            ray.shutdown()
+    return summary
+
+
+def _last_line(error: Exception) -> str:
+    # RayTaskError's text carries the remote traceback; its last line names the exception.
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(error).__name__

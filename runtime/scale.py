@@ -1,0 +1,211 @@
+"""Season-sized runs on existing engines: deterministic shards (Slurm job arrays), the sbatch script,
+and the run report.
+
+No scheduler of our own: Slurm runs N copies of the same command and each takes its share of the
+expanded (video, output) list with `--shard K/N` (or from SLURM_ARRAY_TASK_ID); because finished
+outputs are skipped, a failed or pre-empted array is resumed by resubmitting it. Shares are
+round-robin over the jobs sorted by output path, so every task computes the same split from the
+same inputs, whatever order the list or the directory walk gave, and shares differ by at most
+one video. Only the standard library is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .errors import InputError, OutputError
+from .jobs import Job
+from .write import output_paths
+
+SLURM_ARRAY_MAX_DEFAULT = 100  # shards in a printed script when --shard does not say
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'K/N' -> (K, N) with 0 <= K < N (K counts from 0, as Slurm array indices usually do)."""
+    try:
+        index_text, count_text = text.split("/")
+        index, count = int(index_text), int(count_text)
+    except ValueError:
+        raise InputError(f"--shard {text!r} is not K/N (e.g. 0/8 for the first of 8 shares)") from None
+    if count < 1 or not 0 <= index < count:
+        raise InputError(f"--shard {text}: need 0 <= K < N")
+    return index, count
+
+
+def shard_from_environment(environ=os.environ) -> tuple[int, int] | None:
+    """(K, N) of this Slurm array task, or None outside a job array.
+
+    K = (SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN) / SLURM_ARRAY_TASK_STEP, so arrays written as
+    1-10 or 0-90:10 work too; N = SLURM_ARRAY_TASK_COUNT.
+    """
+    if "SLURM_ARRAY_TASK_ID" not in environ or "SLURM_ARRAY_TASK_COUNT" not in environ:
+        return None
+    try:
+        task = int(environ["SLURM_ARRAY_TASK_ID"])
+        count = int(environ["SLURM_ARRAY_TASK_COUNT"])
+        first = int(environ.get("SLURM_ARRAY_TASK_MIN", 0))
+        step = int(environ.get("SLURM_ARRAY_TASK_STEP", 1)) or 1
+    except ValueError:
+        raise InputError("SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT are not integers") from None
+    index = (task - first) // step
+    if count < 1 or not 0 <= index < count:
+        raise InputError(f"Slurm array task {task} is not one of the array's {count} tasks "
+                         f"(min {first}, step {step}); pass --shard K/N")
+    return index, count
+
+
+def shard_jobs(jobs: list[Job], index: int, count: int) -> list[Job]:
+    """The index-th of count disjoint shares that together cover `jobs`."""
+    ordered = sorted(jobs, key=lambda job: (str(job.output), str(job.video)))
+    return ordered[index::count]
+
+
+def select_share(jobs: list[Job], shard: str | None, environ=os.environ) -> tuple[list[Job], tuple[int, int] | None]:
+    """This run's share of the jobs: --shard K/N, else the Slurm array task's, else all of them."""
+    share = parse_shard(shard) if shard is not None else shard_from_environment(environ)
+    if share is None:
+        return jobs, None
+    return shard_jobs(jobs, *share), share
+
+
+def slurm_script_for(ctx, jobs: list[Job], shard: str | None, report: str | None, device: str) -> str:
+    """The sbatch script for the command being run (ctx: its click context), without the script option."""
+    shards = parse_shard(shard)[1] if shard is not None else min(len(jobs), SLURM_ARRAY_MAX_DEFAULT)
+    words = command_line_words(ctx, drop={"shard", "print_slurm_script", "ray_address", "ray_cpus_per_worker"})
+    return slurm_script(words, shards, len(jobs), str(report) if report is not None else None, gpu=device != "cpu")
+
+
+def command_line_words(ctx, drop: set[str]) -> list[str]:
+    """The parameters given on the command line, as words again (options in declaration order).
+
+    Rebuilt from click's parsed values rather than sys.argv, so it also works when `main(argv)` is
+    called from Python, and options added later are carried without changes here.
+    """
+    import click
+    from click.core import ParameterSource
+
+    options, arguments = [], []
+    for param in ctx.command.params:
+        if param.name in drop or ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
+            continue
+        value = ctx.params[param.name]
+        if isinstance(param, click.Argument):
+            arguments += [str(v) for v in (value if param.nargs != 1 else [value])]
+        elif param.is_flag and not param.secondary_opts:
+            options.append(param.opts[0])
+        elif param.is_flag:
+            options.append(param.opts[0] if value else param.secondary_opts[0])
+        elif param.multiple:
+            for item in value:
+                options += [param.opts[0], str(item)]
+        else:
+            options += [param.opts[0], str(value)]
+    return options + (["--"] + arguments if arguments else [])
+
+
+def _double_quoted(text: str) -> str:
+    return '"' + "".join("\\" + ch if ch in '"$`\\' else ch for ch in text) + '"'
+
+
+def report_path_for_task(path: str) -> str:
+    """A per-task report file name for the shell: many tasks appending to one file on a shared
+    file system (NFS, Lustre) can interleave or lose lines."""
+    stem, suffix = os.path.splitext(path)
+    return _double_quoted(stem)[:-1] + '.${SLURM_ARRAY_TASK_ID}' + _double_quoted(suffix or ".jsonl")[1:]
+
+
+def slurm_script(words: list[str], shards: int, videos: int, report: str | None, gpu: bool,
+                 cpus_per_task: int = 8) -> str:
+    """An sbatch script running this command as a job array of `shards` tasks, one share each."""
+    words = list(words)
+    report_word = None
+    if report is not None:
+        at = words.index("--report")
+        del words[at:at + 2]
+        report_word = report_path_for_task(report)
+    separator = words.index("--") if "--" in words else len(words)
+    command = [shlex.quote(sys.executable), "-m", "tsf.runtime"] + [shlex.quote(w) for w in words[:separator]]
+    command += ["--shard", '"${SLURM_ARRAY_TASK_ID:?submit this script with sbatch}/' + str(shards) + '"']
+    if report_word:
+        command += ["--report", report_word]
+    command += [shlex.quote(w) for w in words[separator:]]
+    lines = [
+        "#!/bin/bash",
+        f"# tsf-extract as a Slurm job array: {videos} videos in {shards} shares, one per array task.",
+        f"# Written by tsf-extract --print-slurm-script on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.",
+        "# Submit with: sbatch [--partition=... --time=... --account=...] THIS_FILE",
+        "# (sbatch options on its command line override the #SBATCH lines below.)",
+        "# Resubmitting resumes: every task skips the outputs that are already complete.",
+        "#SBATCH --job-name=tsf-extract",
+        f"#SBATCH --array=0-{shards - 1}",
+        "#SBATCH --ntasks=1",
+        f"#SBATCH --cpus-per-task={cpus_per_task}",
+    ]
+    if gpu:
+        lines.append("#SBATCH --gres=gpu:1")
+    lines += [
+        "#SBATCH --output=tsf-extract-%A_%a.log",
+        "set -euo pipefail",
+        f"cd {shlex.quote(os.getcwd())}",
+        "exec " + " ".join(command),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def metadata_rows(job: Job) -> int | None:
+    """Rows recorded in a finished output's metadata (None if absent or unreadable)."""
+    try:
+        with open(output_paths(job.output)["metadata"], encoding="utf-8") as f:
+            return int(json.load(f)["rows"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class RunReport:
+    """One JSON line per video: video, output, status (done | skipped | failed), rows, seconds, error.
+
+    Lines are appended and flushed one by one, so a killed run keeps what it reported and a
+    resumed run adds to the same file (the last line for a video is its current state).
+    """
+
+    def __init__(self, path: str | os.PathLike | None, shard: tuple[int, int] | None = None):
+        self.path = path
+        self.shard = shard
+        self.host = socket.gethostname()
+        self.file = None
+        if path is not None:
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self.file = open(path, "a", encoding="utf-8")
+            except OSError as e:
+                raise OutputError(f"cannot write the report {path}: {e.strerror or e}") from None
+
+    def record(self, job: Job, status: str, seconds: float | None = None, error: str | None = None,
+               worker: str | None = None, attempts: int | None = None) -> None:
+        if self.file is None:
+            return
+        line = {"video": str(job.video), "output": str(job.output), "status": status,
+                "rows": metadata_rows(job) if status != "failed" else None,
+                "seconds": round(seconds, 3) if seconds is not None else None, "error": error,
+                "host": worker or self.host, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        if self.shard is not None:
+            line["shard"] = f"{self.shard[0]}/{self.shard[1]}"
+        if attempts is not None:
+            line["attempts"] = attempts
+        self.file.write(json.dumps(line) + "\n")
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
