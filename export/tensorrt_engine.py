@@ -177,13 +177,16 @@ def fp16_onnx(onnx_path: str | os.PathLike, out_path: str | os.PathLike) -> Path
     return Path(out_path)
 
 
-def _parse(builder: trt.Builder, network: trt.INetworkDefinition, onnx_path: Path, logger: trt.ILogger) -> None:
+def _parse(network: trt.INetworkDefinition, onnx_path: Path, logger: trt.ILogger) -> trt.OnnxParser:
+    """Fill `network` from the ONNX file. The returned parser owns the network's weights: keep it
+    alive until the engine is built."""
     import tensorrt as trt
 
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) or "no details"
         raise BackendError(f"TensorRT cannot parse {onnx_path.name}: {errors.splitlines()[0]}")
+    return parser
 
 
 def build_plan(onnx_path: Path, precision: str, min_batch: int, opt_batch: int, max_batch: int,
@@ -203,7 +206,7 @@ def build_plan(onnx_path: Path, precision: str, min_batch: int, opt_batch: int, 
             network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
         else:
             network = builder.create_network(0)  # TensorRT 10 networks are always explicit-batch
-        _parse(builder, network, source, logger)
+        parser = _parse(network, source, logger)  # held until the build below has finished
 
         config = builder.create_builder_config()  # workspace: TensorRT's default, the whole GPU
         kept: list[str] = []
@@ -222,6 +225,7 @@ def build_plan(onnx_path: Path, precision: str, min_batch: int, opt_batch: int, 
         config.set_timing_cache(cache, False)
 
         plan = builder.build_serialized_network(network, config)
+        del parser
         if plan is None:
             raise BackendError(f"TensorRT could not build a {precision} engine (see the TensorRT log above)")
         return bytes(plan), bytes(config.get_timing_cache().serialize()), kept
