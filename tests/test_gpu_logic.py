@@ -4,7 +4,9 @@ TensorRT, CuPy and PyNvVideoCodec are not installed here; what is tested is ever
 them that decides something: engine names and matching, batch splitting, which TensorRT layers an
 FP16 engine keeps in FP32 (on a described network), the parity gate's decisions, the import
 guards, and the FP16 ONNX that strongly typed (TensorRT >= 11) builds use, run in ONNX Runtime.
-The GPU runs themselves are in tests/gpu/ (marker `gpu`).
+The control flow of build_engine, build_plan, EngineRunner and NvdecDecoder runs against small
+stand-ins (ONNX Runtime for a built engine, a recording tensorrt module, NumPy for CuPy, PyAV for
+NVDEC): they test our decisions, not TensorRT or NVDEC. The GPU runs are in tests/gpu/ (`gpu`).
 """
 from __future__ import annotations
 
@@ -644,3 +646,147 @@ def test_nvdec_loop_reports_where_decoding_broke(bframe_video, monkeypatch):
     with pytest.raises(DecodeError, match=r"decoding broke at \d+\.\d s \(HW decode failed\)$"):
         for _ in decoder.frames():
             pass
+
+
+# --- EngineRunner.run against stand-ins: NumPy plays CuPy, a pointer-reading fake plays TensorRT ---
+# Checked: batches above the engine's max are split and reassembled in row order, device buffers
+# are allocated once, host and device inputs give the same rows, shapes are validated.
+
+class FakeDeviceArray(np.ndarray):
+    """A NumPy array with CuPy's `.data.ptr`, `.set()` and `.get()`."""
+
+    @property
+    def data(self):
+        import types
+
+        return types.SimpleNamespace(ptr=self.ctypes.data)
+
+    def set(self, host, stream=None):
+        self[...] = host
+
+    def get(self, stream=None):
+        return np.array(self)
+
+
+def fake_engine_modules(max_batch, width=6, classes=3, clip=(3, 2, 4, 4)):
+    import ctypes
+    import types
+
+    log = {"allocations": 0, "input_shapes": []}
+
+    def empty(shape, dtype):
+        log["allocations"] += 1
+        return np.empty(shape, dtype).view(FakeDeviceArray)
+
+    class Nothing:
+        def __init__(self, *args, **kwargs):
+            self.ptr = 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def use(self):
+            pass
+
+        def synchronize(self):
+            pass
+
+        def wait_event(self, event):
+            pass
+
+        def record(self):
+            return None
+
+    cupy = types.SimpleNamespace(
+        ndarray=FakeDeviceArray, float32=np.float32, empty=empty,
+        asarray=lambda a: np.ascontiguousarray(a).view(FakeDeviceArray),
+        ascontiguousarray=lambda a, dtype=None: np.ascontiguousarray(a, dtype).view(FakeDeviceArray),
+        cuda=types.SimpleNamespace(Device=Nothing, Stream=Nothing, get_current_stream=lambda: Nothing()))
+
+    def model(rows):  # what the fake engine computes, per row
+        flat = rows.reshape(len(rows), -1)
+        return {"features": np.repeat(flat.mean(1, keepdims=True), width, 1) + np.arange(width),
+                "logits": np.repeat(flat.max(1, keepdims=True), classes, 1),
+                "event_times": np.repeat(flat.min(1, keepdims=True), classes, 1)}
+
+    def view(ptr, shape):
+        buffer = (ctypes.c_float * int(np.prod(shape))).from_address(ptr)
+        return np.frombuffer(buffer, np.float32).reshape(shape)
+
+    class Context:
+        def __init__(self):
+            self.addresses, self.batch = {}, None
+
+        def set_input_shape(self, name, shape):
+            self.batch = shape[0]
+            log["input_shapes"].append(shape[0])
+            return 1 <= shape[0] <= max_batch
+
+        def get_tensor_shape(self, name):
+            return (self.batch, width) if name == "features" else (self.batch, classes)
+
+        def set_tensor_address(self, name, ptr):
+            self.addresses[name] = ptr
+            return True
+
+        def execute_async_v3(self, stream):
+            rows = view(self.addresses["video"], (self.batch, *clip)).copy()
+            for name, value in model(rows).items():
+                view(self.addresses[name], value.shape)[...] = value
+            return True
+
+    class Engine:
+        num_io_tensors = 4
+
+        def get_tensor_name(self, index):
+            return ("video", "features", "logits", "event_times")[index]
+
+        def get_tensor_mode(self, name):
+            return "INPUT" if name == "video" else "OUTPUT"
+
+        def get_tensor_dtype(self, name):
+            return "FLOAT"
+
+        def get_tensor_profile_shape(self, name, profile):
+            return [(1, *clip), (2, *clip), (max_batch, *clip)]
+
+        def create_execution_context(self):
+            return Context()
+
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = "10.13.0.35"
+    trt.Builder = object
+    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
+    trt.Runtime = type("Runtime", (), {"__init__": lambda self, logger: None,
+                                       "deserialize_cuda_engine": lambda self, plan: Engine()})
+    trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT")
+    trt.DataType = types.SimpleNamespace(FLOAT="FLOAT")
+    return trt, cupy, model, log
+
+
+def test_engine_runner_splits_batches_and_keeps_row_order(monkeypatch):
+    from tsf.runtime.errors import InputError
+    from tsf.runtime.infer_tensorrt import EngineRunner
+
+    trt, cupy, model, log = fake_engine_modules(max_batch=4)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    runner = EngineRunner(b"plan")
+    assert (runner.min_batch, runner.opt_batch, runner.max_batch, runner.clip_shape) == (1, 2, 4, (3, 2, 4, 4))
+    allocations = log["allocations"]
+    video = np.random.default_rng(0).random((9, 3, 2, 4, 4), dtype=np.float32)
+    expected = model(video)
+    log["input_shapes"].clear()
+    from_host = runner.run(video)
+    assert log["input_shapes"] == [4, 4, 1]
+    from_device = runner.run(cupy.asarray(video))
+    assert log["allocations"] == allocations  # buffers were allocated once, for the max batch
+    for name in NAMES:
+        assert from_host[name].dtype == np.float32 and type(from_host[name]) is np.ndarray
+        np.testing.assert_allclose(from_host[name], expected[name], rtol=1e-6)
+        np.testing.assert_allclose(from_device[name], expected[name], rtol=1e-6)
+    with pytest.raises(InputError, match="expects clips of shape"):
+        runner.run(np.zeros((2, 3, 2, 4, 5), np.float32))
