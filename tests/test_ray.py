@@ -1,0 +1,108 @@
+"""tsf-extract --ray on a local Ray cluster with 2 CPUs: the plain command's outputs, skips, retries."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime_helpers import run_cli, small_bundle, video  # noqa: F401  (run_cli is a fixture)
+from tsf.runtime.jobs import Job
+from tsf.runtime.ray_pool import ExtractSettings, ExtractWorker, run_on_ray
+
+ray = pytest.importorskip("ray")
+
+VOLATILE_METADATA = {"created", "timings", "outputs"}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    from ray import cloudpickle
+
+    # The failing workers below live in this test module, which Ray's worker processes cannot
+    # import: ship them by value.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def three_videos(tmp_path: Path) -> Path:
+    data = tmp_path / "videos"
+    for i in range(3):
+        (data / f"game{i}").mkdir(parents=True)
+        os.link(video("h264_25fps.mkv"), data / f"game{i}" / "1_224p.mkv")
+    return data
+
+
+def test_ray_gives_the_plain_commands_outputs(tmp_path, run_cli, local_ray):
+    data = three_videos(tmp_path)
+    common = [data, "--model", small_bundle(4), "--device", "cpu", "--heads", "-q"]
+    code, err = run_cli(common + ["-o", tmp_path / "plain"])
+    assert code == 0, err
+    code, err = run_cli(common + ["-o", tmp_path / "ray", "--report", tmp_path / "ray.jsonl",
+                                  "--ray-cpus-per-worker", "1", "--ray"])
+    assert code == 0, err
+    plain = sorted(p.relative_to(tmp_path / "plain") for p in (tmp_path / "plain").rglob("*") if p.is_file())
+    on_ray = sorted(p.relative_to(tmp_path / "ray") for p in (tmp_path / "ray").rglob("*") if p.is_file())
+    assert plain == on_ray and len(plain) == 9
+    for relative in plain:
+        a, b = tmp_path / "plain" / relative, tmp_path / "ray" / relative
+        if a.suffix == ".npy":
+            np.testing.assert_allclose(np.load(a), np.load(b), rtol=0, atol=1e-5)
+        elif a.name.endswith(".heads.npz"):
+            for key in ("logits", "event_times"):
+                np.testing.assert_allclose(np.load(a)[key], np.load(b)[key], rtol=0, atol=1e-5)
+        else:
+            meta_a, meta_b = json.loads(a.read_text()), json.loads(b.read_text())
+            assert {k: v for k, v in meta_a.items() if k not in VOLATILE_METADATA} == \
+                   {k: v for k, v in meta_b.items() if k not in VOLATILE_METADATA}
+    report = [json.loads(line) for line in (tmp_path / "ray.jsonl").read_text().splitlines()]
+    assert sorted(line["video"] for line in report) == sorted(str(p) for p in data.rglob("*.mkv"))
+    assert all(line["status"] == "done" and line["rows"] == 8 and line["attempts"] == 1 for line in report)
+
+    code, err = run_cli(common[:-1] + ["-o", tmp_path / "ray", "--ray"])
+    assert code == 0 and "0 done, 3 skipped" in err
+
+
+class DiesOnceWorker(ExtractWorker):
+    """Loses its process the first time it meets game1 (as a node loss or the OOM killer would)."""
+
+    def process(self, job):
+        marker = job.output.parent / "died-once"
+        if job.video.parent.name == "game1" and not marker.exists():
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+            os._exit(1)
+        return super().process(job)
+
+
+class AlwaysDiesWorker(ExtractWorker):
+    def process(self, job):
+        if job.video.parent.name == "game1":
+            os._exit(1)
+        return super().process(job)
+
+
+@pytest.mark.parametrize("worker_class, retries, attempts_for_game1", [
+    (DiesOnceWorker, 2, 2), (AlwaysDiesWorker, 1, None)])
+def test_a_lost_worker_is_replaced_and_its_video_retried(tmp_path, local_ray, worker_class, retries, attempts_for_game1):
+    data = three_videos(tmp_path)
+    jobs = [Job(v, tmp_path / "out" / v.parent.name / "1_224p.npy") for v in sorted(data.rglob("*.mkv"))]
+    settings = ExtractSettings(model=str(small_bundle(4)), device="cpu")
+    records, errors = [], []
+    summary = run_on_ray(jobs, settings, address=None, is_done=lambda job: False, report=errors.append,
+                         record=lambda job, status, seconds, error, **kw: records.append((job.video.parent.name, status, kw)),
+                         cpus_per_worker=1, retries=retries, worker_class=worker_class)
+    outcome = {name: (status, kw["attempts"]) for name, status, kw in records}
+    assert outcome["game0"] == ("done", 1) and outcome["game2"] == ("done", 1)
+    if attempts_for_game1:
+        assert outcome["game1"] == ("done", attempts_for_game1) and summary.ok
+        assert (tmp_path / "out" / "game1" / "1_224p.npy").is_file()
+    else:
+        assert outcome["game1"] == ("failed", retries + 1) and not summary.ok
+        assert len(errors) == 1 and "failed 2 times on Ray: worker lost" in errors[0]
