@@ -1,7 +1,7 @@
 """Validation metrics: top-1 accuracy, per-class accuracy, event-time mean absolute error.
 
 Accumulated over the whole validation set in NumPy (predictions are small), so the numbers do not
-depend on the batch size.
+depend on the batch size; with several GPUs each rank collects its shard and `merged` joins them.
 
 Dependencies: NumPy.
 """
@@ -28,6 +28,17 @@ class ValidationMetrics:
         self.time_errors.append(np.abs(predicted_time - targets.reshape(-1))[is_event])
         if loss is not None:
             self.losses.append((float(loss), len(labels)))
+
+    @classmethod
+    def merged(cls, parts: list["ValidationMetrics"]) -> "ValidationMetrics":
+        first = parts[0]
+        out = cls(first.class_names, first.background_index, first.window_seconds)
+        for part in parts:
+            out.predictions += part.predictions
+            out.labels += part.labels
+            out.time_errors += part.time_errors
+            out.losses += part.losses
+        return out
 
     def summary(self) -> dict:
         predictions = np.concatenate(self.predictions) if self.predictions else np.zeros(0, np.int64)

@@ -10,8 +10,9 @@ Run folder (`output_dir`):
     metrics.jsonl                  {"kind": "train", ...} every log_every steps, {"kind": "epoch", ...}
 
 One process per GPU under `python -m paddle.distributed.launch`; with a world size above 1 the
-model is wrapped in `paddle.DataParallel` and each rank reads its own shard of every epoch. Rank 0
-validates (on the whole validation list), logs and writes checkpoints.
+model is wrapped in `paddle.DataParallel` and each rank reads its own shard of every epoch. Every
+rank validates a shard of the validation list and rank 0 merges the metrics, logs and writes
+checkpoints. Training losses in the log are rank 0's.
 
 Everything runs inside `paddle.utils.unique_name.guard()`: Paddle keys optimiser state by internal
 parameter names, which a fresh name generator makes the same in every run, so a checkpoint's
@@ -124,19 +125,29 @@ def sampling_settings(config: dict) -> SamplingSettings:
                             flip_probability=float(s["flip_probability"]))
 
 
-def evaluate(model, loader, class_map: ClassMap, config: dict, use_amp: bool) -> dict:
+def evaluate(model, dataset, class_map: ClassMap, config: dict, use_amp: bool, world: int, rank: int) -> dict:
+    """Validation metrics over the whole list; each rank runs every world-th sample, rank 0 merges."""
     metrics = ValidationMetrics(list(class_map.names), class_map.background_index,
                                 float(config["sampling"]["window_seconds"]))
+    shard = list(range(rank, len(dataset), world))
     model.eval()
-    with paddle.no_grad():
-        for video, labels, targets in loader:
-            with paddle.amp.auto_cast(enable=use_amp):
-                _, logits, event_times = model(video)
-            loss, _, _ = training_loss(logits, event_times, labels, targets,
-                                       float(config["loss"]["event_time_weight"]), class_map.background_index)
-            metrics.add(logits.astype("float32").numpy(), event_times.astype("float32").numpy(),
-                        labels.numpy(), targets.numpy(), float(loss.numpy()))
+    if shard:
+        loader = paddle.io.DataLoader(paddle.io.Subset(dataset, shard), shuffle=False, drop_last=False,
+                                      batch_size=int(config["schedule"]["valid_batch_size"]),
+                                      num_workers=int(config["data"]["num_workers"]))
+        with paddle.no_grad():
+            for video, labels, targets in loader:
+                with paddle.amp.auto_cast(enable=use_amp):
+                    _, logits, event_times = model(video)
+                loss, _, _ = training_loss(logits, event_times, labels, targets,
+                                           float(config["loss"]["event_time_weight"]), class_map.background_index)
+                metrics.add(logits.astype("float32").numpy(), event_times.astype("float32").numpy(),
+                            labels.numpy(), targets.numpy(), float(loss.numpy()))
     model.train()
+    if world > 1:
+        parts = []
+        paddle.distributed.all_gather_object(parts, metrics)
+        metrics = ValidationMetrics.merged(parts)
     return metrics.summary()
 
 
@@ -181,8 +192,6 @@ def _fit(config: dict, resume: bool, stop_after_epochs: int | None, log) -> dict
                                                       shuffle=True, drop_last=False)
     workers = int(config["data"]["num_workers"])
     train_loader = paddle.io.DataLoader(train_set, batch_sampler=batch_sampler, num_workers=workers)
-    valid_loader = paddle.io.DataLoader(valid_set, batch_size=int(schedule["valid_batch_size"]), shuffle=False,
-                                        drop_last=False, num_workers=workers) if valid_samples else None
 
     epochs = int(schedule["epochs"])
     opt = config["optimizer"]
@@ -270,9 +279,9 @@ def _fit(config: dict, resume: bool, stop_after_epochs: int | None, log) -> dict
         record = {"kind": "epoch", "epoch": epoch, "step": state["global_step"],
                   "train_loss": totals[0] / max(steps, 1), "train_cross_entropy": totals[1] / max(steps, 1),
                   "train_event_time_mse": totals[2] / max(steps, 1), "lr": optimizer.get_lr()}
+        if valid_samples:
+            record["valid"] = evaluate(model, valid_set, class_map, config, use_amp, world, rank)
         if is_main:
-            if valid_loader is not None:
-                record["valid"] = evaluate(model, valid_loader, class_map, config, use_amp)
             record["seconds"] = time.time() - started
             state["epoch"] = epoch
             top1 = record.get("valid", {}).get("top1")
