@@ -8,9 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from reference.inputs import random_video
+from reference.numpy_timesformer import forward as numpy_forward
 from reference.pdparams import reference_state, write_pdparams
 
 FULL_STATE_SEED = 20240
+FULL_CLIP_SEED = 3
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +29,15 @@ def full_reference_pdparams(tmp_path_factory, full_reference_state):
     """`full_reference_state` written as a reference-style .pdparams (with bookkeeping key)."""
     path = tmp_path_factory.mktemp("weights") / "full_reference.pdparams"
     return write_pdparams(full_reference_state, path)
+
+
+@pytest.fixture(scope="session")
+def full_reference_clip(full_reference_state):
+    """(video float32 [1, 3, 16, 224, 224], (features, logits, event_times) float64): one random
+    clip through the float64 NumPy reference on `full_reference_state`. Session-scoped so that
+    the ~30-60 s reference forward is paid once however many backends compare against it."""
+    video = random_video(np.random.default_rng(FULL_CLIP_SEED), 1, 16)
+    return video, numpy_forward(full_reference_state, video)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import numpy as np
 import paddle
 import pytest
 
+from reference.inputs import random_video
 from reference.numpy_timesformer import forward as numpy_forward
 from reference.pdparams import reference_state
 from tsf.training.model import PPTimeSformer, TimeSformerConfig
@@ -31,15 +32,6 @@ def paddle_forward(model, video):
     return [o.numpy() for o in outputs]
 
 
-def random_video(rng, batch, frames, size=224, cell=32):
-    """Random frames in [0, 1]: coarse random blocks plus pixel noise. Pure pixel noise averages
-    out over the 196 patches the CLS attends to, leaving features that barely depend on the input;
-    the blocks give every sample its own large-scale content."""
-    coarse = rng.random((batch, 3, frames, size // cell, size // cell), dtype=np.float32)
-    coarse = coarse.repeat(cell, axis=-2).repeat(cell, axis=-1)
-    return 0.6 * coarse + 0.4 * rng.random((batch, 3, frames, size, size), dtype=np.float32)
-
-
 def model_for(state):
     model = PPTimeSformer(infer_config(state))
     load_reference_weights(model, state)
@@ -47,16 +39,15 @@ def model_for(state):
     return model
 
 
-def assert_matches_reference(state, video):
+def assert_matches_reference(state, video, expected=None):
     names = ("features", "logits", "event_times")
     ours = paddle_forward(model_for(state), video)
-    expected = numpy_forward(state, video)
+    expected = numpy_forward(state, video) if expected is None else expected
     for name, a, e in zip(names, ours, expected):
         assert a.shape == e.shape, name
         error = rel_l2(a, e)
         print(f"{name} {tuple(a.shape)}: relative L2 error {error:.2e}")
         assert error < TOLERANCE, f"{name}: relative L2 error {error:.2e}"
-    return ours, expected
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +108,8 @@ def test_reference_comparison_can_fail(small_state):
 
 @pytest.mark.slow
 @pytest.mark.full_model
-def test_full_reference_config_matches_numpy_reference(full_reference_state):
+def test_full_reference_config_matches_numpy_reference(full_reference_state, full_reference_clip):
     """Depth 12, width 768, 16 frames, 224 x 224, 18 classes: 3137 tokens per sample."""
     assert infer_config(full_reference_state) == TimeSformerConfig()
-    video = random_video(np.random.default_rng(3), 1, 16)
-    assert_matches_reference(full_reference_state, video)
+    video, expected = full_reference_clip
+    assert_matches_reference(full_reference_state, video, expected)
