@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from reference.inputs import random_video
-from reference.numpy_timesformer import forward as numpy_forward
 from reference.pdparams import reference_state, write_pdparams
 
 FULL_STATE_SEED = 20240
@@ -36,6 +35,8 @@ def full_reference_clip(full_reference_state):
     """(video float32 [1, 3, 16, 224, 224], (features, logits, event_times) float64): one random
     clip through the float64 NumPy reference on `full_reference_state`. Session-scoped so that
     the ~30-60 s reference forward is paid once however many backends compare against it."""
+    from reference.numpy_timesformer import forward as numpy_forward  # scipy: only when used
+
     video = random_video(np.random.default_rng(FULL_CLIP_SEED), 1, 16)
     return video, numpy_forward(full_reference_state, video)
 
