@@ -230,3 +230,28 @@ def test_the_whole_life_of_a_model(prepared, tree, tmp_path):
     features = np.load(out)
     assert features.shape == (20, 64) and features.dtype == np.float32 and np.isfinite(features).all()
     assert np.std(features, axis=0).max() > 0  # different seconds give different features
+
+
+def test_fine_tuning_starts_from_weights_of_another_head_and_frame_count(prepared, tmp_path):
+    """Like the Kinetics-400 start: a 400-class head is dropped, an 8-frame time_embed resampled."""
+    import paddle
+
+    from tsf.training.model import PPTimeSformer, TimeSformerConfig
+    from tsf.training.train import fit
+    from tsf.training.weights import read_pdparams, save_pdparams
+
+    data, _ = prepared
+    paddle.seed(7)
+    kinetics_like = PPTimeSformer(TimeSformerConfig(frames=8, depth=2, width=64, heads=2, image_size=32, num_classes=400))
+    start = tmp_path / "k400_like.pdparams"
+    save_pdparams(kinetics_like, start)
+    messages = []
+    summary = fit(tiny_config(data, tmp_path / "run", **{"start_from": str(start), "schedule.epochs": 1,
+                                                        "optimizer.base_lr": 0.0}), log=messages.append)
+    text = "\n".join(messages)
+    assert "head.fc.weight [64, 400]" in text and "backbone.time_embed [1, 4, 64]" in text
+    trained = read_pdparams(summary["checkpoint"])
+    source = read_pdparams(start)
+    # lr 0: the backbone is the starting point's (L2 decay scales by lr too)
+    np.testing.assert_array_equal(trained["backbone.blocks.1.mlp.fc2.weight"], source["backbone.blocks.1.mlp.fc2.weight"])
+    assert trained["head.fc.weight"].shape == (64, 18)
