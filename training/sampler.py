@@ -49,31 +49,36 @@ def _frames_from(container, stream, seek_seconds: float):
 
 
 def _pick(frames, times: np.ndarray, tolerance: float):
-    """Assign each target time its frame; returns (list of RGB arrays or None, first frame time)."""
+    """Assign each target time its frame; returns (RGB arrays, time of the first decoded frame).
+
+    A frame's target times are known only once the next frame arrives, so the previous frame is
+    kept undecoded to RGB until then (and converted once however many targets it serves).
+    """
     picked = [None] * len(times)
     k = 0
-    previous = previous_rgb = None
+    held, held_rgb = None, None  # the latest frame, and its RGB once converted
     first_time = None
+
+    def rgb_of_held():
+        nonlocal held_rgb
+        if held_rgb is None:
+            held_rgb = held.to_ndarray(format="rgb24")
+        return held_rgb
+
     for t, frame in frames:
         if first_time is None:
             first_time = t
+        if held is None:
+            held = frame  # times before the first frame show the first frame
         while k < len(times) and t > times[k] + tolerance:
-            # The frame shown at times[k] is the one before this; before the first frame, this one.
-            source = previous if previous is not None else frame
-            if source is previous:
-                if previous_rgb is None:
-                    previous_rgb = previous.to_ndarray(format="rgb24")
-                picked[k] = previous_rgb
-            else:
-                picked[k] = frame.to_ndarray(format="rgb24")
+            picked[k] = rgb_of_held()
             k += 1
         if k == len(times):
-            return picked, first_time
-        previous, previous_rgb = frame, None
-    if previous is not None:
-        rgb = previous.to_ndarray(format="rgb24")
-        for j in range(k, len(times)):
-            picked[j] = rgb
+            break
+        held, held_rgb = frame, None
+    while held is not None and k < len(times):  # past the last frame: the last frame
+        picked[k] = rgb_of_held()
+        k += 1
     return picked, first_time
 
 
