@@ -182,3 +182,15 @@ def test_cli_evaluates_against_labels(tmp_path, capsys):
         assert all(v == 0.0 for c, v in per_class.items() if c not in {"Goal", "Corner", "Foul", "Penalty"})
         assert scores[metric]["a_mAP"] == pytest.approx(4 / 17)
     assert "average-mAP tight: 0.2353" in capsys.readouterr().out
+
+
+def test_cli_takes_explicit_halves(tmp_path, capsys):
+    game, first, second = _game(tmp_path)
+    main(["--half1", str(game / "1_224p.json"), "--half2", str(game / "2_224p"), "--game", "l/s/g",
+          "-o", str(tmp_path / "preds"), "--threshold", "0.5"])
+    results = json.loads((tmp_path / "preds" / "l" / "s" / "g" / "results_spotting.json").read_text())
+    assert results["UrlLocal"] == "l/s/g"
+    assert [p["half"] for p in results["predictions"]] == ["1"] * 4 + ["2"] * 2
+    with pytest.raises(SystemExit):
+        main([str(game), "--half1", str(game / "1_224p.heads.npz")])
+    assert "not both" in capsys.readouterr().err
