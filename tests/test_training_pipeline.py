@@ -204,6 +204,12 @@ def test_fit_cli_reports_bad_config(prepared, tmp_path):
     result = CliRunner().invoke(cli, ["fit", "--config", str(config)])
     assert result.exit_code == 2 and result.output.startswith("error: unknown config key 'optimiser'")
 
+    copy = tmp_path / "prepared"
+    shutil.copytree(data, copy)
+    (copy / "clips" / GAME_A / "2_HQ" / "0001.mp4").unlink()
+    result = CliRunner().invoke(cli, ["fit", "-o", f"data.dir={copy}", "-o", f"output_dir={tmp_path / 'run'}"])
+    assert result.exit_code == 2 and "1 clip(s) missing" in result.output and "Traceback" not in result.output
+
 
 def test_the_whole_life_of_a_model(prepared, tree, tmp_path):
     """prepare -> train at 224 px -> checkpoint -> tsf-export -> tsf-extract on a source video."""

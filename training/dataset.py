@@ -46,6 +46,10 @@ def read_sample_list(path: str, num_classes: int | None = None) -> list[dict]:
             raise TrainingError(f"{path} line {number}: label {sample['label']} is not a class index < {num_classes}")
         sample["clip"] = os.path.join(base, sample["clip"])
         samples.append(sample)
+    # Checked up front: a missing clip would otherwise stop training hours in, inside a worker.
+    missing = [s["clip"] for s in samples if not os.path.isfile(s["clip"])]
+    if missing:
+        raise TrainingError(f"{path}: {len(missing)} clip(s) missing, e.g. {missing[0]}; rerun `tsf-train prepare`")
     return samples
 
 
