@@ -202,7 +202,7 @@ def test_fit_cli_reports_bad_config(prepared, tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(f"data: {{dir: {data}}}\noptimiser: {{base_lr: 1}}\n")
     result = CliRunner().invoke(cli, ["fit", "--config", str(config)])
-    assert result.exit_code == 2 and result.output.startswith("error: unknown config key 'optimiser'")
+    assert result.exit_code == 2 and "error: unknown config key 'optimiser'" in result.output
 
     copy = tmp_path / "prepared"
     shutil.copytree(data, copy)

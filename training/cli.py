@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import warnings
 
 import click
 
@@ -151,4 +152,7 @@ def plot(run_dir, out_dir, overwrite):
 
 
 def main(argv=None):
+    # Importing Paddle warns that ccache (for compiling custom C++ ops, which we never do) is
+    # missing; that line would precede every tsf-train message.
+    warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
     cli.main(args=argv, prog_name="tsf-train")
