@@ -148,14 +148,13 @@ class PyAVDecoder:
         self.close()
 
 
-def nvdec_available() -> str | None:
+def nvdec_available(gpu_id: int = 0) -> str | None:
     """None when NVDEC decoding can run here, else why not."""
     try:
         from . import decode_nvdec
     except (ImportError, OSError, RuntimeError) as e:
         return f"NVDEC decoder unavailable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-    check = getattr(decode_nvdec, "nvdec_support", None)
-    return check() if check else None
+    return decode_nvdec.nvdec_support(gpu_id)
 
 
 def open_decoder(info: VideoInfo, kind: str = "auto", *, gpu_id: int = 0) -> Decoder:
@@ -163,7 +162,7 @@ def open_decoder(info: VideoInfo, kind: str = "auto", *, gpu_id: int = 0) -> Dec
     if kind not in ("auto", "cpu", "nvdec"):
         raise BackendError(f"unknown decoder {kind!r} (auto, nvdec or cpu)")
     if kind in ("auto", "nvdec"):
-        reason = nvdec_available()
+        reason = nvdec_available(gpu_id)
         if reason is None:
             from .decode_nvdec import NvdecDecoder
 

@@ -97,6 +97,8 @@ class OnnxRuntimeBackend:
             raise InputError(f"{bundle.onnx_path}: the model's inputs/outputs are not video -> {', '.join(OUTPUT_NAMES)}")
 
     def run(self, video) -> dict[str, np.ndarray]:
+        if not isinstance(video, np.ndarray) and self.provider == "cpu":
+            video = video.get()  # a CuPy batch (NVDEC decoder) for the CPU provider: one copy to host
         if isinstance(video, np.ndarray):
             outputs = self.session.run(list(OUTPUT_NAMES), {"video": np.ascontiguousarray(video, dtype=np.float32)})
         else:
@@ -132,11 +134,10 @@ def _cuda_providers_available() -> set[str]:
 
 
 def _tensorrt_engine_backend(bundle, gpu_id: int, explicit: bool):
-    """A TensorRT backend for the first bundle engine that fits this GPU, or None (with warnings)."""
-    engines = list(getattr(bundle, "engines", None) or [])
-    if not engines:
+    """A TensorRT backend for the bundle engine that fits this GPU and TensorRT, or None (with a warning)."""
+    if not list(getattr(bundle, "engines", None) or []):
         if explicit:
-            log.warning("bundle %s has no TensorRT engine; trying ONNX Runtime's TensorRT provider", bundle.dir)
+            log.warning("bundle %s has no TensorRT engine; trying ONNX Runtime's GPU providers", bundle.dir)
         return None
     # On a machine without TensorRT, a bundle's engines are simply not for it: only say so loudly
     # when TensorRT or CUDA was asked for.
@@ -146,21 +147,18 @@ def _tensorrt_engine_backend(bundle, gpu_id: int, explicit: bool):
     except GPU_EXCEPTIONS as e:
         say("TensorRT unavailable (%s); using ONNX Runtime", _first_line(e))
         return None
-    reason = infer_tensorrt.tensorrt_support()
+    reason = infer_tensorrt.tensorrt_support(gpu_id)
     if reason:
         say("TensorRT unavailable (%s); using ONNX Runtime", reason)
         return None
-    reasons = []
-    for entry in engines:
-        mismatch = infer_tensorrt.engine_matches(entry)
-        if mismatch is None:
-            try:
-                return infer_tensorrt.TensorRTBackend(bundle, entry)
-            except GPU_EXCEPTIONS as e:
-                mismatch = f"failed to load: {_first_line(e)}"
-        reasons.append(f"{entry.get('file', '?')}: {mismatch}")
-    log.warning("no TensorRT engine in the bundle fits this machine (%s); falling back to ONNX Runtime "
-                "(rebuild with tsf-export --engine)", "; ".join(reasons))
+    entry, reasons = infer_tensorrt.find_engine(bundle, gpu_id=gpu_id)
+    if entry is not None:
+        try:
+            return infer_tensorrt.TensorRTBackend(bundle, entry, gpu_id=gpu_id)
+        except GPU_EXCEPTIONS as e:
+            reasons.append(f"{entry.get('file', '?')} failed to load: {_first_line(e)}")
+    log.warning("no TensorRT engine in bundle %s fits this machine (%s); falling back to ONNX Runtime "
+                "(rebuild the engine with tsf-export on this machine)", bundle.dir, "; ".join(reasons))
     return None
 
 

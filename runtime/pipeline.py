@@ -63,8 +63,9 @@ def extract(video_path, bundle, *, align: str = "center", batch_size: int | None
     batch_size = int(batch_size or backend.default_batch_size)
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")
-    video_decoder = open_decoder(info, "cpu" if not backend.wants_gpu_input and decoder == "auto" else decoder,
-                                 gpu_id=gpu_id)
+    # With a CPU backend, "auto" means the CPU decoder: NVDEC frames would only travel back to the host.
+    wants_gpu = getattr(backend, "wants_gpu_input", backend.device == "cuda")
+    video_decoder = open_decoder(info, "cpu" if not wants_gpu and decoder == "auto" else decoder, gpu_id=gpu_id)
     opened = time.monotonic()
 
     width = int(bundle.architecture["width"])

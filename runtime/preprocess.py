@@ -15,6 +15,8 @@ float32 rounding (~1e-7) while touching each source pixel once in float.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 SIZE = 224
@@ -54,6 +56,7 @@ def axis_taps(in_size: int, out_size: int, first: int, count: int):
     return left, right, weight
 
 
+@functools.lru_cache(maxsize=16)  # one video has one frame size: compute its taps once
 def resize_plan(height: int, width: int, size: int = SIZE):
     """Per axis (rows, columns): None when the axis is only cropped, else its gather taps, plus the crop offset."""
     short = min(height, width)

@@ -285,3 +285,27 @@ def test_unwritable_output_directory(tmp_path):
     blocker = touch(tmp_path / "file")
     with pytest.raises(OutputError, match="cannot write"):
         write.check_outputs(blocker / "sub" / "out.npy")
+
+
+# ---------------------------------------------------------------- damage detection from timestamps
+
+def test_frame_time_checker_finds_gaps_and_early_ends():
+    from tsf.runtime.decode import DecodeError, FrameTimeChecker
+
+    info = info_for(20, 25)
+    checker = FrameTimeChecker(info)
+    assert checker.accept(Fraction(0)) and checker.accept(Fraction(1, 25))
+    assert not checker.accept(Fraction(1, 25))  # a repeated timestamp is dropped, not an error
+    with pytest.raises(DecodeError, match=r"decoding broke at 0\.0 s: 2\.0 s of video missing") as broke:
+        checker.accept(Fraction(1, 25) + 2)
+    assert broke.value.at_time == Fraction(1, 25)
+
+    checker = FrameTimeChecker(info)
+    for k in range(25 * 19):  # 19 s of 20: within the tolerance of 1 s
+        checker.accept(Fraction(k, 25))
+    checker.finish()
+    checker = FrameTimeChecker(info)
+    for k in range(25 * 15):
+        checker.accept(Fraction(k, 25))
+    with pytest.raises(DecodeError, match=r"truncated: decoding ended at 15\.0 s of 20\.0 s"):
+        checker.finish()
