@@ -188,29 +188,7 @@ def _build_engines(engine, onnx_path: Path, staging: Path, precision: str, max_b
     return [entry]
 
 
-def export_bundle(
-    out_dir: str | os.PathLike | None = None,
-    weights: str | os.PathLike | None = None,
-    random_init: bool = False,
-    arch: str | dict | None = None,
-    class_names=None,
-    heads: int | None = None,
-    engine: bool | str = False,
-    precision: str = "fp16",
-    max_batch: int = 32,
-    overwrite: bool = False,
-    seed: int = 0,
-    log=None,
-    class_names_source: str = "class_names",
-) -> Path:
-    """Export `weights` (or a seeded random-init model) to a bundle at `out_dir`; return its path.
-
-    `out_dir` None means `default_bundle_dir()`. `engine`: False, True (required: fail without
-    TensorRT) or "auto" (build when TensorRT and a GPU are usable). `class_names` None means
-    `class_0 ...` (`class_names_source` names where they came from in errors). `log(str)` receives progress lines. Raises `TsfError` subclasses only for bad
-    input or a failed gate; nothing is left behind on any failure.
-    """
-    log = log or (lambda message: None)
+def _check_arguments(weights, random_init, arch, precision, max_batch, engine, heads) -> None:
     if random_init == (weights is not None):
         raise InputError("give either a weights file or --random-init (not both, not neither)")
     if arch is not None and not random_init:
@@ -223,26 +201,24 @@ def export_bundle(
         raise InputError(f"engine must be True, False or 'auto', not {engine!r}")
     if heads is not None and int(heads) < 1:
         raise InputError(f"heads must be positive, not {heads}")
-
-    arch_args = parse_arch(arch)
     if weights is not None and not os.path.isfile(weights):
         raise InputError(f"weights file not found: {weights}")
-    target = Path(out_dir if out_dir is not None else default_bundle_dir()).expanduser().absolute()
-    _check_target(target, overwrite)
-    if engine is True:  # required: say so before minutes of conversion, not after
-        reason = _tensorrt_engine_module()[1]
-        if reason is not None:
-            raise BackendError(f"cannot build a TensorRT engine: {reason}")
 
+
+def _load_model(weights, random_init: bool, arch_args: dict, heads, seed: int, log):
+    """(Paddle model in eval mode, its TimeSformerConfig, the bundle.json `weights` entry)."""
     paddle = _import_paddle()
     from tsf.training.model import PPTimeSformer, TimeSformerConfig
-    from tsf.training.weights import WeightsError, infer_config, load_reference_weights, read_pdparams, save_pdparams
+    from tsf.training.weights import WeightsError, infer_config, load_reference_weights, read_pdparams
 
     if random_init:
+        arch_args = dict(arch_args)
         if heads is not None:
             if arch_args.get("heads", heads) != heads:
                 raise InputError(f"--heads {heads} contradicts --arch heads={arch_args['heads']}")
             arch_args["heads"] = int(heads)
+        if "heads" not in arch_args and arch_args.get("width", 64) % 64 == 0:
+            arch_args["heads"] = arch_args.get("width", TimeSformerConfig.width) // 64  # as infer_config
         try:
             config = TimeSformerConfig(**arch_args)
         except ValueError as exc:
@@ -264,7 +240,43 @@ def export_bundle(
         log(f"loaded {weights} ({config.to_dict()})")
         weights_meta = {"file": weights.name, "sha256": sha256_file(weights), "random_init": False}
     model.eval()
+    return model, config, weights_meta
 
+
+def export_bundle(
+    out_dir: str | os.PathLike | None = None,
+    weights: str | os.PathLike | None = None,
+    random_init: bool = False,
+    arch: str | dict | None = None,
+    class_names=None,
+    heads: int | None = None,
+    engine: bool | str = False,
+    precision: str = "fp16",
+    max_batch: int = 32,
+    overwrite: bool = False,
+    seed: int = 0,
+    log=None,
+    class_names_source: str = "class_names",
+) -> Path:
+    """Export `weights` (or a seeded random-init model) to a bundle at `out_dir`; return its path.
+
+    `out_dir` None means `default_bundle_dir()`. `arch` ("depth=2,width=128,..." or a dict) shapes
+    a random-init model. `engine`: False, True (required: fail without TensorRT) or "auto" (build
+    when TensorRT and a GPU are usable). `class_names` None means `class_0 ...`;
+    `class_names_source` says where they came from in errors. `log(str)` receives progress lines.
+    Bad input and failed gates raise `TsfError` subclasses; no failure leaves anything behind.
+    """
+    log = log or (lambda message: None)
+    _check_arguments(weights, random_init, arch, precision, max_batch, engine, heads)
+    arch_args = parse_arch(arch)
+    target = Path(out_dir if out_dir is not None else default_bundle_dir()).expanduser().absolute()
+    _check_target(target, overwrite)
+    if engine is True:  # required: say so before minutes of conversion, not after
+        reason = _tensorrt_engine_module()[1]
+        if reason is not None:
+            raise BackendError(f"cannot build a TensorRT engine: {reason}")
+
+    model, config, weights_meta = _load_model(weights, random_init, arch_args, heads, seed, log)
     if class_names is None:
         names = neutral_class_names(config.num_classes)
     else:
@@ -281,6 +293,8 @@ def export_bundle(
             raise OutputError(f"cannot write in {target.parent}: {exc.strerror or exc}") from None
         if random_init:
             # The conversion runs in a child process that reads weights from a file.
+            from tsf.training.weights import save_pdparams
+
             child_weights = staging / ".random-init.pdparams"
             save_pdparams(model, child_weights)
         else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,17 +42,22 @@ def export_onnx(weights_path: str | os.PathLike, config: dict, onnx_path: str | 
     # time). The child switches it off again; PIP_NO_INDEX makes any pip run that slips through
     # fail offline instead of downloading. The modules it needs are declared in the `export` extra.
     env["PIP_NO_INDEX"] = "1"
-    # paddle.onnx.export saves a ~460 MB static model to a temporary directory first; putting it
-    # beside the output (the bundle's staging directory) means a killed export leaves nothing in
-    # /tmp, and a small /tmp does not fail the export.
-    env["TMPDIR"] = os.fspath(onnx_path.parent.absolute())
+    # paddle.onnx.export saves a ~460 MB static model to a temporary directory first (and Paddle
+    # drops a `.ses` file in TMPDIR); a scratch directory beside the output (inside the bundle's
+    # staging directory) keeps a killed export from littering /tmp and a small /tmp from failing it.
+    scratch = onnx_path.parent.absolute() / ".onnx-export-scratch"
+    env["TMPDIR"] = os.fspath(scratch)
     command = [
         sys.executable, "-m", "tsf.export.onnx_export",
         "--weights", os.fspath(weights_path),
         "--config", json.dumps(config),
         "--output", os.fspath(onnx_path),
     ]
-    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    scratch.mkdir(exist_ok=True)
+    try:
+        result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     if result.returncode != 0 or not onnx_path.is_file():
         raise OnnxExportError(f"ONNX conversion failed (exit {result.returncode}): {_last_error_line(result.stdout)}")
     check_onnx(onnx_path, config)
