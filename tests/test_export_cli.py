@@ -159,3 +159,26 @@ def test_engine_required_without_tensorrt_is_an_error(tmp_path, capsys):
     code, _, err = run(capsys, "--random-init", "--arch", SMALL_ARCH, "--engine", "-o", tmp_path / "b")
     assert_one_line_error(code, err, "TensorRT")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_leaves_nothing(tmp_path):
+    """SIGINT while the bundle is being assembled (model loaded, conversion under way): exit 130,
+    no bundle, no temporary directory."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-c", "from tsf.export.cli import main; main()", "--random-init",
+               "--arch", "depth=1,width=64,frames=2", "--no-engine", "-o", str(tmp_path / "b")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while not list(tmp_path.glob(".b.tmp-*")) and process.poll() is None:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "error: interrupted; nothing was written"
+    assert list(tmp_path.iterdir()) == []
