@@ -11,6 +11,7 @@ records the toolchain versions without importing the heavy packages twice.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -71,6 +72,10 @@ def parse_arch(text: str | dict | None) -> dict:
 
 
 def _import_paddle():
+    """Paddle, after checking that the whole `export` extra is installed (one line if not)."""
+    missing = [name for name in ("paddle", "paddle2onnx", "onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise BackendError(f"exporting needs {', '.join(missing)}: pip install 'tsf[export]'")
     # Paddle warns on import that ccache is missing (it matters only for compiling custom ops);
     # keep that out of the CLI's output.
     with warnings.catch_warnings():

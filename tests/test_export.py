@@ -314,3 +314,14 @@ def test_full_reference_sized_export(tmp_path, full_reference_pdparams, full_ref
     ours = session.run(list(NAMES), {"video": video})
     for name, a, e in zip(NAMES, ours, numpy_forward(full_reference_state, video)):
         assert rel_l2(a, e) < CONTRACT_TOLERANCE, f"{name}: {rel_l2(a, e):.2e}"
+
+
+def test_missing_export_toolchain_is_one_line(tmp_path, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "paddle2onnx" else real_find_spec(name, *a))
+    with pytest.raises(bundle_module.BackendError, match=r"needs paddle2onnx: pip install 'tsf\[export\]'"):
+        export_bundle(tmp_path / "bundle", random_init=True, arch=SMALL_ARCH)
+    assert list(tmp_path.iterdir()) == []
