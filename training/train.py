@@ -253,9 +253,10 @@ def _fit(config: dict, resume: bool, stop_after_epochs: int | None, log) -> dict
             loss, cross_entropy, mse = training_loss(logits, event_times, labels, targets, weight,
                                                      class_map.background_index)
             if scaler is not None:
-                scaled = scaler.scale(loss)
-                scaled.backward()
-                scaler.minimize(optimizer, scaled)
+                # step/update, not minimize: Paddle's Optimizer.minimize rejects parameter groups.
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             else:
                 loss.backward()
                 optimizer.step()
