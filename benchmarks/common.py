@@ -54,6 +54,10 @@ def _read(cmd: list[str]) -> str:
 
 
 def git_commit() -> dict:
+    # gpu.sh runs a copy of benchmarks/ outside the checkout (so the installed wheel, not the
+    # source tree, is what gets imported) and passes the checkout's commit along.
+    if os.environ.get("TSF_BENCH_COMMIT"):
+        return {"commit": os.environ["TSF_BENCH_COMMIT"], "dirty": os.environ.get("TSF_BENCH_DIRTY") == "1"}
     short = _read(["git", "rev-parse", "--short", "HEAD"]) or "unknown"
     # Uncommitted changes to tracked code files mean the commit alone does not reproduce the figures.
     dirty = bool(_read(["git", "status", "--porcelain", "--untracked-files=no", "--",
