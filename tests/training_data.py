@@ -66,8 +66,8 @@ def make_soccernet_tree(root: Path) -> dict[str, Path]:
         folder = root / game
         folder.mkdir(parents=True, exist_ok=True)
         make_video(folder / f"{half}_HQ.mkv", seconds=seconds, fps=FPS, size=SIZE, bframes=0)
-    for game, annotations in LABELS.items():
-        (root / game / "Labels-v2.json").write_text(json.dumps({"UrlLocal": game, "annotations": annotations}))
+    for game, events in LABELS.items():
+        (root / game / "Labels-v2.json").write_text(json.dumps({"UrlLocal": game, "annotations": events}))
     (root / GAME_A / "video.ini").write_text(VIDEO_INI)
     lists = {"train": root / "train.txt", "valid": root / "valid.txt"}
     lists["train"].write_text(GAME_A + "\n")

@@ -133,7 +133,10 @@ def fit(config_path, overrides, resume, stop_after):
     from .train import fit as run_fit
 
     summary = run_fit(load_config(config_path, overrides), resume=resume, stop_after_epochs=stop_after)
-    click.echo(json.dumps(summary))
+    import paddle  # already loaded by the training run
+
+    if paddle.distributed.get_rank() == 0:  # one summary, not one per GPU process
+        click.echo(json.dumps(summary))
 
 
 @cli.command()

@@ -9,7 +9,6 @@ Dependencies: PyYAML (the config format), importlib.resources (finds the package
 from __future__ import annotations
 
 import copy
-import os
 from importlib import resources
 
 from .errors import TrainingError
