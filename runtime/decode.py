@@ -171,5 +171,5 @@ def open_decoder(info: VideoInfo, kind: str = "auto", *, gpu_id: int = 0) -> Dec
             except (ImportError, OSError, RuntimeError) as e:
                 reason = f"NVDEC decoder failed to start ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
         if kind == "nvdec":
-            raise BackendError(reason)
+            raise BackendError(f"--decoder nvdec: {reason}")
     return PyAVDecoder(info)

@@ -133,10 +133,10 @@ def _cuda_providers_available() -> set[str]:
     return set(ort.get_available_providers())
 
 
-def _tensorrt_engine_backend(bundle, gpu_id: int, explicit: bool):
+def _tensorrt_engine_backend(bundle, gpu_id: int, explicit: bool, tensorrt_asked: bool):
     """A TensorRT backend for the bundle engine that fits this GPU and TensorRT, or None (with a warning)."""
     if not list(getattr(bundle, "engines", None) or []):
-        if explicit:
+        if tensorrt_asked:
             log.warning("bundle %s has no TensorRT engine; trying ONNX Runtime's GPU providers", bundle.dir)
         return None
     # On a machine without TensorRT, a bundle's engines are simply not for it: only say so loudly
@@ -179,7 +179,7 @@ def select_backend(bundle, backend: str = "auto", device: str = "auto", *, gpu_i
 
     want_gpu = device == "cuda" or backend == "tensorrt"
     if backend in ("auto", "tensorrt"):
-        engine = _tensorrt_engine_backend(bundle, gpu_id, explicit=want_gpu)
+        engine = _tensorrt_engine_backend(bundle, gpu_id, explicit=want_gpu, tensorrt_asked=backend == "tensorrt")
         if engine is not None:
             return engine
     available = _cuda_providers_available()
@@ -188,12 +188,13 @@ def select_backend(bundle, backend: str = "auto", device: str = "auto", *, gpu_i
     for provider in gpu_providers:
         name = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider"}[provider]
         if name not in available:
-            failures.append(f"{name} not installed")
+            failures.append(f"ONNX Runtime has no {name} (pip install 'tsf[gpu]' for onnxruntime-gpu)")
             continue
         try:
             return OnnxRuntimeBackend(bundle, provider=provider, gpu_id=gpu_id)
         except BackendError as e:
             failures.append(str(e))
     if want_gpu:
-        raise BackendError("no GPU backend could start: " + "; ".join(failures))
+        asked = "--backend tensorrt" if backend == "tensorrt" else "--device cuda"
+        raise BackendError(f"{asked}: no GPU backend could start: " + "; ".join(failures))
     return OnnxRuntimeBackend(bundle, provider="cpu")

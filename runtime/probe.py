@@ -106,9 +106,12 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             start = Fraction(container.start_time, av.time_base)
         else:
             start = Fraction(0)
-        # MKV usually has no per-stream duration (and frames == 0): fall back to the container's.
+        # MKV has no per-stream duration field (and frames == 0), but its muxers write a per-track
+        # DURATION tag; the container's duration is the longest stream's, which may be the audio.
         if stream.duration:
             duration = stream.duration * time_base
+        elif _tag_duration(stream.metadata):
+            duration = _tag_duration(stream.metadata)
         elif container.duration:
             duration = Fraction(container.duration, av.time_base) - (start - _container_start(container))
         else:
@@ -131,6 +134,17 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             duration=duration,
             frame_count_estimate=int(frames),
         )
+
+
+def _tag_duration(metadata) -> Fraction | None:
+    """Matroska's per-track DURATION tag, "HH:MM:SS.fffffffff", as exact seconds."""
+    text = next((v for k, v in (metadata or {}).items() if k.upper() == "DURATION"), None)
+    try:
+        hours, minutes, seconds = str(text).strip().split(":")
+        value = int(hours) * 3600 + int(minutes) * 60 + Fraction(seconds)
+    except (ValueError, TypeError, ZeroDivisionError):
+        return None
+    return value if value > 0 else None
 
 
 def _container_start(container) -> Fraction:

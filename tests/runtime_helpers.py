@@ -32,6 +32,8 @@ VIDEOS = {
     "odd_455x255.mkv": dict(seconds=7, fps=25, size=(455, 255)),
     "portrait_256x456.mp4": dict(seconds=7, fps=25, size=(256, 456)),
     "short_side_224.mkv": dict(seconds=7, fps=25, size=(398, 224)),
+    "h264_25fps.ts": dict(seconds=7, fps=25),  # MPEG-TS: the stream starts at 0.08 s, not 0
+    "audio_outlasts_video.mkv": dict(seconds=7, fps=25, with_audio=True, audio_seconds=10),
     "long_20s.mkv": dict(seconds=20, fps=25, bframes=0),
     "long_20s.mp4": dict(seconds=20, fps=25, bframes=0),
     "short_5s.mkv": dict(seconds=5, fps=25),

@@ -132,3 +132,42 @@ def test_a_real_process_prints_one_line_and_no_traceback(tmp_path):
                            str(small_bundle(4))], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+def _has_cuda_provider() -> bool:
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+@pytest.mark.skipif(_has_cuda_provider(), reason="this machine may have a GPU backend")
+@pytest.mark.parametrize("args,message", [
+    (["--device", "cuda"], "--device cuda: no GPU backend could start: ONNX Runtime has no CUDAExecutionProvider"),
+    (["--backend", "tensorrt", "--device", "cpu"], "--backend tensorrt needs --device cuda"),
+    (["--decoder", "nvdec"], "--decoder nvdec: "),
+])
+def test_gpu_requests_without_a_gpu_fail_clearly(args, message, tmp_path, run_cli):
+    code, err = run_cli([video("h264_25fps.mkv"), "-o", tmp_path / "f.npy", "--model", small_bundle(4), "-q"] + args)
+    errors = [line for line in err.splitlines() if "random weights" not in line]
+    assert code == 2 and len(errors) == 1 and errors[0].startswith("error: ") and message in errors[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigint_leaves_no_output(tmp_path):
+    """A real Ctrl-C (SIGINT) in the middle of a video: exit 130, nothing written, no temporaries."""
+    import signal
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "tsf.runtime", str(video("long_20s.mkv")), "-o", str(out / "f.npy"),
+                             "--model", str(small_bundle(16)), "--device", "cpu", "--batch-size", "1"],
+                            stderr=subprocess.PIPE, text=True)
+    seen = ""
+    while "win" not in seen:  # the progress bar is up: extraction is under way
+        char = proc.stderr.read(1)
+        assert char, seen
+        seen += char
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, seen + rest
+    assert "interrupted" in rest and "Traceback" not in rest
+    assert not out.exists() or list(out.iterdir()) == []

@@ -24,7 +24,8 @@ from tsf.runtime.probe import probe_video
 from videos import read_frame_number
 
 FORMATS = ["h264_25fps.mkv", "h264_25fps.mp4", "h264_2997fps.mkv", "h264_2997fps_audio.mp4", "vfr.mkv",
-           "odd_455x255.mkv", "portrait_256x456.mp4", "short_side_224.mkv"]
+           "odd_455x255.mkv", "portrait_256x456.mp4", "short_side_224.mkv", "h264_25fps.ts",
+           "audio_outlasts_video.mkv"]
 
 
 def independent_features(bundle_dir, rows_of_images) -> np.ndarray:

@@ -58,6 +58,7 @@ def make_video(
     bframes: int = 2,
     pts_seconds: list[Fraction] | None = None,
     with_audio: bool = False,
+    audio_seconds: float | None = None,
     pix_fmt: str | None = None,
 ) -> Path:
     """Encode a test video; the container follows the suffix (.mkv, .mp4, ...).
@@ -100,7 +101,8 @@ def make_video(
         for packet in stream.encode():
             container.mux(packet)
         if audio is not None:
-            _add_silence(container, audio, Fraction(frames) / fps)
+            length = Fraction(audio_seconds).limit_denominator(1000) if audio_seconds else Fraction(frames) / fps
+            _add_silence(container, audio, length)
     return path
 
 
