@@ -15,6 +15,7 @@ import importlib.util
 import json
 import os
 import shutil
+import time
 import uuid
 import warnings
 from datetime import datetime, timezone
@@ -306,13 +307,17 @@ def export_bundle(
             child_weights = weights
         onnx_path = staging / ONNX_FILE
         log("converting to ONNX (paddle2onnx, opset 17) ...")
+        started = time.perf_counter()
         export_onnx(child_weights, config.to_dict(), onnx_path)
+        log(f"model.onnx: {onnx_path.stat().st_size / 2**20:.1f} MiB in {time.perf_counter() - started:.0f} s, "
+            "passes onnx.checker")
         if random_init:
             child_weights.unlink()
 
         log("checking ONNX Runtime (CPU) against Paddle at batch 1 and 3 ...")
+        started = time.perf_counter()
         figures = measure_parity(model, onnx_path, config.to_dict())
-        log(format_parity(figures))
+        log(format_parity(figures) + f" [{time.perf_counter() - started:.0f} s]")
         check_parity(figures)
 
         engines = _build_engines(engine, onnx_path, staging, precision, int(max_batch), config, log)
@@ -350,5 +355,4 @@ def export_bundle(
             except OSError:
                 break
         raise
-    log(f"bundle written to {target}")
     return target

@@ -58,6 +58,10 @@ def export_onnx(weights_path: str | os.PathLike, config: dict, onnx_path: str | 
         result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    if result.returncode < 0:
+        raise OnnxExportError(
+            f"ONNX conversion was killed by signal {-result.returncode} (out of memory? a full-size "
+            f"model needs about 5 GB): {_last_error_line(result.stdout)}")
     if result.returncode != 0 or not onnx_path.is_file():
         raise OnnxExportError(f"ONNX conversion failed (exit {result.returncode}): {_last_error_line(result.stdout)}")
     check_onnx(onnx_path, config)
