@@ -26,13 +26,13 @@ from tsf.runtime.bundle import (
     ARCHITECTURE_KEYS,
     BUNDLE_FORMAT,
     BUNDLE_JSON,
-    ENGINES_DIR,
     FORMAT_VERSION,
     ONNX_FILE,
     ONNX_OPSET,
     WINDOW,
     bundle_id_from_sha256,
     default_bundle_dir,
+    load_bundle,
     reference_preprocessing,
     sha256_file,
 )
@@ -168,6 +168,29 @@ def _tensorrt_engine_module():
     return (tensorrt_engine, None) if reason is None else (None, reason)
 
 
+def _engines_of_replaced_bundle(target: Path, staging: Path, onnx_sha256: str) -> list[dict]:
+    """Engine entries (files copied into `staging`) of the bundle at `target` when its model.onnx
+    is byte-identical to the new one: engines built on other GPUs stay valid, so re-exporting on a
+    second machine adds its engine instead of dropping the first's. Their timing caches also let
+    the builder start warm."""
+    try:
+        previous = load_bundle(target)
+    except TsfError:
+        return []
+    if previous.meta["onnx"]["sha256"] != onnx_sha256:
+        return []
+    kept = []
+    for entry in previous.engines:
+        files = [entry["file"]] + ([entry["timing_cache"]] if entry.get("timing_cache") else [])
+        if not all(isinstance(f, str) and previous.path(f).is_file() for f in files):
+            continue
+        for name in files:
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(previous.path(name), staging / name)
+        kept.append(entry)
+    return kept
+
+
 def _build_engines(engine, onnx_path: Path, staging: Path, precision: str, max_batch: int, config, log) -> list[dict]:
     """An engine entry list: [] when not asked for, or (with engine="auto") when TensorRT is absent
     or the engine fails its parity check (the builder's gate: FP16 features cosine >= 0.999)."""
@@ -188,8 +211,7 @@ def _build_engines(engine, onnx_path: Path, staging: Path, precision: str, max_b
     except TsfError as exc:
         if engine is True:
             raise
-        log(f"TensorRT engine refused: {exc}")
-        shutil.rmtree(staging / ENGINES_DIR, ignore_errors=True)
+        log(f"TensorRT engine refused: {exc}")  # the builder writes nothing when it refuses
         return []
     return [entry]
 
@@ -320,9 +342,13 @@ def export_bundle(
         log(format_parity(figures) + f" [{time.perf_counter() - started:.0f} s]")
         check_parity(figures)
 
-        engines = _build_engines(engine, onnx_path, staging, precision, int(max_batch), config, log)
-
         onnx_sha256 = sha256_file(onnx_path)
+        kept = _engines_of_replaced_bundle(target, staging, onnx_sha256) if overwrite else []
+        if kept:
+            log(f"keeping {len(kept)} engine(s) of the bundle being replaced (same model.onnx)")
+        built = _build_engines(engine, onnx_path, staging, precision, int(max_batch), config, log)
+        engines = [e for e in kept if e["file"] not in {b["file"] for b in built}] + built
+
         meta = {
             "format": BUNDLE_FORMAT,
             "format_version": FORMAT_VERSION,

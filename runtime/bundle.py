@@ -176,6 +176,8 @@ def load_bundle(directory: str | os.PathLike, verify: bool = False) -> Bundle:
         raise InputError(f"{json_path}: engines must be a list of objects")
     for engine in engines:
         _relative_inside(engine.get("file"), "an engine's file", json_path)
+        if engine.get("timing_cache") is not None:
+            _relative_inside(engine["timing_cache"], "an engine's timing_cache", json_path)
 
     onnx_path = bundle_dir / onnx_file
     if not onnx_path.is_file():

@@ -115,6 +115,7 @@ def _set(path, value):
     (broken(_set("onnx.file", "../model.onnx")), "inside the bundle"),
     (broken(_set("onnx.sha256", "")), "onnx.sha256"),
     (broken(_set("engines", [{"file": "/etc/passwd"}])), "inside the bundle"),
+    (broken(_set("engines", [{"file": "e.engine", "timing_cache": "../c"}])), "timing_cache must be"),
 ])
 def test_problems_are_one_line_input_errors(tmp_path, make, expected):
     with pytest.raises(InputError) as info:

@@ -325,3 +325,28 @@ def test_missing_export_toolchain_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(bundle_module.BackendError, match=r"needs paddle2onnx: pip install 'tsf\[export\]'"):
         export_bundle(tmp_path / "bundle", random_init=True, arch=SMALL_ARCH)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_overwrite_with_the_same_onnx_keeps_engines_of_other_gpus(existing_bundle):
+    """Re-exporting the same weights on a second GPU machine must add, not drop, engines: the ONNX
+    is byte-identical, so engines built elsewhere stay valid and are carried over."""
+    out, _ = existing_bundle
+    meta = json.loads((out / "bundle.json").read_text())
+    (out / "engines").mkdir()
+    (out / "engines" / "other-gpu.engine").write_bytes(b"plan for another GPU")
+    (out / "engines" / "other-gpu.cache").write_bytes(b"its timing cache")
+    entry = {"file": "engines/other-gpu.engine", "timing_cache": "engines/other-gpu.cache",
+             "precision": "fp16", "gpu_name": "Another GPU", "compute_capability": "8.9",
+             "tensorrt_version": "10.13.0", "min_batch": 1, "opt_batch": 16, "max_batch": 32}
+    meta["engines"] = [entry]
+    (out / "bundle.json").write_text(json.dumps(meta))
+
+    export_bundle(out, random_init=True, arch=SMALL_ARCH, seed=1, overwrite=True)  # same model
+    bundle = load_bundle(out, verify=True)
+    assert bundle.engines == [entry]
+    assert (out / "engines" / "other-gpu.engine").read_bytes() == b"plan for another GPU"
+    assert (out / "engines" / "other-gpu.cache").read_bytes() == b"its timing cache"
+
+    export_bundle(out, random_init=True, arch=SMALL_ARCH, seed=2, overwrite=True)  # another model
+    assert load_bundle(out).engines == []
+    assert not (out / "engines").exists()
