@@ -34,7 +34,8 @@ class BatchStats:
 
 
 def window_batches(frames: Iterator, plan: WindowPlan, batch_size: int, *, allow_partial: bool = False,
-                   stats: BatchStats | None = None, record_selection: bool = False) -> Iterator[WindowBatch]:
+                   stats: BatchStats | None = None, record_selection: bool = False,
+                   image_size: int = 224) -> Iterator[WindowBatch]:
     """Batches of up to `batch_size` consecutive rows, in row order."""
     stats = stats if stats is not None else BatchStats()
     if record_selection:
@@ -56,7 +57,7 @@ def window_batches(frames: Iterator, plan: WindowPlan, batch_size: int, *, allow
         nonlocal latest
         for j, frame in settled:
             if latest[0] != frame.number:
-                latest = (frame.number, preprocess_frame(frame.to_rgb()))
+                latest = (frame.number, preprocess_frame(frame.to_rgb(), size=image_size))
                 stats.frames_preprocessed += 1
             buffer[j] = latest[1]
             if stats.selected_frames is not None:

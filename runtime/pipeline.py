@@ -20,6 +20,7 @@ from .batch import BatchStats, window_batches
 from .decode import open_decoder
 from .errors import InputError
 from .infer import Backend, select_backend
+from .preprocess import array_module
 from .probe import VideoInfo, probe_video
 from .sample import WindowPlan, plan_windows
 
@@ -89,7 +90,12 @@ def extract(video_path, bundle, *, align: str = "center", batch_size: int | None
     def produce():
         try:
             for batch in window_batches(video_decoder.frames(), plan, batch_size, allow_partial=allow_partial,
-                                        stats=stats, record_selection=record_selection):
+                                        stats=stats, record_selection=record_selection,
+                                        image_size=int(bundle.architecture["image_size"])):
+                if not isinstance(batch.video, np.ndarray):
+                    # A CuPy batch: its kernels ran on this thread's stream; finish them before
+                    # another thread (with another current stream) reads the batch.
+                    array_module(batch.video).cuda.get_current_stream().synchronize()
                 if not put(batch):
                     return
             put(_DONE)

@@ -72,21 +72,21 @@ def resize_plan(height: int, width: int, size: int = SIZE):
     return axis_taps(height, out_h, top, size), axis_taps(width, out_w, left, size), top, left
 
 
-def preprocess_frame(rgb, xp=None, out=None):
-    """H x W x 3 uint8 RGB -> float32 [3, 224, 224] in [0, 1]; `out` (optional) receives the result."""
+def preprocess_frame(rgb, xp=None, out=None, size: int = SIZE):
+    """H x W x 3 uint8 RGB -> float32 [3, size, size] in [0, 1]; `out` (optional) receives the result."""
     if xp is None:
         xp = array_module(rgb)
     height, width = rgb.shape[0], rgb.shape[1]
     if min(height, width) < 1:
         raise ValueError("empty frame")
-    rows, cols, top, left = resize_plan(height, width)
+    rows, cols, top, left = resize_plan(height, width, size)
     if rows is None:
-        result = rgb[top:top + SIZE, left:left + SIZE].astype(xp.float32)
+        result = rgb[top:top + size, left:left + size].astype(xp.float32)
     else:
         # Reduce the longer axis first: its first pass then works on the short side's rows only.
         if width >= height:
-            tmp = _gather_axis(xp, rgb, cols, axis=1)  # H x 224 x 3
-            result = _gather_axis(xp, tmp, rows, axis=0)  # 224 x 224 x 3
+            tmp = _gather_axis(xp, rgb, cols, axis=1)  # H x size x 3
+            result = _gather_axis(xp, tmp, rows, axis=0)  # size x size x 3
         else:
             tmp = _gather_axis(xp, rgb, rows, axis=0)
             result = _gather_axis(xp, tmp, cols, axis=1)
@@ -105,8 +105,4 @@ def _gather_axis(xp, image, taps, axis: int):
     shape[axis] = -1
     weight = xp.reshape(weight, tuple(shape))
     return a + (b - a) * weight
-
-
-def preprocessed_shape() -> tuple[int, int, int]:
-    return (3, SIZE, SIZE)
 

@@ -11,12 +11,10 @@ import os
 from fractions import Fraction
 
 import numpy as np
-import onnxruntime
 import pytest
 
-from reference.numpy_preprocess import reference_preprocess
 from reference.sampling import reference_rows
-from runtime_helpers import VIDEOS, cosine_rows, decode_all, run_cli, small_bundle, video  # noqa: F401 (fixture)
+from runtime_helpers import VIDEOS, cosine_rows, decode_all, independent_features, run_cli, small_bundle, video  # noqa: F401 (fixture)
 from tsf.runtime.bundle import load_bundle
 from tsf.runtime.decode import PyAVDecoder
 from tsf.runtime.pipeline import extract
@@ -26,15 +24,6 @@ from videos import read_frame_number
 FORMATS = ["h264_25fps.mkv", "h264_25fps.mp4", "h264_2997fps.mkv", "h264_2997fps_audio.mp4", "vfr.mkv",
            "odd_455x255.mkv", "portrait_256x456.mp4", "short_side_224.mkv", "h264_25fps.ts",
            "audio_outlasts_video.mkv"]
-
-
-def independent_features(bundle_dir, rows_of_images) -> np.ndarray:
-    session = onnxruntime.InferenceSession(str(bundle_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-    out = []
-    for images in rows_of_images:
-        clip = np.stack([reference_preprocess(img) for img in images], axis=1)[None]  # 1,3,T,224,224 float64
-        out.append(session.run(["features"], {"video": clip.astype(np.float32)})[0][0])
-    return np.array(out)
 
 
 @pytest.mark.parametrize("name", FORMATS)

@@ -309,3 +309,8 @@ def test_frame_time_checker_finds_gaps_and_early_ends():
         checker.accept(Fraction(k, 25))
     with pytest.raises(DecodeError, match=r"truncated: decoding ended at 15\.0 s of 20\.0 s"):
         checker.finish()
+
+
+def test_preprocess_other_sizes_match_reference():
+    rgb = np.random.default_rng(5).integers(0, 256, size=(180, 320, 3), dtype=np.uint8)
+    assert np.abs(preprocess_frame(rgb, size=112) - reference_preprocess(rgb, size=112)).max() < 2e-6
