@@ -16,7 +16,7 @@ setup-demo: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[cpu,export]'
 
 setup-test: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[cpu,export,train,dev]'
+	$(BIN)/pip install --quiet -e '.[cpu,export,train,cluster,soccernet,dev]'
 	# TensorRT type stubs for tests/test_gpu_static.py; --no-deps and a separate folder because
 	# the stubs depend on TensorRT (not installable here) and would shadow `import tensorrt`.
 	$(BIN)/pip install --quiet --no-deps --target $(VENV)/typestubs --upgrade tensorrt-stubs==10.13.0.35.1
