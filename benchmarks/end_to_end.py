@@ -244,7 +244,7 @@ def plot(result: dict, out_dir: Path) -> list[str]:
     if plt is None or not rows:
         return []
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.5 * len(rows)))
-    labels = [f"{r['model']} {r['decoder']} {r['backend']} {r['precision']}" for r in rows]
+    labels = [f"{r['model']} {r['video']} {r['decoder']} {r['backend']} {r['precision']}" for r in rows]
     for k, stage in enumerate(s for s in STAGES if s not in ("waiting_for_frames",)):
         values = [(r["stages"].get(stage) or 0) for r in rows]
         left = [sum((r["stages"].get(s) or 0) for s in STAGES[:STAGES.index(stage)] if s != "waiting_for_frames")

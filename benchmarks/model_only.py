@@ -215,8 +215,11 @@ def plot(result: dict, out_dir: Path) -> list[str]:
         label = f"{e['model']} {e['backend']} {e['precision']}"
         left.plot([r["batch"] for r in rows], [r["clips_per_s"] for r in rows], "o-", label=label)
         right.plot([r["batch"] for r in rows], [100 * (r["fraction_of_ceiling"] or 0) for r in rows], "o-", label=label)
+    batches = sorted({r["batch"] for e in entries for r in e["rows"] if "clips_per_s" in r})
     for ax in (left, right):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.minorticks_off()
         ax.set_xlabel("batch size")
         ax.grid(alpha=0.3)
     left.set_yscale("log")
