@@ -391,6 +391,7 @@ def run_child(command: list[str], env: dict | None = None, timeout_s: float | No
         if timeout_s:
             timer = threading.Timer(timeout_s, lambda: _kill(proc.pid))
             timer.start()
+        timed_out = False
         try:
             proc.wait()
             wall = time.perf_counter() - started
@@ -398,10 +399,13 @@ def run_child(command: list[str], env: dict | None = None, timeout_s: float | No
         finally:
             if timer:
                 timer.cancel()
+                timed_out = not timer.is_alive() and proc.returncode == -signal.SIGKILL
             rss.stop()
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+        if timed_out:
+            stderr += f"\nkilled after the {timeout_s:.0f}-s time limit\n"
     return ChildRun(command=command, returncode=proc.returncode, wall_s=wall, peak_rss_bytes=peak,
                     peak_gpu_bytes=gpu.peak_bytes if sample_gpu else None, stdout=stdout, stderr=stderr)
 
@@ -423,7 +427,12 @@ def _kill(pid: int) -> None:
         pass
 
 
-def call_in_child(function: str, kwargs: dict, env: dict | None = None, timeout_s: float | None = None,
+# One measurement that hangs (a GPU driver problem, an engine build that never ends) must not
+# stall an unattended run: its child is killed and the benchmark reports it as failed.
+CHILD_TIMEOUT_S = float(os.environ.get("TSF_BENCH_CHILD_TIMEOUT", 3600))
+
+
+def call_in_child(function: str, kwargs: dict, env: dict | None = None, timeout_s: float | None = CHILD_TIMEOUT_S,
                   sample_gpu: bool = False) -> ChildRun:
     """Run `module:function(**kwargs)` in a fresh interpreter; its return value comes back as JSON."""
     with tempfile.TemporaryDirectory() as tmp:
