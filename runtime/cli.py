@@ -55,9 +55,12 @@ def _lowercase_level(record: logging.LogRecord) -> bool:
               help="center: ceil(duration) rows, row i centred on i + 0.5 s. reference: the reference's "
                    "int(L - 5) left-aligned rows and frame indices.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Windows per inference batch [default: per backend]")
-@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True)
-@click.option("--decoder", type=click.Choice(["auto", "nvdec", "cpu"]), default="auto", show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True,
+              help="auto: the bundle's TensorRT engine if it fits this GPU, else ONNX Runtime (CUDA, else CPU).")
+@click.option("--decoder", type=click.Choice(["auto", "nvdec", "cpu"]), default="auto", show_default=True,
+              help="auto: NVDEC (GPU) when PyNvVideoCodec and a GPU are present and inference runs there, else PyAV.")
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
+              help="cuda fails rather than fall back to the CPU; cpu never touches a GPU.")
 @click.option("--heads", is_flag=True, help="Also write OUT.heads.npz with logits and event_times (N, classes).")
 @click.option("--format", "fmt", type=click.Choice(["npy", "reference"]), default="npy", show_default=True,
               help="npy: float32 (N, width). reference: the reference's pickled dict (needs allow_pickle to load).")

@@ -60,6 +60,7 @@ class OnnxRuntimeBackend:
         # CPU affinity (containers, Slurm); use the cores this process may actually run on.
         options.intra_op_num_threads = threads or cpu_count()
         options.log_severity_level = 3
+        providers: list[Any]  # names, or (name, options) pairs
         if provider == "cpu":
             providers = ["CPUExecutionProvider"]
         elif provider == "cuda":

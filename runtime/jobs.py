@@ -75,7 +75,7 @@ def expand_jobs(inputs: Iterable[str | os.PathLike], output: str | os.PathLike |
     files, to the deepest folder containing all of them), so SoccerNet's identically named halves
     (league/season/game/1_224p.mkv) do not collide. Without `output`, features go beside each video.
     """
-    groups: list[tuple[Path | None, list[Path]]] = []  # (root to mirror from, videos)
+    groups: list[tuple[Path, list[Path]]] = []  # (root to mirror from, videos)
     loose: list[Path] = []
     for item in inputs:
         path = Path(item)

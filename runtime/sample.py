@@ -106,7 +106,7 @@ class FrameSelector:
         self.previous = None
 
     def feed(self, frame) -> list[tuple[int, object]]:
-        settled = []
+        settled: list[tuple[int, object]] = []
         while self.next_target < len(self.targets) and frame.pts_time > self.targets[self.next_target] + self.tolerance:
             # The frame before this one was on screen at the target time (or, before the first
             # frame, this first frame stands in for it).
@@ -117,7 +117,7 @@ class FrameSelector:
 
     def finish(self, until: Fraction | None = None) -> list[tuple[int, object]]:
         """Settle the remaining targets with the last frame (all of them, or those <= `until`)."""
-        settled = []
+        settled: list[tuple[int, object]] = []
         while self.next_target < len(self.targets) and self.previous is not None:
             if until is not None and self.targets[self.next_target] > until:
                 break

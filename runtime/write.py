@@ -59,9 +59,9 @@ def _npy_bytes(array, allow_pickle: bool = False) -> bytes:
     return buffer.getvalue()
 
 
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+def _heads_bytes(logits: np.ndarray, event_times: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, logits=logits, event_times=event_times)
     return buffer.getvalue()
 
 
@@ -83,8 +83,8 @@ def write_outputs(out: str | os.PathLike, *, features: np.ndarray, logits: np.nd
         raise OutputError(f"unknown output format {fmt!r} (npy or reference)")
     contents = {"metadata": (json.dumps(metadata, indent=2, sort_keys=False) + "\n").encode()}
     if heads:
-        contents["heads"] = _npz_bytes({"logits": np.asarray(logits, dtype=np.float32),
-                                        "event_times": np.asarray(event_times, dtype=np.float32)})
+        contents["heads"] = _heads_bytes(np.asarray(logits, dtype=np.float32),
+                                         np.asarray(event_times, dtype=np.float32))
     contents["features"] = feature_bytes  # last: its presence marks a complete set
     write_files_atomically({paths[k]: v for k, v in contents.items()}, overwrite=overwrite)
     return paths

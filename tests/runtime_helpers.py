@@ -15,7 +15,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-import pytest
 
 import videos
 
@@ -88,18 +87,14 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-@pytest.fixture
-def run_cli(capsys):
-    """run_cli(args) -> (exit code, stderr) of tsf-extract run in this process."""
+def run_cli(capsys, args) -> tuple[int, str]:
+    """(exit code, stderr) of `tsf-extract args` run in this process; capsys captures its output."""
     from tsf.runtime.cli import main
 
-    def run(args):
-        capsys.readouterr()
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as e:
-            code = e.code
-        return code, capsys.readouterr().err
-
-    return run
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import videos
-from runtime_helpers import run_cli, small_bundle, video  # noqa: F401 (run_cli is a fixture)
+from runtime_helpers import run_cli, small_bundle, video
 
 
 def make_input(kind, tmp_path):
@@ -44,10 +44,10 @@ def make_input(kind, tmp_path):
 
 @pytest.mark.parametrize("kind", ["missing", "empty", "text", "random", "directory-of-nothing", "audio-only",
                                   "truncated-mkv", "truncated-mp4", "corrupt-mkv", "corrupt-mp4"])
-def test_bad_video(kind, tmp_path, run_cli):
+def test_bad_video(kind, tmp_path, capsys):
     path, message = make_input(kind, tmp_path)
     out = tmp_path / "out"
-    code, err = run_cli([path, "-o", out / "f.npy", "--model", small_bundle(4), "--device", "cpu", "-q"])
+    code, err = run_cli(capsys, [path, "-o", out / "f.npy", "--model", small_bundle(4), "--device", "cpu", "-q"])
     assert code == 2
     # Damage found while decoding comes after the model loaded (and warned that it is random-init).
     lines = [line for line in err.splitlines() if "random weights" not in line]
@@ -55,12 +55,12 @@ def test_bad_video(kind, tmp_path, run_cli):
     assert not out.exists() or list(out.iterdir()) == []
 
 
-def test_too_short_for_reference_alignment(tmp_path, run_cli):
-    code, err = run_cli([video("short_5s.mkv"), "-o", tmp_path / "f.npy", "--model", small_bundle(4),
+def test_too_short_for_reference_alignment(tmp_path, capsys):
+    code, err = run_cli(capsys, [video("short_5s.mkv"), "-o", tmp_path / "f.npy", "--model", small_bundle(4),
                          "--align", "reference"])
     assert code == 2 and err.count("\n") == 1 and "too short for --align reference" in err
     assert list(tmp_path.iterdir()) == []
-    code, err = run_cli([video("short_5s.mkv"), "-o", tmp_path / "f.npy", "--model", small_bundle(4), "-q"])
+    code, err = run_cli(capsys, [video("short_5s.mkv"), "-o", tmp_path / "f.npy", "--model", small_bundle(4), "-q"])
     assert code == 0 and err.count("\n") == 1 and "random weights" in err  # centre alignment: 5 rows
 
 
@@ -71,7 +71,7 @@ def test_too_short_for_reference_alignment(tmp_path, run_cli):
     ("version", "format_version 99 is not supported"),
     ("garbage-onnx", "ONNX Runtime cannot load the model"),
 ])
-def test_bad_bundle(damage, message, tmp_path, run_cli):
+def test_bad_bundle(damage, message, tmp_path, capsys):
     bundle = tmp_path / "bundle"
     shutil.copytree(small_bundle(4), bundle)
     if damage == "missing":
@@ -87,42 +87,42 @@ def test_bad_bundle(damage, message, tmp_path, run_cli):
     elif damage == "garbage-onnx":
         (bundle / "model.onnx").write_bytes(b"\x00garbage" * 100)
     out = tmp_path / "out"
-    code, err = run_cli([video("h264_25fps.mkv"), "-o", out / "f.npy", "--model", bundle, "--device", "cpu", "-q"])
+    code, err = run_cli(capsys, [video("h264_25fps.mkv"), "-o", out / "f.npy", "--model", bundle, "--device", "cpu", "-q"])
     assert code == 2
     errors = [line for line in err.splitlines() if not line.startswith("warning: ")]
     assert len(errors) == 1 and errors[0].startswith("error: ") and message in errors[0], err
     assert not out.exists() or list(out.iterdir()) == []
 
 
-def test_default_bundle_missing(tmp_path, run_cli, monkeypatch):
+def test_default_bundle_missing(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TSF_HOME", str(tmp_path / "home"))
-    code, err = run_cli([video("h264_25fps.mkv"), "-o", tmp_path / "f.npy"])
+    code, err = run_cli(capsys, [video("h264_25fps.mkv"), "-o", tmp_path / "f.npy"])
     assert code == 2 and err.count("\n") == 1 and "no model bundle at" in err and "tsf-export" in err
 
 
-def test_unwritable_output_directory(tmp_path, run_cli):
+def test_unwritable_output_directory(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    code, err = run_cli([video("h264_25fps.mkv"), "-o", blocker / "sub" / "f.npy", "--model", small_bundle(4)])
+    code, err = run_cli(capsys, [video("h264_25fps.mkv"), "-o", blocker / "sub" / "f.npy", "--model", small_bundle(4)])
     assert code == 2 and err.count("\n") == 1 and "cannot write to" in err
 
 
-def test_existing_output_is_skipped_not_clobbered(tmp_path, run_cli):
+def test_existing_output_is_skipped_not_clobbered(tmp_path, capsys):
     (tmp_path / "f.npy").write_bytes(b"precious")
     (tmp_path / "f.json").write_text("{}")
-    code, err = run_cli([video("h264_25fps.mkv"), "-o", tmp_path / "f.npy", "--model", small_bundle(4)])
+    code, err = run_cli(capsys, [video("h264_25fps.mkv"), "-o", tmp_path / "f.npy", "--model", small_bundle(4)])
     assert code == 0 and "skipped" in err
     assert (tmp_path / "f.npy").read_bytes() == b"precious"
     (tmp_path / "f.json").unlink()  # an incomplete set is redone, but an existing file still is not clobbered
-    code, err = run_cli([video("h264_25fps.mkv"), "-o", tmp_path / "f.npy", "--model", small_bundle(4)])
+    code, err = run_cli(capsys, [video("h264_25fps.mkv"), "-o", tmp_path / "f.npy", "--model", small_bundle(4)])
     assert code == 2 and err.count("\n") == 1 and "exists (use --overwrite" in err
     assert (tmp_path / "f.npy").read_bytes() == b"precious"
 
 
-def test_usage_errors_are_one_line(run_cli):
-    code, err = run_cli(["--align", "sideways", "x.mkv"])
+def test_usage_errors_are_one_line(capsys):
+    code, err = run_cli(capsys, ["--align", "sideways", "x.mkv"])
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: ")
-    code, err = run_cli([])
+    code, err = run_cli(capsys, [])
     assert code == 2 and err == "error: no input videos (give VIDEO..., a directory or --list FILE)\n"
 
 
@@ -146,8 +146,8 @@ def _has_cuda_provider() -> bool:
     (["--backend", "tensorrt", "--device", "cpu"], "--backend tensorrt needs --device cuda"),
     (["--decoder", "nvdec"], "--decoder nvdec: "),
 ])
-def test_gpu_requests_without_a_gpu_fail_clearly(args, message, tmp_path, run_cli):
-    code, err = run_cli([video("h264_25fps.mkv"), "-o", tmp_path / "f.npy", "--model", small_bundle(4), "-q"] + args)
+def test_gpu_requests_without_a_gpu_fail_clearly(args, message, tmp_path, capsys):
+    code, err = run_cli(capsys, [video("h264_25fps.mkv"), "-o", tmp_path / "f.npy", "--model", small_bundle(4), "-q"] + args)
     errors = [line for line in err.splitlines() if "random weights" not in line]
     assert code == 2 and len(errors) == 1 and errors[0].startswith("error: ") and message in errors[0], err
     assert list(tmp_path.iterdir()) == []

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from reference.sampling import reference_rows
-from runtime_helpers import VIDEOS, cosine_rows, decode_all, independent_features, run_cli, small_bundle, video  # noqa: F401 (fixture)
+from runtime_helpers import VIDEOS, cosine_rows, decode_all, independent_features, run_cli, small_bundle, video
 from tsf.runtime.bundle import load_bundle
 from tsf.runtime.decode import PyAVDecoder
 from tsf.runtime.pipeline import extract
@@ -90,10 +90,10 @@ def test_reference_alignment_fidelity(name):
     assert cosine.min() >= 0.9999, cosine
 
 
-def test_cli_end_to_end_metadata_heads_and_reference_format(tmp_path, run_cli):
+def test_cli_end_to_end_metadata_heads_and_reference_format(tmp_path, capsys):
     bundle_dir = small_bundle(4)
     path = video("h264_25fps.mkv")
-    code, err = run_cli([str(path), "-o", str(tmp_path / "out" / "f.npy"), "--model", str(bundle_dir),
+    code, err = run_cli(capsys, [str(path), "-o", str(tmp_path / "out" / "f.npy"), "--model", str(bundle_dir),
                          "--device", "cpu", "--heads", "--batch-size", "5"])
     assert code == 0, err
     assert "random weights" in err
@@ -115,14 +115,14 @@ def test_cli_end_to_end_metadata_heads_and_reference_format(tmp_path, run_cli):
     direct = extract(path, bundle, device="cpu", backend="onnxruntime")
     assert np.allclose(direct.features, features, atol=1e-5)
 
-    code, err = run_cli([str(path), "-o", str(tmp_path / "ref.npy"), "--model", str(bundle_dir), "--device", "cpu",
+    code, err = run_cli(capsys, [str(path), "-o", str(tmp_path / "ref.npy"), "--model", str(bundle_dir), "--device", "cpu",
                          "--format", "reference", "--align", "reference"])
     assert code == 0, err
     d = np.load(tmp_path / "ref.npy", allow_pickle=True).item()
     assert d["features"].shape == (3, 1, 128) and d["cls_score_all"].shape == d["event_times"].shape == (3, 1, 18)
 
 
-def test_cli_resume_overwrite_and_many_videos(tmp_path, run_cli):
+def test_cli_resume_overwrite_and_many_videos(tmp_path, capsys):
     bundle_dir = str(small_bundle(4))
     data = tmp_path / "SoccerNet"
     for game in ("g1", "g2"):
@@ -130,7 +130,7 @@ def test_cli_resume_overwrite_and_many_videos(tmp_path, run_cli):
         os.link(video("h264_25fps.mkv"), data / game / "1_224p.mkv")
     (data / "g2" / "2_224p.mkv").write_bytes(b"not a video at all")
     out = tmp_path / "features"
-    code, err = run_cli([str(data), "-o", str(out), "--model", bundle_dir, "--device", "cpu", "--quiet"])
+    code, err = run_cli(capsys, [str(data), "-o", str(out), "--model", bundle_dir, "--device", "cpu", "--quiet"])
     assert code == 2
     assert [line for line in err.splitlines() if line.startswith("error:")] == [
         f"error: {data / 'g2' / '2_224p.mkv'}: not a readable video (Invalid data found when processing input)"]
@@ -139,16 +139,16 @@ def test_cli_resume_overwrite_and_many_videos(tmp_path, run_cli):
     before = (out / "g1" / "1_224p.npy").stat().st_mtime_ns
 
     (data / "g2" / "2_224p.mkv").unlink()
-    code, err = run_cli([str(data), "-o", str(out), "--model", bundle_dir, "--device", "cpu"])
+    code, err = run_cli(capsys, [str(data), "-o", str(out), "--model", bundle_dir, "--device", "cpu"])
     assert code == 0 and "0 done, 2 skipped" in err
     assert (out / "g1" / "1_224p.npy").stat().st_mtime_ns == before
-    code, err = run_cli([str(data), "-o", str(out), "--model", bundle_dir, "--device", "cpu", "--overwrite", "-q"])
+    code, err = run_cli(capsys, [str(data), "-o", str(out), "--model", bundle_dir, "--device", "cpu", "--overwrite", "-q"])
     assert code == 0 and (out / "g1" / "1_224p.npy").stat().st_mtime_ns != before
 
 
 @pytest.mark.parametrize("name,flag", [("truncated.mkv", "truncated"), ("corrupt.mkv", "decoding broke"),
                                        ("corrupt.mp4", "decoding broke")])
-def test_allow_partial_keeps_rows_before_the_break(tmp_path, run_cli, name, flag):
+def test_allow_partial_keeps_rows_before_the_break(tmp_path, capsys, name, flag):
     import videos
 
     source = video("long_20s." + name.split(".")[1])
@@ -158,10 +158,10 @@ def test_allow_partial_keeps_rows_before_the_break(tmp_path, run_cli, name, flag
     else:
         videos.make_corrupt_middle(source, bad, at=0.5)
     args = [str(bad), "-o", str(tmp_path / "o.npy"), "--model", str(small_bundle(4)), "--device", "cpu", "-q"]
-    code, err = run_cli(args)
+    code, err = run_cli(capsys, args)
     assert code == 2 and f"error: {bad}: {flag}" in err
     assert not (tmp_path / "o.npy").exists()
-    code, err = run_cli(args + ["--allow-partial"])
+    code, err = run_cli(capsys, args + ["--allow-partial"])
     assert code == 0, err
     meta = json.loads((tmp_path / "o.json").read_text())
     features = np.load(tmp_path / "o.npy")
@@ -172,7 +172,7 @@ def test_allow_partial_keeps_rows_before_the_break(tmp_path, run_cli, name, flag
     assert cosine_rows(features, full.features[:len(features)]).min() >= 0.9999
 
 
-def test_ctrl_c_leaves_no_output(tmp_path, run_cli, monkeypatch):
+def test_ctrl_c_leaves_no_output(tmp_path, capsys, monkeypatch):
     from tsf.runtime import infer
 
     calls = []
@@ -186,7 +186,7 @@ def test_ctrl_c_leaves_no_output(tmp_path, run_cli, monkeypatch):
 
     monkeypatch.setattr(infer.OnnxRuntimeBackend, "run", run_then_interrupt)
     out = tmp_path / "out"
-    code, err = run_cli([str(video("h264_25fps.mkv")), "-o", str(out / "f.npy"), "--model", str(small_bundle(4)),
+    code, err = run_cli(capsys, [str(video("h264_25fps.mkv")), "-o", str(out / "f.npy"), "--model", str(small_bundle(4)),
                          "--device", "cpu", "--batch-size", "2", "-q"])
     assert code == 130 and "interrupted" in err
     assert list(out.iterdir()) == []
