@@ -132,11 +132,7 @@ def run(cache_dir: Path, archs: dict[str, dict], batch_sizes: dict[str, list[int
         engines: bool = False) -> dict:
     """`archs`: label -> arch; `batch_sizes`: label -> sizes (CPU backends), GPU backends use `gpu`."""
     threads = threads or len(os.sched_getaffinity(0))
-    ceilings = {"cpu": common.call_in_child("benchmarks.model_only:cpu_matmul_ceiling", {},
-                                            env=blas_env(threads)).check().result}
-    if common.gpu_info():
-        run_ = common.call_in_child("benchmarks.model_only:gpu_matmul_ceiling", {})
-        ceilings["cuda"] = run_.result if run_.returncode == 0 else {"error": run_.stderr.strip().splitlines()[-1:]}
+    ceilings = measure_ceilings(threads)
     results, skipped = [], {}
     for label, arch in archs.items():
         bundle, _ = common.ensure_bundle(cache_dir, arch, engines=engines)
@@ -157,14 +153,35 @@ def run(cache_dir: Path, archs: dict[str, dict], batch_sizes: dict[str, list[int
             if child.returncode != 0:
                 entry["error"] = (child.stderr.strip().splitlines() or ["?"])[-1]
             else:
-                ceiling = ceilings.get(variant["device"], {}).get("tflops")
                 for row in child.result["rows"]:
                     if "clips_per_s" in row:
                         row["tflops"] = row["clips_per_s"] * flops / 1e12
-                        row["fraction_of_ceiling"] = row["tflops"] / ceiling if ceiling else None
                 entry["rows"] = child.result["rows"]
             results.append(entry)
+    # Measured again at the end and the better of the two kept: on a shared machine the ceiling
+    # taken in a quiet moment is the honest yardstick (the fraction can only come out lower).
+    for device, again in measure_ceilings(threads).items():
+        first = ceilings.get(device, {})
+        if again.get("tflops", 0) > first.get("tflops", 0):
+            again["other_tflops"] = first.get("tflops")
+            ceilings[device] = again
+        elif "tflops" in first:
+            first["other_tflops"] = again.get("tflops")
+    for entry in results:
+        ceiling = ceilings.get(entry["device"], {}).get("tflops")
+        for row in entry.get("rows", []):
+            if "tflops" in row:
+                row["fraction_of_ceiling"] = row["tflops"] / ceiling if ceiling else None
     return {"threads": threads, "ceilings": ceilings, "results": results, "skipped": skipped}
+
+
+def measure_ceilings(threads: int) -> dict:
+    ceilings = {"cpu": common.call_in_child("benchmarks.model_only:cpu_matmul_ceiling", {},
+                                            env=blas_env(threads)).check().result}
+    if common.gpu_info():
+        run_ = common.call_in_child("benchmarks.model_only:gpu_matmul_ceiling", {})
+        ceilings["cuda"] = run_.result if run_.returncode == 0 else {"error": (run_.stderr.strip().splitlines() or ["?"])[-1]}
+    return ceilings
 
 
 def flat_rows(result: dict) -> list[dict]:
@@ -186,9 +203,11 @@ def markdown(result: dict) -> str:
     lines = []
     for device, c in result["ceilings"].items():
         if "tflops" in c:
+            other = f"; {c['other_tflops'] * 1e3:.1f} in the other measurement" if c.get("other_tflops") else ""
             lines.append(f"- {device} ceiling: {c['tflops'] * 1e3:.1f} GFLOP/s ({c['dtype']} {c['n']}×{c['n']} "
                          f"matrix product, {c['library']}, best of several"
-                         + (f", {c.get('threads')} threads" if device == "cpu" else "") + ")")
+                         + (f", {c.get('threads')} threads" if device == "cpu" else "")
+                         + f"; measured before and after the backends, the higher kept{other})")
         else:
             lines.append(f"- {device} ceiling: not measured ({c.get('error')})")
     columns = [("model", "model", ""), ("backend", "backend", ""), ("precision", "precision", ""),

@@ -101,15 +101,63 @@ def run(mode: str, out: Path, cache: Path, only: list[str] | None = None) -> dic
             results["plots"] += module.plot(results[name], out)
     if "baseline" in results and "error" not in results["baseline"]:
         results["plots"] += baseline.plot([results["baseline"]], out)
+    results["headline"] = headline(results)
     common.write_json(out / "results.json", results)
     common.write_text(out / "results.md", markdown(results))
     return results
+
+
+def headline(results: dict) -> list[dict]:
+    """The figures the issue asks for, picked from the sections (whatever was measured)."""
+    figures = []
+
+    def add(figure, value, source):
+        figures.append({"figure": figure, "value": value, "source": source})
+
+    for row in results.get("end_to_end", {}).get("rows", []):
+        if "x_realtime" not in row:
+            continue
+        where = f"{row['backend']}, {row['decoder']} decoder, {row['precision']}, batch {row.get('batch_size')}"
+        if row["backend"].startswith("tsf-extract"):
+            add(f"tsf-extract command × real time, {row['model']} model, {row['video']} (start-up and model load "
+                f"included)", f"{row['x_realtime']:.3g}", f"end to end: {where}")
+        else:
+            add(f"× real time, {row['model']} model, {row['video']} (model loaded)", f"{row['x_realtime']:.3g}",
+                f"end to end: {where}")
+            add(f"45-min half (2,700 windows), {row['model']} model, projected", f"{row['half_projected_s']:.0f} s "
+                f"({row['half_projected_s'] / 3600:.2f} h)", f"end to end: {where}")
+    base = results.get("baseline", {})
+    if "speed_ratio" in base:
+        model = f"depth {base['arch']['depth']}"
+        add(f"speed ratio, tsf-extract vs reference-style baseline ({model}, same process)",
+            f"{base['speed_ratio']:.2f}× ({base['baseline']['median_s'] / base['video']['rows']:.2f} vs "
+            f"{base['tsf']['median_s'] / base['video']['rows']:.2f} s per window)", "baseline")
+        add(f"peak RSS, tsf-extract ({model}; batch {base['tsf'].get('batch_size')} / batch 1)",
+            f"{base['tsf']['peak_rss_bytes'] / common.MIB:.0f} / {base['tsf']['batch1_peak_rss_bytes'] / common.MIB:.0f} MiB",
+            f"baseline ({base['video']['seconds']:.0f}-s video)")
+        add(f"peak RSS, reference-style baseline ({model})", f"{base['baseline']['peak_rss_bytes'] / common.MIB:.0f} MiB",
+            f"baseline ({base['video']['seconds']:.0f}-s video; grows with the video: all frames in RAM)")
+        add("feature agreement, baseline vs tsf-extract (min cosine)", f"{base['agreement']['min_cosine']:.6f}", "baseline")
+    model = results.get("model_only", {})
+    for entry in model.get("results", []):
+        rows = [r for r in entry.get("rows", []) if r.get("fraction_of_ceiling")]
+        if rows:
+            best = max(rows, key=lambda r: r["fraction_of_ceiling"])
+            add(f"model inference, share of the {entry['device']} matrix-product ceiling ({entry['model']} model, "
+                f"{entry['backend']} {entry['precision']})",
+                f"{best['fraction_of_ceiling']:.0%} at batch {best['batch']} ({best['tflops'] * 1e3:.1f} GFLOP/s of "
+                f"{model['ceilings'][entry['device']]['tflops'] * 1e3:.1f})", "model only")
+    return figures
 
 
 def markdown(results: dict) -> str:
     prov = results["provenance"]
     text = f"# tsf benchmarks ({results['mode']})\n\n" + common.provenance_markdown(prov)
     text += f"- load average at end: {' / '.join(map(str, results['load_average_at_end']))}\n"
+    figures = headline(results)
+    if figures:
+        text += "\n## Headline figures\n\n" + common.markdown_table(
+            figures, [("figure", "figure", ""), ("value", "value", ""), ("source", "from", "")])
     sections = (("model_only", "Model only", model_only.markdown),
                 ("end_to_end", "End to end", end_to_end.markdown),
                 ("decode_only", "Decode only", decode_only.markdown),
