@@ -271,25 +271,27 @@ def markdown(results: list[dict]) -> str:
 
 
 def plot(results: list[dict], out_dir: Path) -> list[str]:
+    """One pair of panels per result: seconds per window, peak RSS (values written on the bars)."""
     plt = common.pyplot()
     if plt is None or not results:
         return []
-    fig, (speed, memory) = plt.subplots(1, 2, figsize=(9, 3.2))
-    labels = [f"depth {r['arch']['depth']}" for r in results]
-    x = range(len(results))
-    for offset, side, colour in ((-0.2, "baseline", "tab:gray"), (0.2, "tsf", "tab:blue")):
-        name = "reference-style baseline" if side == "baseline" else "tsf-extract"
-        speed.bar([i + offset for i in x], [r[side]["median_s"] / max(r["video"]["rows"], 1) for r in results],
-                  0.4, label=name, color=colour)
-        memory.bar([i + offset for i in x], [r[side]["peak_rss_bytes"] / common.MIB for r in results], 0.4,
-                   label=name, color=colour)
-    for ax, title in ((speed, "seconds per window (same process)"), (memory, "peak RSS, MiB (own process)")):
-        ax.set_xticks(list(x), labels)
-        ax.set_title(title, fontsize=10)
-    for i, r in enumerate(results):
-        speed.annotate(f"×{r['speed_ratio']:.1f}", (i, r["baseline"]["median_s"] / max(r["video"]["rows"], 1)),
-                       ha="center", va="bottom")
-    speed.legend(fontsize=8)
+    fig, axes = plt.subplots(len(results), 2, figsize=(9, 3.2 * len(results)), squeeze=False)
+    for (speed, memory), r in zip(axes, results):
+        rows = max(r["video"]["rows"], 1)
+        bars = speed.bar(["reference-style\nbaseline", "tsf-extract"],
+                         [r["baseline"]["median_s"] / rows, r["tsf"]["median_s"] / rows], color=["tab:gray", "tab:blue"])
+        speed.bar_label(bars, fmt="%.2f s")
+        speed.set_title(f"depth {r['arch']['depth']}: seconds per window, same process "
+                        f"(tsf {r['speed_ratio']:.2f}× faster)", fontsize=9)
+        bars = memory.bar(["reference-style\nbaseline", f"tsf-extract\nbatch {r['tsf'].get('batch_size')}",
+                           "tsf-extract\nbatch 1"],
+                          [r["baseline"]["peak_rss_bytes"] / common.MIB, r["tsf"]["peak_rss_bytes"] / common.MIB,
+                           r["tsf"]["batch1_peak_rss_bytes"] / common.MIB],
+                          color=["tab:gray", "tab:blue", "tab:cyan"])
+        memory.bar_label(bars, fmt="%.0f MiB")
+        memory.set_title(f"peak RSS, each alone in its own process ({r['video']['seconds']:.0f}-s video)", fontsize=9)
+        for ax in (speed, memory):
+            ax.margins(y=0.15)
     return [common.save_figure(fig, out_dir / "baseline.png")]
 
 
