@@ -314,3 +314,32 @@ def test_frame_time_checker_finds_gaps_and_early_ends():
 def test_preprocess_other_sizes_match_reference():
     rgb = np.random.default_rng(5).integers(0, 256, size=(180, 320, 3), dtype=np.uint8)
     assert np.abs(preprocess_frame(rgb, size=112) - reference_preprocess(rgb, size=112)).max() < 2e-6
+
+
+# ---------------------------------------------------------------- backend choice
+
+def test_mismatching_tensorrt_engine_falls_back_to_onnxruntime_with_a_warning(monkeypatch, caplog):
+    """A bundle engine built for another GPU/TensorRT: warn, then run ONNX Runtime (here: the CPU)."""
+    import dataclasses
+    import types
+
+    import tsf.runtime
+    from runtime_helpers import small_bundle
+    from tsf.runtime.bundle import load_bundle
+    from tsf.runtime.infer import OnnxRuntimeBackend, select_backend
+
+    fake = types.ModuleType("tsf.runtime.infer_tensorrt")
+    fake.tensorrt_support = lambda gpu_id=0: None
+    fake.find_engine = lambda bundle, precision=None, gpu_id=0: (
+        None, ["engines/fp16.engine: built for compute capability 9.0, this GPU is 8.6"])
+    monkeypatch.setitem(__import__("sys").modules, "tsf.runtime.infer_tensorrt", fake)
+    monkeypatch.setattr(tsf.runtime, "infer_tensorrt", fake, raising=False)
+    bundle = dataclasses.replace(load_bundle(small_bundle(4)), engines=[{"file": "engines/fp16.engine"}])
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("tsf"), "propagate", True)  # the CLI, if run before, turned it off
+    with caplog.at_level("WARNING", logger="tsf"):
+        backend = select_backend(bundle, "auto", "auto")
+    assert isinstance(backend, OnnxRuntimeBackend) and backend.name == "onnxruntime-cpu"
+    assert any("compute capability 9.0, this GPU is 8.6" in r.getMessage() and "falling back to ONNX Runtime"
+               in r.getMessage() for r in caplog.records)
