@@ -26,7 +26,7 @@ VIDEOS = {
     "h264_25fps.mkv": dict(seconds=8, fps=25),
     "h264_25fps.mp4": dict(seconds=8, fps=25),
     "h264_2997fps.mkv": dict(seconds=8, fps=Fraction(30000, 1001)),
-    "h264_2997fps_audio.mp4": dict(seconds=8, fps=Fraction(30000, 1001), with_audio=True),
+    "h264_2997fps_audio.mp4": dict(seconds=8, fps=Fraction(30000, 1001), with_audio="first"),
     "vfr.mkv": dict(pts_seconds=videos.vfr_times(8), fps=25),
     "odd_455x255.mkv": dict(seconds=7, fps=25, size=(455, 255)),
     "portrait_256x456.mp4": dict(seconds=7, fps=25, size=(256, 456)),

@@ -57,7 +57,7 @@ def make_video(
     codec: str = "libx264",
     bframes: int = 2,
     pts_seconds: list[Fraction] | None = None,
-    with_audio: bool = False,
+    with_audio: bool | str = False,
     audio_seconds: float | None = None,
     pix_fmt: str | None = None,
 ) -> Path:
@@ -77,19 +77,19 @@ def make_video(
         # 4:2:0 needs even sizes; odd sizes go to 4:4:4 (libx264 encodes it, FFmpeg decodes it).
         pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
     with av.open(str(path), "w") as container:
+        audio = None
+        if with_audio == "first":  # audio is stream 0, video stream 1: readers must pick the video
+            audio = container.add_stream("aac", rate=48000)
+        stream = container.add_stream(codec, rate=fps)
         if pts_seconds is not None:
-            stream = container.add_stream(codec, rate=fps)
             stream.codec_context.time_base = Fraction(1, 1000)
-        else:
-            stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if codec == "libx264":
             stream.options = {"crf": "12", "preset": "ultrafast" if bframes == 0 else "veryfast",
                               "bf": str(bframes), "g": "50"}
         else:
             stream.options = {"qscale": "2", "g": "50"} if codec == "mpeg4" else {}
-        audio = None
-        if with_audio:
+        if with_audio and audio is None:
             audio = container.add_stream("aac", rate=48000)
         for number in range(frames):
             frame = av.VideoFrame.from_ndarray(frame_image(number, width, height), format="rgb24")
