@@ -104,7 +104,7 @@ class FrameTimeChecker:
 
 
 class PyAVDecoder:
-    """FFmpeg via PyAV, frame and slice threading on, one frame in memory at a time."""
+    """FFmpeg via PyAV, frame and slice threading on; only the few frames in flight are in memory."""
 
     name = "cpu"
 

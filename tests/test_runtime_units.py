@@ -343,3 +343,15 @@ def test_mismatching_tensorrt_engine_falls_back_to_onnxruntime_with_a_warning(mo
     assert isinstance(backend, OnnxRuntimeBackend) and backend.name == "onnxruntime-cpu"
     assert any("compute capability 9.0, this GPU is 8.6" in r.getMessage() and "falling back to ONNX Runtime"
                in r.getMessage() for r in caplog.records)
+
+
+def test_full_disk_is_one_output_error_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(write.os, "fsync", no_space)
+    with pytest.raises(OutputError, match="no space left on device"):
+        write.write_outputs(tmp_path / "f.npy", metadata={}, heads=True, **arrays())
+    assert os.listdir(tmp_path) == []
