@@ -135,6 +135,8 @@ def extract(video_path, bundle, *, align: str = "center", batch_size: int | None
         video_decoder.close()
 
     if stats.partial is not None:
+        if rows_done == 0:
+            raise stats.partial  # nothing to keep: not even one window before the break
         features, logits, event_times = features[:rows_done], logits[:rows_done], event_times[:rows_done]
     finished = time.monotonic()
     wall = finished - started

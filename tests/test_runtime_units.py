@@ -355,3 +355,15 @@ def test_full_disk_is_one_output_error_and_leaves_nothing(tmp_path, monkeypatch)
     with pytest.raises(OutputError, match="no space left on device"):
         write.write_outputs(tmp_path / "f.npy", metadata={}, heads=True, **arrays())
     assert os.listdir(tmp_path) == []
+
+
+def test_allow_partial_with_nothing_before_the_break_is_still_an_error(tmp_path):
+    import videos
+    from runtime_helpers import small_bundle, video
+    from tsf.runtime.bundle import load_bundle
+    from tsf.runtime.decode import DecodeError
+    from tsf.runtime.pipeline import extract
+
+    cut = videos.make_truncated(video("long_20s.mkv"), tmp_path / "cut.mkv", keep=0.1)
+    with pytest.raises(DecodeError, match="truncated"):
+        extract(cut, load_bundle(small_bundle(4)), align="reference", device="cpu", allow_partial=True)
