@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .bundle import tsf_home
 from .errors import BackendError, InputError
 
 log = logging.getLogger("tsf")
@@ -52,7 +53,7 @@ def _import_onnxruntime():
 class OnnxRuntimeBackend:
     """ONNX Runtime with the CPU, CUDA or TensorRT execution provider."""
 
-    def __init__(self, bundle, device: str = "cpu", provider: str = "cpu", gpu_id: int = 0, threads: int | None = None):
+    def __init__(self, bundle, provider: str = "cpu", gpu_id: int = 0, threads: int | None = None):
         ort = _import_onnxruntime()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -66,7 +67,9 @@ class OnnxRuntimeBackend:
         elif provider == "cuda":
             providers = [("CUDAExecutionProvider", {"device_id": gpu_id}), "CPUExecutionProvider"]
         elif provider == "tensorrt":
-            cache = os.path.join(str(bundle.dir), "engines", "ort-trt-cache")
+            # ORT builds its TensorRT engines at the first run (minutes); cache them per bundle in
+            # TSF_HOME, not in the bundle, which may be read-only or shared between GPU models.
+            cache = str(tsf_home() / "cache" / "ort-tensorrt" / bundle.bundle_id)
             providers = [
                 ("TensorrtExecutionProvider", {"device_id": gpu_id, "trt_fp16_enable": True,
                                                "trt_engine_cache_enable": True, "trt_engine_cache_path": cache}),
