@@ -4,7 +4,7 @@
     python -m benchmarks.run_all --full  --out bench-out     # a GPU machine (benchmarks/gpu.sh)
 
 --quick: short videos, the small model (depth 2, otherwise the reference's shapes) everywhere,
-plus the full reference model at batch 1 in model-only and on a 5-s video end to end.
+plus the full reference model at batch 1 and 2 in model-only and on a 5-s video end to end.
 --full: longer videos, both models, batch sizes up to 32 on GPU, 224p and 1080p end to end,
 TensorRT engines built into the bundles when TensorRT is usable.
 Each section records the load average before and after it: on a shared machine, absolute times
@@ -36,7 +36,7 @@ PLANS = {
     "quick": {
         "decode": {"resolutions": {"224p": 20, "720p": 6, "1080p": 4}, "repeats": 2},
         "model": {"archs": {"small": SMALL, "full": FULL},
-                  "batch_sizes": {"small": [1, 2, 4], "full": [1], "gpu": [1, 2, 4, 8]}, "min_time_s": 2.0},
+                  "batch_sizes": {"small": [1, 2, 4], "full": [1, 2], "gpu": [1, 2, 4, 8]}, "min_time_s": 2.0},
         "e2e": {"archs": {"small": SMALL, "full": FULL},
                 "videos": {"small": [("224p", 15)], "full": [("224p", 5)]}, "command_row": ("small",)},
         "baseline": {"arch": SMALL, "seconds": 12, "repeats": 2},
