@@ -8,12 +8,11 @@ model for tests, demos and benchmarks, e.g. `--arch depth=2,width=128,heads=2,fr
 
 from __future__ import annotations
 
-import sys
 
 import click
 
 from tsf.runtime.bundle import default_bundle_dir
-from tsf.runtime.errors import TsfError
+from tsf.runtime.errors import run_cli
 
 from .bundle import PRECISIONS, export_bundle
 from .classes import SOCCERNET_V2_CLASS_NAMES, read_class_names
@@ -100,24 +99,5 @@ def command(weights, bundle_dir, classes_file, soccernet_classes, precision, max
     return 0
 
 
-def _one_line(message: str) -> str:
-    return " ".join(str(message).split())
-
-
-def main(argv=None) -> None:
-    # standalone_mode=False lets us print click's usage errors in the same one-line form as ours.
-    try:
-        status = command.main(args=argv, prog_name="tsf-export", standalone_mode=False)
-    except click.ClickException as exc:
-        click.echo(f"error: {_one_line(exc.format_message())}", err=True)
-        sys.exit(2)
-    except click.Abort:  # Ctrl-C; export_bundle has already removed its temporary directory
-        click.echo("error: interrupted; nothing was written", err=True)
-        sys.exit(130)
-    except TsfError as exc:
-        click.echo(f"error: {_one_line(exc)}", err=True)
-        sys.exit(2)
-    except OSError as exc:  # e.g. a full disk while writing the bundle
-        click.echo(f"error: {_one_line(exc)}", err=True)
-        sys.exit(2)
-    sys.exit(status if isinstance(status, int) else 0)
+def main(argv=None) -> int:
+    return run_cli(command, "tsf-export", argv, interrupted="interrupted; nothing was written")

@@ -15,16 +15,15 @@ import click
 
 from .. import __version__
 from .bundle import default_bundle_dir, load_bundle
-from .errors import TsfError
+from .errors import run_cli
 from .infer import select_backend
-from .jobs import Job, expand_jobs, run_jobs
-from .pipeline import build_metadata, extract
+from .jobs import ExtractSettings, Job, expand_jobs, extract_to_outputs, run_jobs
 from .probe import probe_video
 from .progress import VideoProgress
-from .ray_pool import ExtractSettings, run_on_ray
+from .ray_pool import run_on_ray
 from .scale import RunReport, select_share, slurm_script_for
 from .sample import plan_windows
-from .write import check_outputs, is_complete, output_paths, write_outputs
+from .write import check_outputs, is_complete
 
 log = logging.getLogger("tsf")
 
@@ -111,22 +110,19 @@ def command(videos, output, list_file, model, align, batch_size, backend, decode
             backend_cache["backend"] = select_backend(bundle, backend, device)
         return backend_cache["backend"]
 
+    settings = ExtractSettings(str(bundle.dir), align, batch_size, backend, decoder, device, heads, fmt,
+                               overwrite, allow_partial)
+
     def process(job: Job) -> None:
         check_outputs(job.output, heads, overwrite)
         # Bad input (unreadable, too short for the alignment) fails here, before a backend loads.
         plan = plan_windows(probe_video(job.video), align, frames=int(bundle.architecture["frames"]))
         chosen = get_backend()
         with VideoProgress(plan.rows, float(plan.stride_seconds), job.video.name, enabled=not quiet) as bar:
-            result = extract(job.video, bundle, align=align, batch_size=batch_size, backend=chosen,
-                             decoder=decoder, allow_partial=allow_partial,
-                             progress=lambda rows, total: bar.update(rows))
-        paths = output_paths(job.output, heads)
-        metadata = build_metadata(result, bundle, paths, fmt, __version__)
-        write_outputs(job.output, features=result.features, logits=result.logits, event_times=result.event_times,
-                      metadata=metadata, heads=heads, fmt=fmt, overwrite=overwrite)
+            result = extract_to_outputs(job, bundle, chosen, settings, progress=lambda rows, total: bar.update(rows))
         if result.stats.partial is not None:
             log.warning("%s: kept %d rows decoded before the break (%s)", job.video, result.rows, result.stats.partial)
-        log.info("%s -> %s: %d rows x %d, %s, %s decoder, x%.1f real time", job.video, paths["features"],
+        log.info("%s -> %s: %d rows x %d, %s, %s decoder, x%.1f real time", job.video, job.output,
                  result.rows, result.features.shape[1], result.backend, result.decoder,
                  result.timings.get("realtime_factor") or 0)
 
@@ -139,8 +135,6 @@ def command(videos, output, list_file, model, align, batch_size, backend, decode
     run_report = RunReport(report_path, share)
     try:
         if ray_address is not None:
-            settings = ExtractSettings(str(bundle.dir), align, batch_size, backend, decoder, device, heads, fmt,
-                                       overwrite, allow_partial)
             summary = run_on_ray(jobs, settings, address=ray_address, is_done=is_done, report=report,
                                  record=run_report.record, cpus_per_worker=ray_cpus_per_worker)
         else:
@@ -156,19 +150,5 @@ def command(videos, output, list_file, model, align, batch_size, backend, decode
     return 0 if summary.ok else 2
 
 
-def main(argv=None) -> None:
-    try:
-        code = command.main(args=argv, prog_name="tsf-extract", standalone_mode=False)
-    except click.exceptions.UsageError as e:
-        click.echo(f"error: {e.format_message()}", err=True)
-        sys.exit(2)
-    except click.exceptions.Abort:
-        click.echo("error: interrupted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("error: interrupted; no partial output was left", err=True)
-        sys.exit(130)
-    except TsfError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
-    sys.exit(code if isinstance(code, int) else 0)
+def main(argv=None) -> int:
+    return run_cli(command, "tsf-extract", argv)

@@ -1,5 +1,7 @@
 """Errors a user can cause. Each message is one line naming the problem; the CLIs print it and exit 2."""
 
+import sys
+
 
 class TsfError(Exception):
     """Base of every expected, user-facing failure."""
@@ -15,3 +17,33 @@ class OutputError(TsfError):
 
 class BackendError(TsfError):
     """No inference backend or decoder that can run what was asked for."""
+
+
+def one_line(message) -> str:
+    return " ".join(str(message).split())
+
+
+def run_cli(command, prog_name: str, argv=None, *, interrupted: str = "interrupted; no partial output was left"):
+    """Run a click command as a console script, the way every tsf command reports failures.
+
+    Usage errors, TsfErrors and OS errors (a full disk, a read-only directory) become one
+    `error: ...` line and exit 2; Ctrl-C exits 130. click's standalone mode would print usage
+    errors in its own multi-line form and let our errors out as tracebacks. Success returns 0
+    (console scripts exit with it), failure exits.
+    """
+    import click
+
+    try:
+        status = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
+    except click.ClickException as exc:
+        click.echo(f"error: {one_line(exc.format_message())}", err=True)
+        sys.exit(2)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo(f"error: {interrupted}", err=True)
+        sys.exit(130)
+    except (TsfError, OSError) as exc:
+        click.echo(f"error: {one_line(exc)}", err=True)
+        sys.exit(2)
+    if isinstance(status, int) and status != 0:
+        sys.exit(status)
+    return 0

@@ -14,13 +14,12 @@ from __future__ import annotations
 import io
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
-from .errors import InputError, TsfError
+from .errors import InputError, TsfError, run_cli
 from .spot import (DEFAULT_BACKGROUND, DEFAULT_NMS_WINDOW_S, RESULTS_FILE, HalfHeads, class_probabilities,
                    find_game_halves, half_number, heads_and_metadata_paths, load_half, spot_half,
                    window_centre_times)
@@ -192,18 +191,8 @@ def cli(game, output, results, labels, classes_file, background, nms_window, min
                + (f", {len(truth)} ground-truth events" if truth is not None else ""))
 
 
-def main(argv=None):
-    try:
-        cli.main(args=argv, prog_name="tsf-plot", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("error: aborted", err=True)
-        sys.exit(2)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2)
-    except TsfError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+def main(argv=None) -> int:
+    return run_cli(cli, "tsf-plot", argv)
 
 
 if __name__ == "__main__":

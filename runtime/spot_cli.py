@@ -10,12 +10,11 @@ SoccerNet's folders. Games are named by their path under the folder given on the
 from __future__ import annotations
 
 import os
-import sys
 
 import click
 
 from . import soccernet_map
-from .errors import InputError, TsfError
+from .errors import InputError, run_cli
 from .spot import (DEFAULT_BACKGROUND, DEFAULT_NMS_WINDOW_S, DEFAULT_THRESHOLD, RESULTS_FILE, find_game_halves,
                    find_games, load_half, results_document, spot_half, write_json_atomically)
 
@@ -108,18 +107,8 @@ def cli(folders, half1, half2, game, output, classes_file, background, nms_windo
             write_json_atomically(scores, metrics_path, overwrite)
 
 
-def main(argv=None):
-    try:
-        cli.main(args=argv, prog_name="tsf-spot", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("error: aborted", err=True)
-        sys.exit(2)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2)
-    except TsfError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+def main(argv=None) -> int:
+    return run_cli(cli, "tsf-spot", argv)
 
 
 if __name__ == "__main__":

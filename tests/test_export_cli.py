@@ -17,10 +17,12 @@ SMALL_ARCH = "depth=2,width=128,heads=2,frames=4"
 
 
 def run(capsys, *argv):
-    with pytest.raises(SystemExit) as info:
-        main(list(map(str, argv)))
+    try:
+        code = main(list(map(str, argv)))
+    except SystemExit as exit_:  # failures exit; success returns 0 for the console script
+        code = exit_.code
     out, err = capsys.readouterr()
-    return info.value.code, out, err
+    return code, out, err
 
 
 def assert_one_line_error(code, err, *fragments):
