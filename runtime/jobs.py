@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from .. import __version__
 from .errors import TsfError
 
 VIDEO_SUFFIXES = {".mkv", ".mp4", ".avi", ".mov", ".webm", ".ts", ".m4v", ".mpg", ".mpeg", ".mts", ".m2ts",
@@ -26,6 +27,37 @@ class JobError(TsfError):
 class Job:
     video: Path
     output: Path  # the features .npy; sidecars sit beside it
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    """How every video of a run becomes outputs; the same for the plain command and Ray workers."""
+
+    model: str
+    align: str = "center"
+    batch_size: int | None = None
+    backend: str = "auto"
+    decoder: str = "auto"
+    device: str = "auto"
+    heads: bool = False
+    fmt: str = "npy"
+    overwrite: bool = False
+    allow_partial: bool = False
+
+
+def extract_to_outputs(job: Job, bundle, backend, settings: ExtractSettings, progress=None):
+    """One video -> its output set (features, metadata, heads), written atomically; returns the Result."""
+    from .pipeline import build_metadata, extract
+    from .write import check_outputs, output_paths, write_outputs
+
+    check_outputs(job.output, settings.heads, settings.overwrite)
+    result = extract(job.video, bundle, align=settings.align, batch_size=settings.batch_size, backend=backend,
+                     decoder=settings.decoder, allow_partial=settings.allow_partial, progress=progress)
+    paths = output_paths(job.output, settings.heads)
+    metadata = build_metadata(result, bundle, paths, settings.fmt, __version__)
+    write_outputs(job.output, features=result.features, logits=result.logits, event_times=result.event_times,
+                  metadata=metadata, heads=settings.heads, fmt=settings.fmt, overwrite=settings.overwrite)
+    return result
 
 
 @dataclass

@@ -19,47 +19,15 @@ import os
 import socket
 import time
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Callable
 
-from .. import __version__
 from .errors import BackendError, TsfError
-from .jobs import Job, Summary
+from .jobs import ExtractSettings, Job, Summary, extract_to_outputs
 
 log = logging.getLogger("tsf")
 
 DEFAULT_RETRIES = 2
-
-
-@dataclass(frozen=True)
-class ExtractSettings:
-    """What every worker needs to turn a Job into outputs exactly as the plain command does."""
-
-    model: str
-    align: str = "center"
-    batch_size: int | None = None
-    backend: str = "auto"
-    decoder: str = "auto"
-    device: str = "auto"
-    heads: bool = False
-    fmt: str = "npy"
-    overwrite: bool = False
-    allow_partial: bool = False
-
-
-def extract_to_outputs(job: Job, bundle, backend, settings: ExtractSettings) -> int:
-    """One video -> its output set (features, metadata, heads); returns the rows written."""
-    from .pipeline import build_metadata, extract
-    from .write import check_outputs, output_paths, write_outputs
-
-    check_outputs(job.output, settings.heads, settings.overwrite)
-    result = extract(job.video, bundle, align=settings.align, batch_size=settings.batch_size, backend=backend,
-                     decoder=settings.decoder, allow_partial=settings.allow_partial)
-    paths = output_paths(job.output, settings.heads)
-    metadata = build_metadata(result, bundle, paths, settings.fmt, __version__)
-    write_outputs(job.output, features=result.features, logits=result.logits, event_times=result.event_times,
-                  metadata=metadata, heads=settings.heads, fmt=settings.fmt, overwrite=settings.overwrite)
-    return result.rows
 
 
 class ExtractWorker:

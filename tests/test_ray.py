@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime_helpers import run_cli, small_bundle, video  # noqa: F401  (run_cli is a fixture)
-from tsf.runtime.jobs import Job
-from tsf.runtime.ray_pool import ExtractSettings, ExtractWorker, run_on_ray
+from runtime_helpers import run_cli, small_bundle, video
+from tsf.runtime.jobs import ExtractSettings, Job
+from tsf.runtime.ray_pool import ExtractWorker, run_on_ray
 
 ray = pytest.importorskip("ray")
 
@@ -39,12 +39,12 @@ def three_videos(tmp_path: Path) -> Path:
     return data
 
 
-def test_ray_gives_the_plain_commands_outputs(tmp_path, run_cli, local_ray):
+def test_ray_gives_the_plain_commands_outputs(tmp_path, capsys, local_ray):
     data = three_videos(tmp_path)
     common = [data, "--model", small_bundle(4), "--device", "cpu", "--heads", "-q"]
-    code, err = run_cli(common + ["-o", tmp_path / "plain"])
+    code, err = run_cli(capsys, common + ["-o", tmp_path / "plain"])
     assert code == 0, err
-    code, err = run_cli(common + ["-o", tmp_path / "ray", "--report", tmp_path / "ray.jsonl",
+    code, err = run_cli(capsys, common + ["-o", tmp_path / "ray", "--report", tmp_path / "ray.jsonl",
                                   "--ray-cpus-per-worker", "1", "--ray"])
     assert code == 0, err
     plain = sorted(p.relative_to(tmp_path / "plain") for p in (tmp_path / "plain").rglob("*") if p.is_file())
@@ -65,7 +65,7 @@ def test_ray_gives_the_plain_commands_outputs(tmp_path, run_cli, local_ray):
     assert sorted(line["video"] for line in report) == sorted(str(p) for p in data.rglob("*.mkv"))
     assert all(line["status"] == "done" and line["rows"] == 8 and line["attempts"] == 1 for line in report)
 
-    code, err = run_cli(common[:-1] + ["-o", tmp_path / "ray", "--ray"])
+    code, err = run_cli(capsys, common[:-1] + ["-o", tmp_path / "ray", "--ray"])
     assert code == 0 and "0 done, 3 skipped" in err
 
 
