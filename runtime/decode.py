@@ -72,6 +72,14 @@ class FrameTimeChecker:
     def __init__(self, info: VideoInfo):
         self.info = info
         self.last: Fraction | None = None
+        self._next_nominal: Fraction | None = None
+
+    def frame_time(self, pts_time: Fraction | None) -> Fraction:
+        """A frame's time: its timestamp, or for a frame without one the nominal rate after the previous."""
+        if pts_time is None:
+            pts_time = self._next_nominal if self._next_nominal is not None else self.info.start_time
+        self._next_nominal = pts_time + self.info.frame_duration
+        return pts_time
 
     def accept(self, pts_time: Fraction) -> bool:
         """False for a frame to drop (a repeated or backwards timestamp); raises at a gap."""
@@ -119,17 +127,10 @@ class PyAVDecoder:
         checker = FrameTimeChecker(self.info)
         time_base = Fraction(self.stream.time_base)
         number = 0
-        guess = None
         try:
             for packet in self.container.demux(self.stream):
                 for frame in packet.decode():
-                    if frame.pts is not None:
-                        pts_time = frame.pts * time_base
-                    elif guess is not None:  # no timestamp: assume the nominal rate
-                        pts_time = guess
-                    else:
-                        pts_time = self.info.start_time
-                    guess = pts_time + self.info.frame_duration
+                    pts_time = checker.frame_time(frame.pts * time_base if frame.pts is not None else None)
                     if not checker.accept(pts_time):
                         continue
                     yield PyAVFrame(pts_time, number, frame)

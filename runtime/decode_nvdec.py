@@ -145,7 +145,7 @@ class NvdecDecoder:
 
     def frames(self) -> Iterator[NvdecFrame]:
         checker = FrameTimeChecker(self.info)
-        number, guess = 0, None
+        number = 0
         packets = iter(self._demuxer)
         while True:
             try:
@@ -159,13 +159,8 @@ class NvdecDecoder:
             except Exception as e:  # PyNvVideoCodec's exception types are not importable without a GPU
                 raise checker.broke(_first_line(e)) from None
             for pts, rgb in ready:
-                if pts is not None and pts != AV_NOPTS_VALUE:
-                    pts_time = pts * self._time_base
-                elif guess is not None:  # no timestamp: assume the nominal rate
-                    pts_time = guess
-                else:
-                    pts_time = self.info.start_time
-                guess = pts_time + self.info.frame_duration
+                has_pts = pts is not None and pts != AV_NOPTS_VALUE
+                pts_time = checker.frame_time(pts * self._time_base if has_pts else None)
                 if not checker.accept(pts_time):
                     continue
                 yield NvdecFrame(pts_time, number, rgb)
