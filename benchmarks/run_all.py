@@ -38,7 +38,7 @@ PLANS = {
         "model": {"archs": {"small": SMALL, "full": FULL},
                   "batch_sizes": {"small": [1, 2, 4], "full": [1, 2], "gpu": [1, 2, 4, 8]}, "min_time_s": 2.0},
         "e2e": {"archs": {"small": SMALL, "full": FULL},
-                "videos": {"small": [("224p", 15)], "full": [("224p", 5)]}, "command_row": ("small",)},
+                "videos": {"small": [("224p", 15)], "full": [("224p", 5)]}, "command_row": ("small", "full")},
         "baseline": {"arch": SMALL, "seconds": 12, "repeats": 2},
     },
     "full": {
