@@ -24,7 +24,7 @@ MEASURE = """
 import json, sys
 from tsf.runtime.cli import main
 try:
-    main(sys.argv[2:])
+    code = main(sys.argv[2:])
 except SystemExit as e:
     code = e.code
 with open(sys.argv[1], "w") as f:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime_helpers import run_cli, small_bundle, video  # noqa: F401  (run_cli is a fixture)
+from runtime_helpers import run_cli, small_bundle, video
 from tsf.runtime.errors import InputError
 from tsf.runtime.jobs import Job
 from tsf.runtime.scale import parse_shard, shard_from_environment, shard_jobs
@@ -65,14 +65,14 @@ def test_shard_arguments_and_slurm_environment():
         shard_from_environment({"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_COUNT": "5"})
 
 
-def test_two_shards_of_five_videos_cover_all_and_rerun_skips(tmp_path, run_cli, monkeypatch):
+def test_two_shards_of_five_videos_cover_all_and_rerun_skips(tmp_path, capsys, monkeypatch):
     data = make_games(tmp_path, 5)
     out = tmp_path / "features"
     common = [data, "-o", out, "--model", small_bundle(4), "--device", "cpu", "--heads", "-q"]
     produced = []
     for k in (0, 1):
         before = set(outputs_under(out)) if out.exists() else set()
-        code, err = run_cli(common + ["--shard", f"{k}/2", "--report", tmp_path / f"report{k}.jsonl"])
+        code, err = run_cli(capsys, common + ["--shard", f"{k}/2", "--report", tmp_path / f"report{k}.jsonl"])
         assert code == 0, err
         produced.append({p.split("/")[2] for p in set(outputs_under(out)) - before})
     assert produced[0].isdisjoint(produced[1])
@@ -87,17 +87,17 @@ def test_two_shards_of_five_videos_cover_all_and_rerun_skips(tmp_path, run_cli, 
     for k in (0, 1):
         monkeypatch.setenv("SLURM_ARRAY_TASK_ID", str(k))
         monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
-        code, err = run_cli(common[:-1] + ["--report", tmp_path / "rerun.jsonl"])
+        code, err = run_cli(capsys, common[:-1] + ["--report", tmp_path / "rerun.jsonl"])
         assert code == 0 and "0 done" in err and "skipped" in err, err
     rerun = read_report(tmp_path / "rerun.jsonl")
     assert len(rerun) == 5 and {line["status"] for line in rerun} == {"skipped"}
     assert {line["shard"] for line in rerun} == {"0/2", "1/2"} and all(line["rows"] == 8 for line in rerun)
 
 
-def test_report_records_failures(tmp_path, run_cli):
+def test_report_records_failures(tmp_path, capsys):
     data = make_games(tmp_path, 2)
     (data / "league/season/game 1/2_224p.mkv").write_bytes(b"not a video")
-    code, _ = run_cli([data, "-o", tmp_path / "out", "--model", small_bundle(4), "--device", "cpu", "-q",
+    code, _ = run_cli(capsys, [data, "-o", tmp_path / "out", "--model", small_bundle(4), "--device", "cpu", "-q",
                        "--report", tmp_path / "report.jsonl"])
     assert code == 2
     lines = {Path(line["video"]).relative_to(data).as_posix(): line for line in read_report(tmp_path / "report.jsonl")}
@@ -106,7 +106,7 @@ def test_report_records_failures(tmp_path, run_cli):
     assert [lines[k]["status"] for k in sorted(lines) if k != "league/season/game 1/2_224p.mkv"] == ["done", "done"]
 
 
-def test_printed_slurm_script_runs_each_share(tmp_path, run_cli, capsys):
+def test_printed_slurm_script_runs_each_share(tmp_path, capsys):
     data = make_games(tmp_path, 5)
     listing = tmp_path / "videos.txt"
     listing.write_text("".join(f"{p}\n" for p in sorted(data.rglob("*.mkv"))))
@@ -116,9 +116,7 @@ def test_printed_slurm_script_runs_each_share(tmp_path, run_cli, capsys):
     capsys.readouterr()
     from tsf.runtime.cli import main
 
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in args])
-    assert exit_info.value.code == 0
+    assert main([str(a) for a in args]) == 0
     script = capsys.readouterr().out
     assert script.startswith("#!/bin/bash\n") and "#SBATCH --array=0-1\n" in script
     assert "--gres" not in script  # --device cpu
