@@ -158,4 +158,7 @@ def main(argv=None):
     # Importing Paddle warns that ccache (for compiling custom C++ ops, which we never do) is
     # missing; that line would precede every tsf-train message.
     warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
-    cli.main(args=argv, prog_name="tsf-train")
+    # The shared console-script wrapper: usage errors as one `error:` line like every tsf command.
+    from tsf.runtime.errors import run_cli
+
+    return run_cli(cli, "tsf-train", argv, interrupted="interrupted; finished clips and checkpoints are kept: run it again to resume")
