@@ -104,7 +104,7 @@ def plot(result: dict, out_dir: Path) -> list[str]:
     if plt is None or not result["rows"]:
         return []
     fig, ax = plt.subplots(figsize=(7, 4))
-    keys = sorted({(r["decoder"], r["mode"]) for r in result["rows"]})
+    keys = list(dict.fromkeys((r["decoder"], r["mode"]) for r in result["rows"]))  # measuring order: decode, rgb-all, needed
     names = list(dict.fromkeys(r["resolution"] for r in result["rows"]))
     width = 0.8 / len(keys)
     for k, key in enumerate(keys):
