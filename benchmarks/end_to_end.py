@@ -202,8 +202,8 @@ def _command_row(label, arch, bundle, video, resolution, seconds, batch_size) ->
                windows_per_s=meta["rows"] / child.wall_s, x_realtime=video_s / child.wall_s)
     # Start-up and model loading are paid once per command, not per window: project from the
     # pipeline's own steady-state rate instead.
-    rate = meta["timings"].get("windows_per_second")
-    row["half_projected_s"] = HALF_WINDOWS / rate if rate else None
+    total, rows = meta["timings"].get("total_seconds"), meta["rows"]
+    row["half_projected_s"] = HALF_WINDOWS * total / rows if total and rows else None
     return row
 
 
