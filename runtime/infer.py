@@ -93,8 +93,9 @@ class OnnxRuntimeBackend:
         self.device = "cpu" if provider == "cpu" else "cuda"
         self.name = f"onnxruntime-{provider}"
         self.precision = "fp16" if provider == "tensorrt" else "fp32"
-        # On the CPU a window is already a large GEMM workload: batch 1 reached 84 % of the matmul
-        # ceiling vs 78 % at batch 2, with half the memory (benchmarks/RESULTS.md, 2026-11-25).
+        # On the CPU one window is already a large GEMM workload: batching gains no measurable
+        # speed (within run-to-run noise) and batch 4 needs about twice the memory of batch 1
+        # (benchmarks/RESULTS.md, 2026-11-25).
         self.default_batch_size = 1 if provider == "cpu" else 16
         self.wants_gpu_input = provider != "cpu"
         names = [o.name for o in self.session.get_outputs()]
