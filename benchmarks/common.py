@@ -170,6 +170,15 @@ def write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def save_report(out: Path, name: str, title: str, prov: dict, result: dict, markdown) -> str:
+    """A standalone benchmark's outputs: NAME.json (provenance + every number), NAME.md, printed."""
+    write_json(out / f"{name}.json", {"provenance": prov, **result})
+    text = f"## {title}\n\n" + provenance_markdown(prov) + "\n" + markdown(result)
+    write_text(out / f"{name}.md", text)
+    print(text)
+    return text
+
+
 def _json_default(obj):
     if isinstance(obj, Fraction):
         return float(obj)

@@ -131,10 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     prov = common.provenance()
     result = run(args.cache, dict(zip(("224p", "720p", "1080p"), args.seconds)), args.repeats, args.decoder)
     result["plots"] = plot(result, args.out)
-    common.write_json(args.out / "decode_only.json", {"provenance": prov, **result})
-    text = "## Decode only\n\n" + common.provenance_markdown(prov) + "\n" + markdown(result)
-    common.write_text(args.out / "decode_only.md", text)
-    print(text)
+    common.save_report(args.out, "decode_only", "Decode only", prov, result, markdown)
     return 0
 
 

@@ -276,10 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args.cache, archs, videos, args.batch_size, args.engines, backends=args.backend,
                  command_row=tuple(archs))
     result["plots"] = plot(result, args.out)
-    common.write_json(args.out / "end_to_end.json", {"provenance": prov, **result})
-    text = "## End to end\n\n" + common.provenance_markdown(prov) + "\n" + markdown(result)
-    common.write_text(args.out / "end_to_end.md", text)
-    print(text)
+    common.save_report(args.out, "end_to_end", "End to end", prov, result, markdown)
     return 0
 
 

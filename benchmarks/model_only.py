@@ -270,10 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {"small": args.batch_sizes or [1, 2, 4], "full": args.batch_sizes or [1, 2], "gpu": args.gpu_batch_sizes}
     result = run(args.cache, archs, sizes, args.threads, args.min_time, backends=args.backend, engines=args.engines)
     result["plots"] = plot(result, args.out)
-    common.write_json(args.out / "model_only.json", {"provenance": prov, **result})
-    text = "## Model only\n\n" + common.provenance_markdown(prov) + "\n" + markdown(result)
-    common.write_text(args.out / "model_only.md", text)
-    print(text)
+    common.save_report(args.out, "model_only", "Model only", prov, result, markdown)
     return 0
 
 
