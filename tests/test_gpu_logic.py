@@ -52,6 +52,31 @@ def entry_for(gpu: GpuIdentity, version: str, precision: str = "fp16", max_batch
             "min_batch": 1, "opt_batch": 16, "max_batch": max_batch}
 
 
+
+class CudaNoop:
+    """Stands in for CuPy's Device and Stream: context managers with a null pointer that do nothing."""
+
+    def __init__(self, *args, **kwargs):
+        self.ptr = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def use(self):
+        pass
+
+    def synchronize(self):
+        pass
+
+    def wait_event(self, event):
+        pass
+
+    def record(self):
+        return None
+
 def test_engine_names_carry_everything_an_engine_is_tied_to():
     assert gpu_slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
     assert gpu_slug("NVIDIA GeForce RTX 4090 (Laptop)") == "nvidia-geforce-rtx-4090-laptop"
@@ -582,22 +607,9 @@ def fake_nvdec_modules(path, padded_rows=0, fail_after=None):
         PacketData=lambda: types.SimpleNamespace(size=0),
     )
 
-    class Nothing:
-        def __init__(self, *args, **kwargs):
-            self.ptr = 0
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def synchronize(self):
-            pass
-
     cupy = types.SimpleNamespace(
         empty=np.empty, uint8=np.uint8, from_dlpack=np.from_dlpack,
-        cuda=types.SimpleNamespace(Device=Nothing, Stream=Nothing,
+        cuda=types.SimpleNamespace(Device=CudaNoop, Stream=CudaNoop,
                                    driver=types.SimpleNamespace(ctxGetCurrent=lambda: 0)))
     return nvc, cupy
 
@@ -678,33 +690,11 @@ def fake_engine_modules(max_batch, width=6, classes=3, clip=(3, 2, 4, 4)):
         log["allocations"] += 1
         return np.empty(shape, dtype).view(FakeDeviceArray)
 
-    class Nothing:
-        def __init__(self, *args, **kwargs):
-            self.ptr = 0
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def use(self):
-            pass
-
-        def synchronize(self):
-            pass
-
-        def wait_event(self, event):
-            pass
-
-        def record(self):
-            return None
-
     cupy = types.SimpleNamespace(
         ndarray=FakeDeviceArray, float32=np.float32, empty=empty,
         asarray=lambda a: np.ascontiguousarray(a).view(FakeDeviceArray),
         ascontiguousarray=lambda a, dtype=None: np.ascontiguousarray(a, dtype).view(FakeDeviceArray),
-        cuda=types.SimpleNamespace(Device=Nothing, Stream=Nothing, get_current_stream=lambda: Nothing()))
+        cuda=types.SimpleNamespace(Device=CudaNoop, Stream=CudaNoop, get_current_stream=lambda: CudaNoop()))
 
     def model(rows):  # what the fake engine computes, per row
         flat = rows.reshape(len(rows), -1)
