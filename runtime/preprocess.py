@@ -57,6 +57,8 @@ def axis_taps(in_size: int, out_size: int, first: int, count: int):
 
 
 @functools.lru_cache(maxsize=16)  # one video has one frame size: compute its taps once
+# Every frame of a video has the same size: the taps are computed once, not per frame.
+@functools.lru_cache(maxsize=16)
 def resize_plan(height: int, width: int, size: int = SIZE):
     """Per axis (rows, columns): None when the axis is only cropped, else its gather taps, plus the crop offset."""
     short = min(height, width)
