@@ -1,0 +1,106 @@
+"""Stage 6: batches of windows -> features, logits and event times, on the fastest engine here.
+
+Every engine is one module of this package with a class that follows `Backend` and a
+`load(bundle, device, precision, threads)` function that returns one, or raises
+`EngineUnavailable` saying why this engine cannot run here. `select_backend` is the one place
+that chooses: `auto` walks `AUTO_ORDER` for the device and takes the first engine that loads;
+a named engine either loads or fails with its reason. Engine modules are imported only when
+tried, so a machine pays only for the libraries it uses.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from typing import Protocol
+
+import numpy as np
+
+from ..bundle import Bundle
+from ..errors import BackendError, EngineUnavailable
+from ..gpu import CPU, Device, resolve_device
+
+log = logging.getLogger("tsf")
+
+# name -> module of this package. The names are what --backend takes and what the metadata records.
+ENGINES = {
+    "tensorrt": "tensorrt",
+    "onnxruntime": "onnxruntime",
+}
+# What `--backend auto` tries, fastest first.
+AUTO_ORDER = {
+    "cuda": ("tensorrt", "onnxruntime"),
+    "cpu": ("onnxruntime",),
+}
+BACKEND_CHOICES = ("auto", *ENGINES)
+PRECISION_CHOICES = ("auto", "fp32", "fp16")
+
+
+class Backend(Protocol):
+    name: str  # a key of ENGINES
+    device: Device
+    precision: str  # "fp32", "fp16", ...
+    default_batch_size: int
+    wants_gpu_input: bool  # True when a CuPy batch is read in place (no host round trip)
+
+    def run(self, video) -> dict[str, np.ndarray]:
+        """float32 [B, 3, T, S, S] (NumPy or CuPy) -> float32 NumPy arrays by bundle.OUTPUT_NAMES."""
+
+    def describe(self) -> dict:
+        """What the metadata records about this engine: library versions, provider, GPU name."""
+
+
+def cpu_threads(requested: int | None = None) -> int:
+    """Threads for CPU inference: `requested`, else Slurm's allocation, else the CPUs this process may use.
+
+    Libraries default to every core of the machine, which ignores CPU affinity (containers,
+    `taskset`) and oversubscribes a node running several shards.
+    """
+    if requested:
+        return int(requested)
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        return int(slurm)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def load_engine(name: str, bundle: Bundle, device: Device, precision: str, threads: int | None) -> Backend:
+    module = importlib.import_module(f".{ENGINES[name]}", __name__)
+    return module.load(bundle, device, precision, cpu_threads(threads))
+
+
+def select_backend(bundle: Bundle, backend: str = "auto", device: str = "auto", precision: str = "auto",
+                   threads: int | None = None) -> Backend:
+    """The engine to run `bundle` with, honouring what the user asked for.
+
+    `device`: auto (GPU 0 when there is one, else the CPU), cpu, cuda, cuda:N. An asked-for
+    device or engine never falls back silently: it loads or fails with one line saying why. With
+    `auto`, an engine that cannot run is skipped with its reason in the log, and on a GPU
+    machine where no GPU engine can run, the CPU takes over with a warning.
+    """
+    if backend not in BACKEND_CHOICES:
+        raise BackendError(f"unknown backend {backend!r} ({', '.join(BACKEND_CHOICES)})")
+    if precision not in PRECISION_CHOICES:
+        raise BackendError(f"unknown precision {precision!r} ({', '.join(PRECISION_CHOICES)})")
+    chosen_device, insisted = resolve_device(device)
+    if backend != "auto":
+        try:
+            return load_engine(backend, bundle, chosen_device, precision, threads)
+        except EngineUnavailable as e:
+            raise BackendError(f"--backend {backend}: {e}") from None
+
+    reasons = []
+    for name in AUTO_ORDER[chosen_device.kind]:
+        try:
+            return load_engine(name, bundle, chosen_device, precision, threads)
+        except EngineUnavailable as e:
+            reasons.append(f"{name}: {e}")
+            log.info("%s cannot run on %s (%s)", name, chosen_device, e)
+    if chosen_device.is_cuda and not insisted:
+        log.warning("no GPU engine can run here (%s); running on the CPU", "; ".join(reasons))
+        return select_backend(bundle, "auto", str(CPU), precision, threads)
+    raise BackendError(f"no engine can run on {chosen_device}: " + "; ".join(reasons))
