@@ -1,6 +1,6 @@
 """The reference's way of working, re-created with our Paddle model, against `tsf-extract`.
 
-Reference style (REFERENCE-PIPELINE.md section 6): decode the whole video into a RAM list of RGB
+Reference style (docs/reference.md §6): decode the whole video into a RAM list of RGB
 frames; for each row, copy the frame list, pick that row's 16 frames by the reference's index
 formula, preprocess them, and run the Paddle model eagerly at batch 1. Both sides run the same
 weights (one .pdparams; the bundle was exported from it), the same video and the same
@@ -13,7 +13,7 @@ Two measurements, both from this one command:
 - peak memory: each side once more in its own fresh child (`tsf-extract` itself for tsf), so one
   side's high-water mark never includes the other's libraries or buffers.
 
-Paddle's CPU threads are set fairly (TOOLCHAIN-NOTES.md): OMP_NUM_THREADS = the thread count and
+Paddle's CPU threads are set fairly (docs/toolchain.md): OMP_NUM_THREADS = the thread count and
 MKL_DEBUG_CPU_TYPE=5 (Paddle's MKL takes a slow path on AMD otherwise), set before Paddle loads.
 """
 
@@ -134,24 +134,18 @@ def tsf_extract_command(video: str, bundle: str, out: str, batch_size: int | Non
 
 
 class TsfExtractor:
-    """`tsf.runtime.pipeline.extract` with the backend built once (load time is not timed)."""
+    """tsf's `Extractor` with its engine loaded once, outside the timed part."""
 
     def __init__(self, bundle: str, batch_size: int | None = None):
-        from tsf.runtime.bundle import load_bundle
-        from tsf.runtime.infer import select_backend
+        from tsf.runtime.extractor import ExtractSettings, Extractor
 
-        self.bundle = load_bundle(bundle)
-        self.backend = select_backend(self.bundle, backend="onnxruntime", device="cpu")
-        self.batch_size = batch_size
+        self.extractor = Extractor(bundle, ExtractSettings(align="reference", decoder="cpu", backend="onnxruntime",
+                                                           device="cpu", batch_size=batch_size))
+        self.extractor.backend  # loaded here, not timed
 
     def run(self, video: str) -> tuple:
-        from tsf.runtime import pipeline
-
         started = time.perf_counter()
-        kwargs = {"align": "reference", "decoder": "cpu", "backend": self.backend}
-        if self.batch_size:
-            kwargs["batch_size"] = self.batch_size
-        result = pipeline.extract(video, self.bundle, **kwargs)
+        result = self.extractor.extract(video)
         total = time.perf_counter() - started
         return result.features, {"total": total, **(getattr(result, "timings", None) or {})}
 
@@ -182,7 +176,7 @@ def same_process_pair(video: str, weights: str, bundle: str, repeats: int, list_
         baseline_timings.append(timing)
     return {"tsf_s": tsf_times, "baseline_s": baseline_times, "tsf_timings": tsf_timings,
             "baseline_timings": baseline_timings, "rows": int(len(tsf_features)),
-            "agreement": cosine_rows(baseline_features, tsf_features), "tsf_backend": tsf.backend.name}
+            "agreement": cosine_rows(baseline_features, tsf_features), "tsf_backend": tsf.extractor.backend.name}
 
 
 def baseline_alone(video: str, weights: str, list_copy: str) -> dict:

@@ -469,68 +469,37 @@ def _child_main(argv: list[str]) -> int:
 # Backends: every (backend, precision) the runtime offers, built directly so that each can be
 # measured on its own (the CLI's `auto` would pick only the fastest).
 
-BACKEND_KINDS = ("onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
+def backend_variants() -> tuple[list[dict], dict[str, str]]:
+    """(every engine x device x precision the runtime offers that could run here, {variant: why not}).
 
-
-def backend_variants(bundle_dir: Path) -> tuple[list[dict], dict[str, str]]:
-    """(variants that look usable here, {variant: why not} for the others); cheap checks only.
-
-    A variant that passes these checks can still fail to start (it is then reported, not hidden).
+    Only cheap checks (a GPU for CUDA variants); a variant that still cannot start is reported by
+    its measurement, not hidden.
     """
-    import json as _json
+    from tsf.runtime.backends import ENGINES, engine_precisions
+    from tsf.runtime.gpu import cuda_device_count
 
-    variants = [{"backend": "onnxruntime-cpu", "device": "cpu", "precision": "fp32"}]
-    skipped = {}
-    try:
-        import onnxruntime
-
-        providers = set(onnxruntime.get_available_providers())
-    except (ImportError, OSError, RuntimeError) as e:
-        return [], {"onnxruntime": f"not importable ({e})"}
-    has_gpu = bool(gpu_info())
-    for kind, provider, precision in (("onnxruntime-cuda", "CUDAExecutionProvider", "fp32"),
-                                      ("onnxruntime-tensorrt", "TensorrtExecutionProvider", "fp16")):
-        if provider not in providers:
-            skipped[kind] = f"{provider} not in this onnxruntime"
-        elif not has_gpu:
-            skipped[kind] = "no NVIDIA GPU (nvidia-smi lists none)"
-        else:
-            variants.append({"backend": kind, "device": "cuda", "precision": precision})
-    engines = _json.loads((Path(bundle_dir) / "bundle.json").read_text()).get("engines", [])
-    if not engines:
-        skipped["tensorrt"] = "the bundle has no TensorRT engine"
-    else:
-        try:
-            from tsf.runtime import infer_tensorrt
-
-            reason = infer_tensorrt.tensorrt_support()
-        except (ImportError, OSError, RuntimeError) as e:
-            reason = f"TensorRT not importable ({type(e).__name__})"
-        if reason:
-            skipped["tensorrt"] = reason
-        for precision in sorted({e.get("precision", "fp16") for e in engines}):
-            if not reason:
-                variants.append({"backend": "tensorrt", "device": "cuda", "precision": precision})
+    variants, skipped = [], {}
+    for engine in ENGINES:
+        for device, precisions in engine_precisions(engine).items():
+            for precision in precisions:
+                variant = {"backend": engine, "device": device, "precision": precision}
+                if device == "cuda" and not cuda_device_count():
+                    skipped[variant_name(variant)] = "no CUDA GPU"
+                else:
+                    variants.append(variant)
     return variants, skipped
 
 
-def make_backend(bundle_dir: str | Path, backend: str, precision: str | None = None):
-    """A runtime backend object for one variant (raises the runtime's BackendError if it cannot start)."""
+def variant_name(variant: dict) -> str:
+    return f"{variant['backend']}-{variant['device']}-{variant['precision']}"
+
+
+def make_backend(bundle_dir: str | Path, backend: str, device: str, precision: str):
+    """A runtime backend for one variant (raises the runtime's BackendError if it cannot start)."""
+    from tsf.runtime.backends import select_backend
     from tsf.runtime.bundle import load_bundle
-    from tsf.runtime.errors import BackendError
-    from tsf.runtime.infer import OnnxRuntimeBackend
 
-    bundle = load_bundle(bundle_dir)
-    if backend.startswith("onnxruntime-"):
-        return OnnxRuntimeBackend(bundle, provider=backend.split("-", 1)[1])
-    if backend == "tensorrt":
-        from tsf.runtime.infer_tensorrt import TensorRTBackend, find_engine
-
-        entry, reasons = find_engine(bundle, precision)
-        if entry is None:
-            raise BackendError("; ".join(reasons))
-        return TensorRTBackend(bundle, entry)
-    raise ValueError(f"unknown backend {backend!r}")
+    return select_backend(load_bundle(bundle_dir), backend, device, precision)
 
 
 def tsf_command(name: str) -> list[str]:

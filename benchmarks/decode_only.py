@@ -24,9 +24,9 @@ MODES = ("decode", "rgb-all", "needed")
 
 def decoder_kinds() -> dict[str, str | None]:
     """Decoder kind -> None when usable here, else why not."""
-    from tsf.runtime.decode import nvdec_available
+    from tsf.runtime.decode_nvdec import nvdec_support
 
-    return {"cpu": None, "nvdec": nvdec_available()}
+    return {"cpu": None, "nvdec": nvdec_support()}
 
 
 def _synchronize(kind: str) -> None:
@@ -39,13 +39,18 @@ def _synchronize(kind: str) -> None:
 def consume(video: str, kind: str, mode: str, batch_size: int = 8) -> dict:
     """One pass over `video`; returns frames decoded, frames converted and wall seconds."""
     from tsf.runtime.batch import BatchStats, window_batches
-    from tsf.runtime.decode import open_decoder
+    from tsf.runtime.decode import PyAVDecoder
     from tsf.runtime.probe import probe_video
     from tsf.runtime.sample import plan_windows
 
     info = probe_video(video)
     started = time.perf_counter()
-    decoder = open_decoder(info, kind)
+    if kind == "nvdec":
+        from tsf.runtime.decode_nvdec import NvdecDecoder
+
+        decoder = NvdecDecoder(info)
+    else:
+        decoder = PyAVDecoder(info)
     decoded = converted = 0
     try:
         if mode == "needed":

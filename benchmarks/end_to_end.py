@@ -81,18 +81,19 @@ class _TimedDecoder:
         self._decoder.close()
 
 
-def extract_once(video: str, bundle: str, backend: str, precision: str | None, decoder: str,
+def extract_once(video: str, bundle: str, backend: str, device: str, precision: str, decoder: str,
                  align: str = "center", batch_size: int | None = None) -> dict:
     """Runs in a child: load, extract, write; returns timings by stage (seconds)."""
     from tsf.runtime import batch as batch_module
     from tsf.runtime import pipeline
-    from tsf.runtime.bundle import load_bundle
+    from tsf.runtime.extractor import ExtractSettings, Extractor
     from tsf.runtime.write import output_paths, write_outputs
 
     clock = StageClock()
     started = time.perf_counter()
-    loaded_bundle = load_bundle(bundle)
-    runner = common.make_backend(bundle, backend, precision)
+    extractor = Extractor(bundle, ExtractSettings(align=align, batch_size=batch_size, backend=backend, device=device,
+                                                  precision=precision, decoder=decoder))
+    runner = extractor.backend
     load_s = time.perf_counter() - started
 
     original_open = pipeline.open_decoder
@@ -100,13 +101,12 @@ def extract_once(video: str, bundle: str, backend: str, precision: str | None, d
     batch_module.preprocess_frame = clock.wrap("preprocess", batch_module.preprocess_frame)
 
     run_started = time.perf_counter()
-    result = pipeline.extract(video, loaded_bundle, align=align, batch_size=batch_size, backend=runner,
-                              decoder=decoder)
+    result = extractor.extract(video)
     extract_s = time.perf_counter() - run_started
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "features.npy"
         write_started = time.perf_counter()
-        metadata = pipeline.build_metadata(result, loaded_bundle, output_paths(out), "npy", "bench")
+        metadata = extractor.metadata(result, output_paths(out))
         write_outputs(out, features=result.features, logits=result.logits, event_times=result.event_times,
                       metadata=metadata)
         write_s = time.perf_counter() - write_started
@@ -114,16 +114,16 @@ def extract_once(video: str, bundle: str, backend: str, precision: str | None, d
               "inference": result.timings.get("inference_seconds"),
               "waiting_for_frames": result.timings.get("waiting_for_frames_seconds"), "write": write_s}
     return {"rows": result.rows, "video_s": float(result.info.duration), "batch_size": result.batch_size,
-            "backend": result.backend, "decoder": result.decoder, "precision": result.precision,
+            "backend": runner.name, "decoder": result.decoder, "precision": runner.precision,
             "extract_s": extract_s, "extract_and_write_s": extract_s + write_s, "stages": stages,
             "frames_decoded": result.stats.frames_decoded, "frames_preprocessed": result.stats.frames_preprocessed,
             "pipeline_timings": result.timings}
 
 
 def decoder_kinds() -> tuple[list[str], dict[str, str]]:
-    from tsf.runtime.decode import nvdec_available
+    from tsf.runtime.decode_nvdec import nvdec_support
 
-    reason = nvdec_available()
+    reason = nvdec_support()
     return (["cpu"] if reason else ["cpu", "nvdec"]), ({"nvdec": reason} if reason else {})
 
 
@@ -139,7 +139,7 @@ def run(cache_dir: Path, archs: dict[str, dict], videos: dict[str, list[tuple[st
     rows = []
     for label, arch in archs.items():
         bundle, _ = common.ensure_bundle(cache_dir, arch, engines=engines)
-        variants, why_not = common.backend_variants(bundle)
+        variants, why_not = common.backend_variants()
         skipped.update(why_not)
         for resolution, seconds in videos[label]:
             for variant in variants:
@@ -163,8 +163,7 @@ def run(cache_dir: Path, archs: dict[str, dict], videos: dict[str, list[tuple[st
 def _combination_row(label, arch, bundle, video, resolution, seconds, variant, decoder, batch_size) -> dict:
     child = common.call_in_child(
         "benchmarks.end_to_end:extract_once",
-        {"video": video, "bundle": str(bundle), "backend": variant["backend"],
-         "precision": variant["precision"], "decoder": decoder, "batch_size": batch_size},
+        {"video": video, "bundle": str(bundle), **variant, "decoder": decoder, "batch_size": batch_size},
         sample_gpu=variant["device"] == "cuda")
     row = {"model": label, "depth": arch.get("depth"), "video": f"{resolution} {seconds:g} s",
            "decoder": decoder, **variant, "peak_rss_bytes": child.peak_rss_bytes,
@@ -258,6 +257,8 @@ def plot(result: dict, out_dir: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tsf.runtime.backends import ENGINES
+
     parser = argparse.ArgumentParser(prog="python -m benchmarks.end_to_end", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--cache", type=Path, default=common.DEFAULT_CACHE)
@@ -266,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, nargs=2, default=(30, 10), metavar=("SMALL", "FULL"),
                         help="seconds of generated video for the small and the full model")
     parser.add_argument("--batch-size", type=int, help="default: each backend's own")
-    parser.add_argument("--backend", action="append", choices=common.BACKEND_KINDS, help="default: every usable one")
+    parser.add_argument("--backend", action="append", choices=sorted(ENGINES), help="default: every usable one")
     parser.add_argument("--engines", action="store_true", help="build TensorRT engines into the bundles (GPU)")
     args = parser.parse_args(argv)
     prov = common.provenance()

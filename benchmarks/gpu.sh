@@ -153,15 +153,15 @@ def cupy_device():
     return f"cupy {cupy.__version__}, {props['name'].decode() if isinstance(props['name'], bytes) else props['name']}"
 
 def tensorrt():
-    from tsf.runtime import infer_tensorrt
-    reason = infer_tensorrt.tensorrt_support()
+    from tsf.runtime.backends import tensorrt as trt_engine
+    reason = trt_engine.tensorrt_support()
     if reason:
         raise RuntimeError(reason)
-    return f"TensorRT {infer_tensorrt.tensorrt_version()}"
+    return f"TensorRT {trt_engine.tensorrt_version()}"
 
 def nvdec():
-    from tsf.runtime.decode import nvdec_available
-    reason = nvdec_available()
+    from tsf.runtime.decode_nvdec import nvdec_support
+    reason = nvdec_support()
     if reason:
         raise RuntimeError(reason)
     return "PyNvVideoCodec usable"

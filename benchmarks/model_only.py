@@ -89,19 +89,19 @@ def gpu_matmul_ceiling(n: int = 8192, repeats: int = 20, dtype: str = "float16")
     return {"n": n, "dtype": dtype, "best_s": best, "tflops": 2 * n**3 / best / 1e12, "library": library}
 
 
-def measure_backend(bundle: str, backend: str, precision: str | None, batch_sizes: list[int],
+def measure_backend(bundle: str, backend: str, device: str, precision: str, batch_sizes: list[int],
                     min_time_s: float = 2.0, min_runs: int = 2) -> dict:
     """Runs in a child: clips/s per batch size (median of timed runs after one warm-up per size)."""
     import numpy as np
 
-    runner = common.make_backend(bundle, backend, precision)
+    runner = common.make_backend(bundle, backend, device, precision)
     from tsf.runtime.bundle import load_bundle
 
     arch = load_bundle(bundle).architecture
     shape = (3, arch["frames"], arch["image_size"], arch["image_size"])
     rng = np.random.default_rng(0)
     sync = lambda: None  # noqa: E731
-    on_device = getattr(runner, "wants_gpu_input", False) or runner.device == "cuda"
+    on_device = runner.wants_gpu_input
     if on_device:
         import cupy
 
@@ -124,7 +124,7 @@ def measure_backend(bundle: str, backend: str, precision: str | None, batch_size
             times.append(time.perf_counter() - started)
         median = statistics.median(times)
         rows.append({"batch": batch, "runs": len(times), "median_s": median, "clips_per_s": batch / median})
-    return {"backend": runner.name, "device": runner.device, "precision": runner.precision, "rows": rows}
+    return {"backend": runner.name, "device": str(runner.device), "precision": runner.precision, "rows": rows}
 
 
 def run(cache_dir: Path, archs: dict[str, dict], batch_sizes: dict[str, list[int]], threads: int | None = None,
@@ -136,7 +136,7 @@ def run(cache_dir: Path, archs: dict[str, dict], batch_sizes: dict[str, list[int
     results, skipped = [], {}
     for label, arch in archs.items():
         bundle, _ = common.ensure_bundle(cache_dir, arch, engines=engines)
-        variants, why_not = common.backend_variants(bundle)
+        variants, why_not = common.backend_variants()
         skipped.update(why_not)
         flops = clip_flops(**{**common.REFERENCE_ARCH, **arch})["total"]
         for variant in variants:
@@ -145,8 +145,7 @@ def run(cache_dir: Path, archs: dict[str, dict], batch_sizes: dict[str, list[int
             sizes = batch_sizes["gpu" if variant["device"] == "cuda" else label]
             child = common.call_in_child(
                 "benchmarks.model_only:measure_backend",
-                {"bundle": str(bundle), "backend": variant["backend"], "precision": variant["precision"],
-                 "batch_sizes": sizes, "min_time_s": min_time_s, "min_runs": min_runs},
+                {"bundle": str(bundle), **variant, "batch_sizes": sizes, "min_time_s": min_time_s, "min_runs": min_runs},
                 env=blas_env(threads) if variant["device"] == "cpu" else None, sample_gpu=variant["device"] == "cuda")
             entry = {"model": label, "arch": {**common.REFERENCE_ARCH, **arch}, "clip_tflop": flops / 1e12,
                      **variant, "peak_rss_bytes": child.peak_rss_bytes, "peak_gpu_bytes": child.peak_gpu_bytes}
@@ -251,6 +250,8 @@ def plot(result: dict, out_dir: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tsf.runtime.backends import ENGINES
+
     parser = argparse.ArgumentParser(prog="python -m benchmarks.model_only", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--cache", type=Path, default=common.DEFAULT_CACHE)
@@ -261,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                         default=[1, 2, 4, 8, 16, 32])
     parser.add_argument("--threads", type=int)
     parser.add_argument("--min-time", type=float, default=2.0, help="seconds of timed runs per point")
-    parser.add_argument("--backend", action="append", choices=common.BACKEND_KINDS, help="default: every usable one")
+    parser.add_argument("--backend", action="append", choices=sorted(ENGINES), help="default: every usable one")
     parser.add_argument("--engines", action="store_true", help="build TensorRT engines into the bundles (GPU)")
     args = parser.parse_args(argv)
     prov = common.provenance()

@@ -5,6 +5,5 @@
 """
 
 from .bundle import export_bundle, parse_arch
-from .classes import SOCCERNET_V2_CLASS_NAMES
 
-__all__ = ["export_bundle", "parse_arch", "SOCCERNET_V2_CLASS_NAMES"]
+__all__ = ["export_bundle", "parse_arch"]

@@ -1,7 +1,7 @@
 """Class names for the bundle, in index order; never guessed silently.
 
 The reference numbered its classes by first appearance while scanning its data and never saved
-the map (REFERENCE-PIPELINE.md section 1.5), so a name list is something the user asserts: a file
+the map (docs/reference.md §1), so a name list is something the user asserts: a file
 (`--classes`), SoccerNet-v2's official order (`--soccernet-classes`), or neutral `class_<i>`.
 """
 
@@ -10,29 +10,6 @@ from __future__ import annotations
 import os
 
 from tsf.runtime.errors import InputError
-
-# SoccerNet-v2's 17 actions in the order of its official event dictionary, then the background
-# class that the reference appended at index 17.
-SOCCERNET_V2_CLASS_NAMES = (
-    "Penalty",
-    "Kick-off",
-    "Goal",
-    "Substitution",
-    "Offside",
-    "Shots on target",
-    "Shots off target",
-    "Clearance",
-    "Ball out of play",
-    "Throw-in",
-    "Foul",
-    "Indirect free-kick",
-    "Direct free-kick",
-    "Corner",
-    "Yellow card",
-    "Red card",
-    "Yellow->red card",
-    "background",
-)
 
 
 def neutral_class_names(count: int) -> list[str]:

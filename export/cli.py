@@ -13,9 +13,10 @@ import click
 
 from tsf.runtime.bundle import default_bundle_dir
 from tsf.runtime.errors import run_cli
+from tsf.runtime.spotting.classes import SOCCERNET_V2_CLASS_NAMES
 
 from .bundle import PRECISIONS, export_bundle
-from .classes import SOCCERNET_V2_CLASS_NAMES, read_class_names
+from .classes import read_class_names
 from .parity import format_parity
 
 HELP = f"""Export WEIGHTS (a reference-layout .pdparams) to a model bundle: model.onnx checked

@@ -4,7 +4,7 @@ Dependencies and why:
 - `paddle.onnx.export` (backed by paddle2onnx) does the conversion: the only converter that reads
   Paddle programs. It is run in a child process (`python -m tsf.export.onnx_export`) because
   paddle2onnx calls `sys.exit` on conversion errors, aborts the process on unsupported opsets and
-  otherwise only logs failures (TOOLCHAIN-NOTES.md); the parent judges the result by the file.
+  otherwise only logs failures (docs/toolchain.md); the parent judges the result by the file.
 - `onnx` renames paddle2onnx's `fetch_name_*` outputs to the bundle's names and runs the checker.
   The checker is given the *path*, which also works for models past protobuf's 2 GB limit.
 - `subprocess`, `json`, `sys`: the child process and its arguments.

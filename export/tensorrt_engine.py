@@ -3,7 +3,7 @@
 Dependencies and why:
 - `tensorrt` (10.x API; the 11.x path below is written but not yet run anywhere) parses the
   bundle's ONNX and builds a serialized plan with one optimisation profile (batch 1..max).
-- `cupy`, through `tsf.runtime.infer_tensorrt.EngineRunner`, runs the fresh plan for the parity
+- `cupy`, through `tsf.runtime.backends.tensorrt.EngineRunner`, runs the fresh plan for the parity
   gate with the very code the runtime uses.
 - `onnxruntime` is the reference the engine is compared with (CUDA execution provider when
   onnxruntime-gpu is installed and sees the GPU, else the CPU).
@@ -34,7 +34,7 @@ import numpy as np
 
 from tsf.runtime.bundle import ENGINES_DIR, INPUT_NAME, OUTPUT_NAMES
 from tsf.runtime.errors import BackendError, TsfError
-from tsf.runtime.infer_tensorrt import (
+from tsf.runtime.backends.tensorrt import (
     EngineRunner,
     current_gpu,
     engine_file_stem,

@@ -8,8 +8,7 @@ batch of rows, whatever the video's length.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from fractions import Fraction
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 from .decode import DecodeError
@@ -30,16 +29,12 @@ class BatchStats:
     peak_buffered_frames: int = 0
     rows_emitted: int = 0
     partial: DecodeError | None = None  # set when --allow-partial kept the rows before a break
-    selected_frames: list[tuple[Fraction, int]] | None = field(default=None)  # (target time, frame number), when recorded
 
 
 def window_batches(frames: Iterator, plan: WindowPlan, batch_size: int, *, allow_partial: bool = False,
-                   stats: BatchStats | None = None, record_selection: bool = False,
-                   image_size: int = 224) -> Iterator[WindowBatch]:
+                   stats: BatchStats | None = None, image_size: int = 224) -> Iterator[WindowBatch]:
     """Batches of up to `batch_size` consecutive rows, in row order."""
     stats = stats if stats is not None else BatchStats()
-    if record_selection:
-        stats.selected_frames = []
     targets, row_targets = unique_targets(plan.row_times)
     last_row_using = [0] * len(targets)
     for row, indices in enumerate(row_targets):
@@ -60,8 +55,6 @@ def window_batches(frames: Iterator, plan: WindowPlan, batch_size: int, *, allow
                 latest = (frame.number, preprocess_frame(frame.to_rgb(), size=image_size))
                 stats.frames_preprocessed += 1
             buffer[j] = latest[1]
-            if stats.selected_frames is not None:
-                stats.selected_frames.append((targets[j], frame.number))
         stats.peak_buffered_frames = max(stats.peak_buffered_frames, len({id(a) for a in buffer.values()}))
 
     def ready_batches(flush: bool):

@@ -27,14 +27,14 @@ INPUT_NAME = "video"
 OUTPUT_NAMES = ("features", "logits", "event_times")
 BUNDLE_ID_HEX_DIGITS = 16
 
-# The reference window (REFERENCE-PIPELINE.md section 3): 16 frames over 5 s, one row per second.
+# The reference window (docs/reference.md §3): 16 frames over 5 s, one row per second.
 WINDOW = {"frames": 16, "seconds": 5.0, "stride_seconds": 1.0}
 
 ARCHITECTURE_KEYS = ("frames", "depth", "width", "heads", "classes", "image_size", "patch_size", "mlp_ratio")
 
 
 def reference_preprocessing(image_size: int = 224) -> dict:
-    """The reference preprocessing (REFERENCE-PIPELINE.md section 4) as bundle.json records it."""
+    """The reference preprocessing (docs/reference.md §4) as bundle.json records it."""
     return {
         "channel_order": "RGB",
         "value_scale": 1.0 / 255.0,

@@ -1,7 +1,9 @@
 """`tsf-extract`: videos -> one feature row per second, with the lean, Paddle-free runtime.
 
-click parses the command line (choices, paths, help); every expected failure is a TsfError printed
-as one `error: ...` line (exit 2), warnings as `warning: ...` lines.
+click parses the command line; the options that shape the features are `ExtractSettings` fields
+of the same names, and an `Extractor` does the work. This module only chooses which videos run
+where (all, a Slurm share, or on Ray) and reports. Every expected failure is one `error: ...` line
+(exit 2), warnings are `warning: ...` lines.
 """
 
 from __future__ import annotations
@@ -14,16 +16,17 @@ from pathlib import Path
 import click
 
 from .. import __version__
-from .bundle import default_bundle_dir, load_bundle
+from .backends import BACKEND_CHOICES, PRECISION_CHOICES
+from .bundle import default_bundle_dir
 from .errors import run_cli
-from .infer import select_backend
-from .jobs import ExtractSettings, Job, expand_jobs, extract_to_outputs, run_jobs
-from .probe import probe_video
-from .progress import VideoProgress
-from .ray_pool import run_on_ray
-from .scale import RunReport, select_share, slurm_script_for
-from .sample import plan_windows
-from .write import check_outputs, is_complete
+from .extractor import ExtractSettings, Extractor
+from .pipeline import DECODER_CHOICES
+from .sample import ALIGNMENTS
+from .scale.jobs import expand_jobs, run_jobs
+from .scale.ray_pool import run_on_ray
+from .scale.report import RunReport
+from .scale.slurm import select_share, slurm_script_for
+from .write import FORMATS
 
 log = logging.getLogger("tsf")
 
@@ -50,18 +53,23 @@ def _lowercase_level(record: logging.LogRecord) -> bool:
 @click.option("--list", "list_file", type=click.Path(path_type=Path), help="Text file with one video path per line.")
 @click.option("--model", type=click.Path(path_type=Path),
               help=f"Model bundle directory from tsf-export. Default: {default_bundle_dir()}")
-@click.option("--align", type=click.Choice(["center", "reference"]), default="center", show_default=True,
+@click.option("--align", type=click.Choice(ALIGNMENTS), default="center", show_default=True,
               help="center: ceil(duration) rows, row i centred on i + 0.5 s. reference: the reference's "
                    "int(L - 5) left-aligned rows and frame indices.")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Windows per inference batch [default: per backend]")
-@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True,
-              help="auto: the bundle's TensorRT engine if it fits this GPU, else ONNX Runtime (CUDA, else CPU).")
-@click.option("--decoder", type=click.Choice(["auto", "nvdec", "cpu"]), default="auto", show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), help="Windows per inference batch [default: per engine]")
+@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
+              help="The inference engine. auto: the fastest that runs here (on a GPU: the bundle's TensorRT "
+                   "engine if it fits, else ONNX Runtime CUDA; on the CPU: ONNX Runtime).")
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda|cuda:N",
+              help="cuda[:N] fails rather than fall back to the CPU; cpu never touches a GPU.")
+@click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
+              help="Arithmetic of the engine. auto: the engine's best that keeps the features faithful.")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="CPU threads for inference [default: SLURM_CPUS_PER_TASK, else the CPUs this process may use]")
+@click.option("--decoder", type=click.Choice(DECODER_CHOICES), default="auto", show_default=True,
               help="auto: NVDEC (GPU) when PyNvVideoCodec and a GPU are present and inference runs there, else PyAV.")
-@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
-              help="cuda fails rather than fall back to the CPU; cpu never touches a GPU.")
 @click.option("--heads", is_flag=True, help="Also write OUT.heads.npz with logits and event_times (N, classes).")
-@click.option("--format", "fmt", type=click.Choice(["npy", "reference"]), default="npy", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="npy", show_default=True,
               help="npy: float32 (N, width). reference: the reference's pickled dict (needs allow_pickle to load).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip finished videos).")
 @click.option("--allow-partial", is_flag=True,
@@ -78,75 +86,47 @@ def _lowercase_level(record: logging.LogRecord) -> bool:
                    "ADDRESS as for ray.init (default: $RAY_ADDRESS, else a local Ray). Write --ray=ADDRESS "
                    "or put --ray last, so that it does not take a video as its address.")
 @click.option("--ray-cpus-per-worker", type=click.IntRange(min=1), default=4, show_default=True,
-              help="CPUs (and ONNX Runtime threads) per Ray worker on clusters without GPUs.")
+              help="CPUs (and inference threads) per Ray worker on clusters without GPUs.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Append one JSON line per video (status, rows, seconds, error) to this file.")
 @click.version_option(__version__, prog_name="tsf-extract")
-def command(videos, output, list_file, model, align, batch_size, backend, decoder, device, heads, fmt,
-            overwrite, allow_partial, quiet, shard, print_slurm_script, ray_address, ray_cpus_per_worker,
-            report_path):
+def command(videos, output, list_file, model, quiet, shard, print_slurm_script, ray_address, ray_cpus_per_worker,
+            report_path, **extract_options):
     """Extract one TimeSformer feature per second from each VIDEO (files or directories)."""
     _setup_logging(quiet)
+    settings = ExtractSettings(**extract_options)
     jobs = expand_jobs(videos, output, list_file)
     if print_slurm_script:
         if ray_address is not None:
             raise click.UsageError("--print-slurm-script and --ray are two ways to run; choose one")
-        click.echo(slurm_script_for(click.get_current_context(), jobs, shard, report_path, device), nl=False)
+        click.echo(slurm_script_for(click.get_current_context(), jobs, shard, report_path, settings.device), nl=False)
         return 0
     all_jobs = len(jobs)
     jobs, share = select_share(jobs, shard)
     if share is not None:
         log.info("shard %d/%d: %d of %d videos", share[0], share[1], len(jobs), all_jobs)
-    bundle = load_bundle(model if model is not None else default_bundle_dir())
-    backend_cache = {}
-
-    def get_backend():
-        # Loaded on the first video that probes fine, so that a bad input costs no model load
-        # and its error stays the only line printed.
-        if "backend" not in backend_cache:
-            if bundle.random_init:
-                log.warning("model bundle %s has random weights (exported with --random-init): "
-                            "the features are meaningless except for testing", bundle.dir)
-            backend_cache["backend"] = select_backend(bundle, backend, device)
-        return backend_cache["backend"]
-
-    settings = ExtractSettings(str(bundle.dir), align, batch_size, backend, decoder, device, heads, fmt,
-                               overwrite, allow_partial)
-
-    def process(job: Job) -> None:
-        check_outputs(job.output, heads, overwrite)
-        # Bad input (unreadable, too short for the alignment) fails here, before a backend loads.
-        plan = plan_windows(probe_video(job.video), align, frames=int(bundle.architecture["frames"]))
-        chosen = get_backend()
-        with VideoProgress(plan.rows, float(plan.stride_seconds), job.video.name, enabled=not quiet) as bar:
-            result = extract_to_outputs(job, bundle, chosen, settings, progress=lambda rows, total: bar.update(rows))
-        if result.stats.partial is not None:
-            log.warning("%s: kept %d rows decoded before the break (%s)", job.video, result.rows, result.stats.partial)
-        log.info("%s -> %s: %d rows x %d, %s, %s decoder, x%.1f real time", job.video, job.output,
-                 result.rows, result.features.shape[1], result.backend, result.decoder,
-                 result.timings.get("realtime_factor") or 0)
+    model = model if model is not None else default_bundle_dir()
+    extractor = Extractor(model, settings, show_progress=not quiet)
 
     def report(line: str) -> None:
         click.echo(line, err=True)
 
-    def is_done(job: Job) -> bool:
-        return not overwrite and is_complete(job.output, heads)
-
     run_report = RunReport(report_path, share)
     try:
         if ray_address is not None:
-            summary = run_on_ray(jobs, settings, address=ray_address, is_done=is_done, report=report,
-                                 record=run_report.record, cpus_per_worker=ray_cpus_per_worker)
+            summary = run_on_ray(jobs, str(extractor.bundle.dir), settings, address=ray_address,
+                                 is_done=extractor.is_done, report=report, record=run_report.record,
+                                 cpus_per_worker=ray_cpus_per_worker)
         else:
-            summary = run_jobs(jobs, process, is_done=is_done, report=report, record=run_report.record,
+            summary = run_jobs(jobs, extractor.process, is_done=extractor.is_done, report=report,
+                               record=run_report.record,
                                keep_going_on_bugs=len(jobs) > 1 and not os.environ.get("TSF_DEBUG"))
     finally:
         run_report.close()
-    if len(jobs) > 1 or summary.skipped:
-        if len(jobs) == 1 and summary.skipped:
-            log.info("%s exists; skipped (use --overwrite to replace it)", jobs[0].output)
-        else:
-            log.info("tsf-extract: %s", summary.line())
+    if len(jobs) == 1 and summary.skipped:
+        log.info("%s exists; skipped (use --overwrite to replace it)", jobs[0].output)
+    elif len(jobs) > 1:
+        log.info("tsf-extract: %s", summary.line())
     return 0 if summary.ok else 2
 
 

@@ -1,8 +1,8 @@
 """Stage 2: decoded frames in presentation order, converted to RGB only when asked.
 
 Two decoders behind one interface (`Decoder`): PyAV on the CPU (here) and PyNvVideoCodec on the
-GPU (`decode_nvdec.py`, imported only when asked for, since it needs a GPU and its wheel raises
-RuntimeError at import without one). PyAV is used for the CPU because it exposes FFmpeg's
+GPU (`decode_nvdec.py`, imported only when the pipeline chooses it, since it needs a GPU and its
+wheel raises RuntimeError at import without one). PyAV is used for the CPU because it exposes FFmpeg's
 demuxers, decoders and threading directly and yields one frame at a time, so memory does not
 grow with the video.
 
@@ -20,7 +20,7 @@ from typing import Iterator, Protocol
 
 import av
 
-from .errors import BackendError, InputError
+from .errors import InputError
 from .probe import VideoInfo, open_container
 
 # A video whose decoded frames stop this far short of the probed duration is truncated. Generous
@@ -147,30 +147,3 @@ class PyAVDecoder:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def nvdec_available(gpu_id: int = 0) -> str | None:
-    """None when NVDEC decoding can run here, else why not."""
-    try:
-        from . import decode_nvdec
-    except (ImportError, OSError, RuntimeError) as e:
-        return f"NVDEC decoder unavailable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-    return decode_nvdec.nvdec_support(gpu_id)
-
-
-def open_decoder(info: VideoInfo, kind: str = "auto", *, gpu_id: int = 0) -> Decoder:
-    """`cpu`, `nvdec`, or `auto` (NVDEC when PyNvVideoCodec and a GPU are present, else CPU)."""
-    if kind not in ("auto", "cpu", "nvdec"):
-        raise BackendError(f"unknown decoder {kind!r} (auto, nvdec or cpu)")
-    if kind in ("auto", "nvdec"):
-        reason = nvdec_available(gpu_id)
-        if reason is None:
-            from .decode_nvdec import NvdecDecoder
-
-            try:
-                return NvdecDecoder(info, gpu_id=gpu_id)
-            except (ImportError, OSError, RuntimeError) as e:
-                reason = f"NVDEC decoder failed to start ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-        if kind == "nvdec":
-            raise BackendError(f"--decoder nvdec: {reason}")
-    return PyAVDecoder(info)

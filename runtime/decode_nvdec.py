@@ -26,22 +26,12 @@ from fractions import Fraction
 from typing import Any, Iterator
 
 from .decode import FrameTimeChecker
-from .errors import BackendError
-from .infer_tensorrt import cuda_support
+from .errors import EngineUnavailable, first_line
+from .gpu import GPU_IMPORT_ERRORS, Device, cupy_support
 from .probe import VideoInfo
 
 # FFmpeg's "no timestamp" value, which NVDEC passes through for frames without one.
 AV_NOPTS_VALUE = -(1 << 63)
-
-
-class NvdecUnavailable(BackendError, RuntimeError):
-    """NVDEC cannot decode this file here. Also a RuntimeError, so that `open_decoder(kind="auto")`,
-    which falls back to the CPU decoder on RuntimeError, falls back for these too."""
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 @contextmanager
@@ -66,12 +56,12 @@ def nvdec_support(gpu_id: int = 0) -> str | None:
     """None when NVDEC decoding can run here (PyNvVideoCodec, CuPy, a CUDA GPU), else why not."""
     try:
         nvc = _import_pynvvideocodec()
-    except (ImportError, OSError, RuntimeError) as e:
-        return f"PyNvVideoCodec is unusable ({_first_line(e)})"
+    except GPU_IMPORT_ERRORS as e:
+        return f"PyNvVideoCodec is unusable ({first_line(e)})"
     for needed in ("CreateDemuxer", "CreateDecoder", "OutputColorType"):
         if not hasattr(nvc, needed):
             return f"PyNvVideoCodec {getattr(nvc, '__version__', '?')} lacks {needed} (tsf needs 2.x)"
-    return cuda_support(gpu_id)
+    return cupy_support(Device("cuda", gpu_id))
 
 
 @dataclass
@@ -94,7 +84,7 @@ class NvdecDecoder:
     def __init__(self, info: VideoInfo, gpu_id: int = 0):
         reason = nvdec_support(gpu_id)
         if reason is not None:
-            raise NvdecUnavailable(reason)
+            raise EngineUnavailable(reason)
         import cupy
 
         self._cupy = cupy
@@ -111,17 +101,17 @@ class NvdecDecoder:
             self._demuxer = nvc.CreateDemuxer(filename=str(info.path))
         except Exception as e:  # PyNvVideoCodec raises its own (PyNvVCException) or RuntimeError
             # The probe (PyAV) read this file, so the CPU decoder can take over.
-            raise NvdecUnavailable(f"{info.path}: NVDEC's demuxer cannot open it ({_first_line(e)})") from None
+            raise EngineUnavailable(f"{info.path}: NVDEC's demuxer cannot open it ({first_line(e)})") from None
         stream_id = getattr(self._demuxer, "GetVideoStreamId", None)
         if stream_id is not None and stream_id() != info.stream_index:
-            raise NvdecUnavailable(f"{info.path}: NVDEC's demuxer picked video stream {stream_id()}, "
+            raise EngineUnavailable(f"{info.path}: NVDEC's demuxer picked video stream {stream_id()}, "
                                    f"tsf reads stream {info.stream_index}")
         try:
             self._decoder = nvc.CreateDecoder(
                 gpuid=gpu_id, codec=self._demuxer.GetNvCodecId(), cudacontext=context,
                 cudastream=self._stream.ptr, usedevicememory=True, outputColorType=nvc.OutputColorType.RGB)
         except Exception as e:
-            raise NvdecUnavailable(f"NVDEC cannot decode {info.codec} on this GPU ({_first_line(e)})") from None
+            raise EngineUnavailable(f"NVDEC cannot decode {info.codec} on this GPU ({first_line(e)})") from None
         self._time_base = self._stream_time_base()
 
     def _stream_time_base(self) -> Fraction:
@@ -157,7 +147,7 @@ class NvdecDecoder:
                         ready.append((nv_frame.getPTS(), self._rgb(nv_frame)))
                     self._stream.synchronize()
             except Exception as e:  # PyNvVideoCodec's exception types are not importable without a GPU
-                raise checker.broke(_first_line(e)) from None
+                raise checker.broke(first_line(e)) from None
             for pts, rgb in ready:
                 has_pts = pts is not None and pts != AV_NOPTS_VALUE
                 pts_time = checker.frame_time(pts * self._time_base if has_pts else None)
@@ -176,7 +166,7 @@ class NvdecDecoder:
         except Exception as e:
             # Not fatal: at most the decoder's few frames of latency are lost, and a larger loss
             # is caught as truncation by FrameTimeChecker.finish().
-            logging.getLogger(__name__).warning("NVDEC flush failed (%s)", _first_line(e))
+            logging.getLogger(__name__).warning("NVDEC flush failed (%s)", first_line(e))
             return []
 
     def close(self) -> None:

@@ -19,8 +19,19 @@ class BackendError(TsfError):
     """No inference backend or decoder that can run what was asked for."""
 
 
+class EngineUnavailable(BackendError):
+    """This engine (or decoder) cannot run here; the message says why. With `auto`, the chooser
+    logs the reason and tries the next one; asked for by name, it is the error."""
+
+
 def one_line(message) -> str:
     return " ".join(str(message).split())
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's text (libraries append tracebacks and advice), or its type."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def run_cli(command, prog_name: str, argv=None, *, interrupted: str = "interrupted; no partial output was left"):

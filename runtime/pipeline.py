@@ -1,30 +1,34 @@
-"""One video -> features: probe, plan, decode + preprocess + batch (producer thread), infer, metadata.
+"""Decode -> select -> preprocess -> batch (a producer thread) -> infer, for one probed and planned video.
 
 Decoding and preprocessing run in a producer thread feeding a small bounded queue, so they overlap
-inference (FFmpeg, NumPy and ONNX Runtime all release the GIL while they work). The queue bound
+inference (FFmpeg, NumPy and the engines all release the GIL while they work). The queue bound
 keeps memory flat: the producer blocks once two batches are waiting.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 
+from .backends import Backend
 from .batch import BatchStats, window_batches
-from .decode import open_decoder
-from .errors import InputError
-from .infer import Backend, select_backend
+from .bundle import Bundle
+from .decode import Decoder, PyAVDecoder
+from .errors import BackendError, EngineUnavailable, InputError, first_line
+from .gpu import GPU_IMPORT_ERRORS, Device
 from .preprocess import array_module
-from .probe import VideoInfo, probe_video
-from .sample import WindowPlan, plan_windows
+from .probe import VideoInfo
+from .sample import WindowPlan
+
+log = logging.getLogger("tsf")
 
 QUEUE_BATCHES = 2
+DECODER_CHOICES = ("auto", "nvdec", "cpu")
 _DONE = object()
 
 
@@ -36,9 +40,6 @@ class Result:
     logits: np.ndarray  # float32 [N, classes]
     event_times: np.ndarray  # float32 [N, classes]
     stats: BatchStats
-    backend: str
-    device: str
-    precision: str
     decoder: str
     batch_size: int
     timings: dict = field(default_factory=dict)
@@ -48,32 +49,38 @@ class Result:
         return len(self.features)
 
 
-def extract(video_path, bundle, *, align: str = "center", batch_size: int | None = None,
-            backend: Backend | str = "auto", device: str = "auto", decoder: str = "auto",
-            allow_partial: bool = False, progress=None, record_selection: bool = False, gpu_id: int = 0) -> Result:
-    """Features of one video. `backend` is a ready Backend (reused across videos) or a name for select_backend.
+def open_decoder(info: VideoInfo, kind: str, backend: Backend) -> Decoder:
+    """`cpu` (PyAV), `nvdec`, or `auto`: NVDEC when the engine reads GPU batches and NVDEC can run
+    on its GPU, else PyAV (NVDEC frames would only travel back to the host)."""
+    if kind not in DECODER_CHOICES:
+        raise BackendError(f"unknown decoder {kind!r} ({', '.join(DECODER_CHOICES)})")
+    if kind == "cpu" or (kind == "auto" and not backend.wants_gpu_input):
+        return PyAVDecoder(info)
+    device = backend.device if backend.device.is_cuda else Device("cuda", 0)
+    try:
+        from .decode_nvdec import NvdecDecoder
 
-    `progress(rows_done_now, total_rows)` is called after every batch (may be None).
-    """
+        return NvdecDecoder(info, gpu_id=device.index)
+    except GPU_IMPORT_ERRORS + (EngineUnavailable,) as e:
+        if kind == "nvdec":
+            raise BackendError(f"--decoder nvdec: {first_line(e)}") from None
+        log.info("NVDEC cannot decode %s here (%s); decoding on the CPU", info.path.name, first_line(e))
+    return PyAVDecoder(info)
+
+
+def extract(info: VideoInfo, plan: WindowPlan, bundle: Bundle, backend: Backend, *, decoder: str = "auto",
+            batch_size: int | None = None, allow_partial: bool = False, progress=None) -> Result:
+    """Features of one video. `progress(rows_done_now, total_rows)` is called after every batch (may be None)."""
     started = time.monotonic()
-    info = probe_video(video_path)
-    frames_per_window = int(bundle.architecture["frames"])
-    plan = plan_windows(info, align, frames=frames_per_window)
-    if isinstance(backend, str):
-        backend = select_backend(bundle, backend, device, gpu_id=gpu_id)
     batch_size = int(batch_size or backend.default_batch_size)
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")
-    # With a CPU backend, "auto" means the CPU decoder: NVDEC frames would only travel back to the host.
-    wants_gpu = getattr(backend, "wants_gpu_input", backend.device == "cuda")
-    video_decoder = open_decoder(info, "cpu" if not wants_gpu and decoder == "auto" else decoder, gpu_id=gpu_id)
+    video_decoder = open_decoder(info, decoder, backend)
     opened = time.monotonic()
 
-    width = int(bundle.architecture["width"])
-    classes = int(bundle.architecture["classes"])
-    features = np.zeros((plan.rows, width), dtype=np.float32)
-    logits = np.zeros((plan.rows, classes), dtype=np.float32)
-    event_times = np.zeros((plan.rows, classes), dtype=np.float32)
+    features = np.zeros((plan.rows, bundle.width), dtype=np.float32)
+    logits = np.zeros((plan.rows, bundle.num_classes), dtype=np.float32)
+    event_times = np.zeros((plan.rows, bundle.num_classes), dtype=np.float32)
     stats = BatchStats()
     batches: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
     stop = threading.Event()
@@ -90,8 +97,7 @@ def extract(video_path, bundle, *, align: str = "center", batch_size: int | None
     def produce():
         try:
             for batch in window_batches(video_decoder.frames(), plan, batch_size, allow_partial=allow_partial,
-                                        stats=stats, record_selection=record_selection,
-                                        image_size=int(bundle.architecture["image_size"])):
+                                        stats=stats, image_size=bundle.image_size):
                 if not isinstance(batch.video, np.ndarray):
                     # A CuPy batch: its kernels ran on this thread's stream; finish them before
                     # another thread (with another current stream) reads the batch.
@@ -148,62 +154,4 @@ def extract(video_path, bundle, *, align: str = "center", batch_size: int | None
         "realtime_factor": round(float(info.duration) / wall, 2) if wall > 0 else None,
         "windows_per_second": round(rows_done / wall, 2) if wall > 0 else None,
     }
-    return Result(info, plan, features, logits, event_times, stats, backend.name, backend.device,
-                  backend.precision, video_decoder.name, batch_size, timings)
-
-
-def _fraction_text(value) -> str:
-    return f"{value.numerator}/{value.denominator}" if value.denominator != 1 else str(value.numerator)
-
-
-def build_metadata(result: Result, bundle, output_paths: dict, fmt: str, tsf_version: str) -> dict:
-    info, plan, stats = result.info, result.plan, result.stats
-    partial = stats.partial
-    return {
-        "tsf_version": tsf_version,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "input": {
-            "path": str(info.path),
-            "size_bytes": info.size_bytes,
-            "mtime": datetime.fromtimestamp(info.mtime, timezone.utc).isoformat(),
-        },
-        "video": {
-            "container": info.container,
-            "stream_index": info.stream_index,
-            "codec": info.codec,
-            "width": info.width,
-            "height": info.height,
-            "fps": float(info.fps),
-            "fps_exact": _fraction_text(info.fps),
-            "start_time_seconds": float(info.start_time),
-            "duration_seconds": float(info.duration),
-            "frames_decoded": stats.frames_decoded,
-            "frames_preprocessed": stats.frames_preprocessed,
-        },
-        "rows": result.rows,
-        "alignment": plan.align,
-        "window": {"seconds": float(plan.window_seconds), "stride_seconds": float(plan.stride_seconds),
-                   "frames": plan.frames_per_window},
-        "frame_time_rule": plan.frame_time_rule,
-        "row_time_seconds": ("row i describes [i, i + 5] s" if plan.align == "reference"
-                             else "row i describes the 5 s centred on i + 0.5 s"),
-        "features": {"shape": list(result.features.shape), "dtype": "float32", "format": fmt},
-        "bundle": {
-            "id": bundle.bundle_id,
-            "path": str(Path(bundle.dir).resolve()),
-            "weights_sha256": bundle.meta.get("weights", {}).get("sha256"),
-            "random_init": bundle.random_init,
-            "class_names": list(bundle.class_names),
-        },
-        "backend": result.backend,
-        "device": result.device,
-        "precision": result.precision,
-        "decoder": result.decoder,
-        "batch_size": result.batch_size,
-        "timings": result.timings,
-        "partial": partial is not None,
-        "partial_reason": str(partial) if partial is not None else None,
-        "decoded_until_seconds": float(partial.at_time) if partial is not None else None,
-        "outputs": {kind: str(path) for kind, path in output_paths.items()},
-    }
-
+    return Result(info, plan, features, logits, event_times, stats, video_decoder.name, batch_size, timings)

@@ -56,7 +56,6 @@ def axis_taps(in_size: int, out_size: int, first: int, count: int):
     return left, right, weight
 
 
-@functools.lru_cache(maxsize=16)  # one video has one frame size: compute its taps once
 # Every frame of a video has the same size: the taps are computed once, not per frame.
 @functools.lru_cache(maxsize=16)
 def resize_plan(height: int, width: int, size: int = SIZE):
@@ -74,8 +73,8 @@ def resize_plan(height: int, width: int, size: int = SIZE):
     return axis_taps(height, out_h, top, size), axis_taps(width, out_w, left, size), top, left
 
 
-def preprocess_frame(rgb, xp=None, out=None, size: int = SIZE):
-    """H x W x 3 uint8 RGB -> float32 [3, size, size] in [0, 1]; `out` (optional) receives the result."""
+def preprocess_frame(rgb, xp=None, size: int = SIZE):
+    """H x W x 3 uint8 RGB -> float32 [3, size, size] in [0, 1]."""
     if xp is None:
         xp = array_module(rgb)
     height, width = rgb.shape[0], rgb.shape[1]
@@ -93,9 +92,6 @@ def preprocess_frame(rgb, xp=None, out=None, size: int = SIZE):
             tmp = _gather_axis(xp, rgb, rows, axis=0)
             result = _gather_axis(xp, tmp, cols, axis=1)
     result = xp.transpose(result, (2, 0, 1)) / xp.float32(255)
-    if out is not None:
-        out[...] = result
-        return out
     return xp.ascontiguousarray(result, dtype=xp.float32)
 
 

@@ -6,7 +6,6 @@ so the probe and the CPU decoder agree on streams, time bases and timestamps.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -149,11 +148,3 @@ def _tag_duration(metadata) -> Fraction | None:
 
 def _container_start(container) -> Fraction:
     return Fraction(container.start_time, av.time_base) if container.start_time is not None else Fraction(0)
-
-
-def duration_text(seconds: Fraction | float) -> str:
-    seconds = float(seconds)
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, sec = divmod(int(math.floor(seconds)), 60)
-    return f"{minutes}:{sec:02d} ({seconds:.1f} s)"

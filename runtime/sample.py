@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 
@@ -135,13 +135,3 @@ def unique_targets(row_times: Iterable[tuple[Fraction, ...]]) -> tuple[list[Frac
     targets = sorted({t for row in row_times for t in row})
     position = {t: j for j, t in enumerate(targets)}
     return targets, [tuple(position[t] for t in row) for row in row_times]
-
-
-def select_frames(frames: Iterator, targets: list[Fraction], tolerance: Fraction) -> Iterator[tuple[int, object]]:
-    """(target index, frame) for every target, in target order; a convenience over FrameSelector."""
-    selector = FrameSelector(targets, tolerance)
-    for frame in frames:
-        yield from selector.feed(frame)
-        if selector.done:
-            return
-    yield from selector.finish()

@@ -19,6 +19,8 @@ import numpy as np
 
 from .errors import OutputError
 
+FORMATS = ("npy", "reference")  # plain float32 features, or the reference's pickled dict (docs/reference.md §5)
+
 
 def output_paths(out: str | os.PathLike, heads: bool = False) -> dict[str, Path]:
     """features: OUT.npy, metadata: OUT.json, heads: OUT.heads.npz (only with `heads`)."""
@@ -80,7 +82,7 @@ def write_outputs(out: str | os.PathLike, *, features: np.ndarray, logits: np.nd
             "event_times": np.asarray(event_times, dtype=np.float32)[:, None, :],
         }, allow_pickle=True)
     else:
-        raise OutputError(f"unknown output format {fmt!r} (npy or reference)")
+        raise OutputError(f"unknown output format {fmt!r} ({' or '.join(FORMATS)})")
     contents = {"metadata": (json.dumps(metadata, indent=2, sort_keys=False) + "\n").encode()}
     if heads:
         contents["heads"] = _heads_bytes(np.asarray(logits, dtype=np.float32),

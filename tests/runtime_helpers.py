@@ -87,6 +87,36 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
+def extract(video_path, bundle, **settings):
+    """One video's `Result` through the runtime's `Extractor` (no files written)."""
+    from tsf.runtime.extractor import ExtractSettings, Extractor
+
+    return Extractor(bundle, ExtractSettings(**settings)).extract(video_path)
+
+
+def record_selection(monkeypatch) -> list:
+    """(target time, frame number) for every target the window batcher settles, in order: the
+    batcher's FrameSelector is swapped for one that records what it returns."""
+    from tsf.runtime import batch
+    from tsf.runtime.sample import FrameSelector
+
+    picks: list = []
+
+    class RecordingSelector(FrameSelector):
+        def feed(self, frame):
+            return self._record(super().feed(frame))
+
+        def finish(self, until=None):
+            return self._record(super().finish(until))
+
+        def _record(self, settled):
+            picks.extend((self.targets[j], frame.number) for j, frame in settled)
+            return settled
+
+    monkeypatch.setattr(batch, "FrameSelector", RecordingSelector)
+    return picks
+
+
 def run_cli(capsys, args) -> tuple[int, str]:
     """(exit code, stderr) of `tsf-extract args` run in this process; capsys captures its output."""
     from tsf.runtime.cli import main

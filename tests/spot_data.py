@@ -7,9 +7,9 @@ import os
 
 import numpy as np
 
-from tsf.runtime.soccernet_map import SOCCERNET_V2_CLASSES
+from tsf.runtime.spotting.classes import SOCCERNET_V2_CLASS_NAMES
 
-CLASS_NAMES = [*SOCCERNET_V2_CLASSES, "background"]
+CLASS_NAMES = list(SOCCERNET_V2_CLASS_NAMES)
 BACKGROUND_LOGIT = 6.0
 
 

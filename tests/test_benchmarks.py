@@ -23,7 +23,7 @@ from benchmarks.flops import clip_flops  # noqa: E402
 def test_reference_model_is_about_0_78_tflop_per_clip():
     total = clip_flops()["total"]
     assert 0.78e12 < total < 0.79e12
-    # TOOLCHAIN-NOTES.md quotes 392 GFLOP for the 8-frame ViT-B: the same count at half the frames.
+    # docs/toolchain.md quotes 392 GFLOP for the 8-frame ViT-B: the same count at half the frames.
     assert clip_flops(frames=8)["total"] == pytest.approx(392e9, rel=2e-3)
 
 
@@ -77,7 +77,7 @@ def test_flop_formula_matches_the_exported_graph(bench_cache):
 def test_baseline_uses_the_reference_frame_indices():
     from fractions import Fraction
 
-    # REFERENCE-PIPELINE.md section 3, at 25 fps: 25i + {0, 8, 16, 25, 33, 41, 50, 58, 66, 75, 83, 91, 100, 108, 116, 125}.
+    # docs/reference.md §3, at 25 fps: 25i + {0, 8, 16, 25, 33, 41, 50, 58, 66, 75, 83, 91, 100, 108, 116, 125}.
     offsets = [0, 8, 16, 25, 33, 41, 50, 58, 66, 75, 83, 91, 100, 108, 116, 125]
     for row in (0, 3, 40):
         assert baseline.reference_frame_indices(row, Fraction(25), 10_000) == [25 * row + o for o in offsets]

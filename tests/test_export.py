@@ -2,7 +2,7 @@
 written atomically.
 
 The exported ONNX is run in ONNX Runtime and compared with the independent float64 NumPy forward
-(tests/reference/numpy_timesformer.py, written from REFERENCE-PIPELINE.md), not only with Paddle:
+(tests/reference/numpy_timesformer.py, written from docs/reference.md), not only with Paddle:
 the export's own parity gate compares against the model it exported, this checks the contract.
 Weights are synthetic reference-layout .pdparams (tests/reference/pdparams.py)."""
 from __future__ import annotations
@@ -18,7 +18,8 @@ import pytest
 
 from reference.numpy_timesformer import forward as numpy_forward
 from reference.pdparams import reference_state, write_pdparams
-from tsf.export import SOCCERNET_V2_CLASS_NAMES, export_bundle
+from tsf.export import export_bundle
+from tsf.runtime.spotting.classes import SOCCERNET_V2_CLASS_NAMES
 from tsf.export import bundle as bundle_module
 from tsf.export.onnx_export import OnnxExportError, export_onnx
 from tsf.export.parity import MAX_REL_L2, ParityError, check_parity, compare

@@ -10,7 +10,7 @@ import pytest
 
 from reference.pdparams import reference_state, write_pdparams
 from tsf.export.cli import main
-from tsf.export.classes import SOCCERNET_V2_CLASS_NAMES
+from tsf.runtime.spotting.classes import SOCCERNET_V2_CLASS_NAMES
 from tsf.runtime.bundle import load_bundle
 
 SMALL_ARCH = "depth=2,width=128,heads=2,frames=4"

@@ -1,7 +1,7 @@
 """Static check of the GPU modules against TensorRT's API, where TensorRT itself cannot be installed.
 
 mypy with `tensorrt-stubs` (TensorRT 10.13's Python API as type stubs) checks every TensorRT call
-in export/tensorrt_engine.py and runtime/infer_tensorrt.py: a method that does not exist (say the
+in export/tensorrt_engine.py and runtime/backends/tensorrt.py: a method that does not exist (say the
 TensorRT 8 `build_engine`), a wrong argument type, a misspelt enum. A negative control proves the
 check can fail. `make setup-test` installs the stubs with --no-deps into `<venv>/typestubs`
 (`TSF_TENSORRT_STUBS` overrides), outside site-packages, because the stubs package declares
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-GPU_MODULES = ["export/tensorrt_engine.py", "runtime/infer_tensorrt.py", "runtime/decode_nvdec.py"]
+GPU_MODULES = ["export/tensorrt_engine.py", "runtime/backends/tensorrt.py", "runtime/decode_nvdec.py"]
 # The GPU tests never run in CI either: check their calls into tsf too.
 GPU_TESTS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "gpu").glob("*.py"))
 

@@ -1,5 +1,5 @@
 """The Paddle ppTimeSformer against the independent float64 NumPy forward
-(tests/reference/numpy_timesformer.py, written from REFERENCE-PIPELINE.md section 1).
+(tests/reference/numpy_timesformer.py, written from docs/reference.md §1).
 
 Weights are random but scaled so that attention is far from uniform and every block moves the
 result (see tests/reference/pdparams.py); they reach the model through the same strict loader a

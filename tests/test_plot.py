@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from spot_data import planted_logits, write_heads
-from tsf.runtime.plot import main, soccernet_events
+from tsf.runtime.spotting.plot import main, soccernet_events
 
 pytest.importorskip("matplotlib")
 

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 
 from runtime_helpers import run_cli, small_bundle, video
-from tsf.runtime.jobs import ExtractSettings, Job
-from tsf.runtime.ray_pool import ExtractWorker, run_on_ray
+from tsf.runtime.extractor import ExtractSettings
+from tsf.runtime.scale.jobs import Job
+from tsf.runtime.scale.ray_pool import ExtractWorker, run_on_ray
 
 ray = pytest.importorskip("ray")
 
-VOLATILE_METADATA = {"created", "timings", "outputs"}
+VOLATILE_METADATA = {"created", "timings", "outputs", "settings", "engine"}
 
 
 @pytest.fixture(scope="module")
@@ -93,10 +94,11 @@ class AlwaysDiesWorker(ExtractWorker):
 def test_a_lost_worker_is_replaced_and_its_video_retried(tmp_path, local_ray, worker_class, retries, attempts_for_game1):
     data = three_videos(tmp_path)
     jobs = [Job(v, tmp_path / "out" / v.parent.name / "1_224p.npy") for v in sorted(data.rglob("*.mkv"))]
-    settings = ExtractSettings(model=str(small_bundle(4)), device="cpu")
+    settings = ExtractSettings(device="cpu")
     records, errors = [], []
-    summary = run_on_ray(jobs, settings, address=None, is_done=lambda job: False, report=errors.append,
-                         record=lambda job, status, seconds, error, **kw: records.append((job.video.parent.name, status, kw)),
+    summary = run_on_ray(jobs, str(small_bundle(4)), settings, address=None, is_done=lambda job: False,
+                         report=errors.append,
+                         record=lambda job, status, **kw: records.append((job.video.parent.name, status, kw)),
                          cpus_per_worker=1, retries=retries, worker_class=worker_class)
     outcome = {name: (status, kw["attempts"]) for name, status, kw in records}
     assert outcome["game0"] == ("done", 1) and outcome["game2"] == ("done", 1)

@@ -134,16 +134,16 @@ def test_a_real_process_prints_one_line_and_no_traceback(tmp_path):
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
 
 
-def _has_cuda_provider() -> bool:
-    import onnxruntime
+def _has_gpu() -> bool:
+    from tsf.runtime.gpu import cuda_device_count
 
-    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    return cuda_device_count() > 0
 
 
-@pytest.mark.skipif(_has_cuda_provider(), reason="this machine may have a GPU backend")
+@pytest.mark.skipif(_has_gpu(), reason="this machine has a GPU")
 @pytest.mark.parametrize("args,message", [
-    (["--device", "cuda"], "--device cuda: no GPU backend could start: ONNX Runtime has no CUDAExecutionProvider"),
-    (["--backend", "tensorrt", "--device", "cpu"], "--backend tensorrt needs --device cuda"),
+    (["--device", "cuda"], "--device cuda: no CUDA GPU 0 (no NVIDIA driver or GPU found)"),
+    (["--backend", "tensorrt", "--device", "cpu"], "--backend tensorrt: tensorrt runs on cuda only, not on cpu"),
     (["--decoder", "nvdec"], "--decoder nvdec: "),
 ])
 def test_gpu_requests_without_a_gpu_fail_clearly(args, message, tmp_path, capsys):

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from reference.sampling import reference_rows
-from runtime_helpers import VIDEOS, cosine_rows, decode_all, independent_features, run_cli, small_bundle, video
+from runtime_helpers import (VIDEOS, cosine_rows, decode_all, extract, independent_features, record_selection, run_cli,
+                             small_bundle, video)
 from tsf.runtime.bundle import load_bundle
 from tsf.runtime.decode import PyAVDecoder
-from tsf.runtime.pipeline import extract
 from tsf.runtime.probe import probe_video
 from videos import read_frame_number
 
@@ -43,13 +43,12 @@ def test_decoder_yields_every_frame_in_presentation_order(name):
 
 
 @pytest.mark.parametrize("name", FORMATS)
-def test_center_alignment_rows_frame_times_and_features(name):
+def test_center_alignment_rows_frame_times_and_features(name, monkeypatch):
     """N = ceil(duration); frame k of row i is the frame shown at i + 0.5 - 2.5 + k * 5/(T-1) s."""
     bundle_dir = small_bundle(4)
-    bundle = load_bundle(bundle_dir)
     path = video(name)
-    result = extract(path, bundle, align="center", backend="onnxruntime", device="cpu", batch_size=3,
-                     record_selection=True)
+    picks = record_selection(monkeypatch)
+    result = extract(path, bundle_dir, align="center", backend="onnxruntime", device="cpu", batch_size=3)
     times, images, rate = decode_all(path)
     duration = probe_video(path).duration
     assert result.rows == math.ceil(duration)
@@ -63,7 +62,7 @@ def test_center_alignment_rows_frame_times_and_features(name):
 
     expected = [[shown_at(start + i + Fraction(1, 2) - Fraction(5, 2) + k * Fraction(5, 3)) for k in range(4)]
                 for i in range(result.rows)]
-    selected = dict(result.stats.selected_frames)
+    selected = dict(picks)
     got = [[selected[start + i + Fraction(1, 2) - Fraction(5, 2) + k * Fraction(5, 3)] for k in range(4)]
            for i in range(result.rows)]
     assert got == expected
@@ -80,7 +79,7 @@ def test_reference_alignment_fidelity(name):
     """--align reference gives the reference's rows: same count, cosine >= 0.9999 per row."""
     bundle_dir = small_bundle(16)
     path = video(name)
-    result = extract(path, load_bundle(bundle_dir), align="reference", backend="onnxruntime", device="cpu")
+    result = extract(path, bundle_dir, align="reference", backend="onnxruntime", device="cpu")
     _, images, rate = decode_all(path)
     length = int(len(images) / rate)
     indices = reference_rows(length, float(rate), len(images))
@@ -108,11 +107,12 @@ def test_cli_end_to_end_metadata_heads_and_reference_format(tmp_path, capsys):
     assert meta["video"]["fps"] == 25.0 and meta["video"]["duration_seconds"] == 8.0
     assert meta["rows"] == 8 and meta["alignment"] == "center" and meta["window"]["seconds"] == 5.0
     assert meta["bundle"]["id"] == bundle.bundle_id and meta["bundle"]["random_init"] is True
-    assert meta["backend"] == "onnxruntime-cpu" and meta["decoder"] == "cpu" and meta["precision"] == "fp32"
+    assert meta["backend"] == "onnxruntime" and meta["device"] == "cpu" and meta["precision"] == "fp32"
+    assert meta["decoder"] == "cpu" and meta["engine"]["library"] == "onnxruntime"
     assert meta["partial"] is False and meta["tsf_version"] and meta["batch_size"] == 5
     assert "frame_time_rule" in meta and "total_seconds" in meta["timings"]
     # Same features through the library call (the CLI adds nothing to the numbers).
-    direct = extract(path, bundle, device="cpu", backend="onnxruntime")
+    direct = extract(path, bundle_dir, device="cpu", backend="onnxruntime")
     assert np.allclose(direct.features, features, atol=1e-5)
 
     code, err = run_cli(capsys, [str(path), "-o", str(tmp_path / "ref.npy"), "--model", str(bundle_dir), "--device", "cpu",
@@ -168,15 +168,15 @@ def test_allow_partial_keeps_rows_before_the_break(tmp_path, capsys, name, flag)
     assert meta["partial"] is True and 0 < meta["rows"] == len(features) < 20
     assert meta["decoded_until_seconds"] <= 12
     # The rows kept are the rows of the undamaged file.
-    full = extract(source, load_bundle(small_bundle(4)), device="cpu", backend="onnxruntime")
+    full = extract(source, small_bundle(4), device="cpu", backend="onnxruntime")
     assert cosine_rows(features, full.features[:len(features)]).min() >= 0.9999
 
 
 def test_ctrl_c_leaves_no_output(tmp_path, capsys, monkeypatch):
-    from tsf.runtime import infer
+    from tsf.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
     calls = []
-    real_run = infer.OnnxRuntimeBackend.run
+    real_run = OnnxRuntimeBackend.run
 
     def run_then_interrupt(self, batch):
         calls.append(1)
@@ -184,7 +184,7 @@ def test_ctrl_c_leaves_no_output(tmp_path, capsys, monkeypatch):
             raise KeyboardInterrupt
         return real_run(self, batch)
 
-    monkeypatch.setattr(infer.OnnxRuntimeBackend, "run", run_then_interrupt)
+    monkeypatch.setattr(OnnxRuntimeBackend, "run", run_then_interrupt)
     out = tmp_path / "out"
     code, err = run_cli(capsys, [str(video("h264_25fps.mkv")), "-o", str(out / "f.npy"), "--model", str(small_bundle(4)),
                          "--device", "cpu", "--batch-size", "2", "-q"])

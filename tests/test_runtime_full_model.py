@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 
 from reference.sampling import reference_rows
-from runtime_helpers import cosine_rows, decode_all, independent_features, video
-from tsf.runtime.bundle import load_bundle
-from tsf.runtime.pipeline import extract
+from runtime_helpers import cosine_rows, decode_all, extract, independent_features, video
 
 
 @pytest.mark.slow
@@ -21,7 +19,7 @@ def test_full_size_model_reference_alignment_fidelity(tmp_path):
 
     bundle_dir = export_bundle(tmp_path / "full", random_init=True, seed=0)
     path = video("odd_455x255.mkv")  # 7 s: 2 reference rows; odd size runs the resize path
-    result = extract(path, load_bundle(bundle_dir), align="reference", backend="onnxruntime", device="cpu",
+    result = extract(path, bundle_dir, align="reference", backend="onnxruntime", device="cpu",
                      batch_size=2)
     _, images, rate = decode_all(path)
     indices = reference_rows(int(len(images) / rate), float(rate), len(images))

@@ -18,7 +18,7 @@ from reference.sampling import OFFSETS_AT_25_FPS, reference_rows
 from tsf.runtime import write
 from tsf.runtime.batch import BatchStats, window_batches
 from tsf.runtime.errors import InputError, OutputError
-from tsf.runtime.jobs import JobError, Job, expand_jobs, run_jobs
+from tsf.runtime.scale.jobs import JobError, Job, expand_jobs, run_jobs
 from tsf.runtime.preprocess import preprocess_frame
 from tsf.runtime.probe import VideoInfo
 from tsf.runtime.sample import FrameSelector, plan_windows, reference_indices, unique_targets
@@ -45,13 +45,6 @@ def test_preprocess_matches_float64_reference(height, width):
     expected = reference_preprocess(rgb)
     assert ours.dtype == np.float32 and ours.shape == (3, 224, 224)
     assert np.abs(ours.astype(np.float64) - expected).max() < 2e-6
-
-
-def test_preprocess_writes_into_out():
-    rgb = np.random.default_rng(1).integers(0, 256, size=(256, 456, 3), dtype=np.uint8)
-    out = np.empty((3, 224, 224), np.float32)
-    assert preprocess_frame(rgb, out=out) is out
-    assert np.abs(out - reference_preprocess(rgb)).max() < 2e-6
 
 
 # ---------------------------------------------------------------- sampling
@@ -158,15 +151,18 @@ def test_reference_alignment_refuses_short_video():
 
 # ---------------------------------------------------------------- frame buffer
 
-def test_buffer_converts_each_frame_once_and_stays_bounded():
+def test_buffer_converts_each_frame_once_and_stays_bounded(monkeypatch):
+    from runtime_helpers import record_selection
+
     fps, seconds = Fraction(25), 120
     frames = [FakeFrame(k, Fraction(k) / fps) for k in range(seconds * 25)]
     plan = plan_windows(info_for(seconds, fps), "reference")
     stats = BatchStats()
-    batches = list(window_batches(iter(frames), plan, 4, stats=stats, record_selection=True))
+    picks = record_selection(monkeypatch)
+    batches = list(window_batches(iter(frames), plan, 4, stats=stats))
     rows = [r for b in batches for r in b.rows]
     assert rows == list(range(plan.rows))
-    distinct = {number for _, number in stats.selected_frames}
+    distinct = {number for _, number in picks}
     assert stats.frames_preprocessed == len(distinct)  # never twice
     # About one window (5 s at 3 frames/s) plus one batch of rows: independent of the length.
     assert stats.peak_buffered_frames <= 3 * (5 + 4) + 4
@@ -321,27 +317,26 @@ def test_preprocess_other_sizes_match_reference():
 def test_mismatching_tensorrt_engine_falls_back_to_onnxruntime_with_a_warning(monkeypatch, caplog):
     """A bundle engine built for another GPU/TensorRT: warn, then run ONNX Runtime (here: the CPU)."""
     import dataclasses
-    import types
-
-    import tsf.runtime
-    from runtime_helpers import small_bundle
-    from tsf.runtime.bundle import load_bundle
-    from tsf.runtime.infer import OnnxRuntimeBackend, select_backend
-
-    fake = types.ModuleType("tsf.runtime.infer_tensorrt")
-    fake.tensorrt_support = lambda gpu_id=0: None
-    fake.find_engine = lambda bundle, precision=None, gpu_id=0: (
-        None, ["engines/fp16.engine: built for compute capability 9.0, this GPU is 8.6"])
-    monkeypatch.setitem(__import__("sys").modules, "tsf.runtime.infer_tensorrt", fake)
-    monkeypatch.setattr(tsf.runtime, "infer_tensorrt", fake, raising=False)
-    bundle = dataclasses.replace(load_bundle(small_bundle(4)), engines=[{"file": "engines/fp16.engine"}])
     import logging
 
+    from runtime_helpers import small_bundle
+    from tsf.runtime import gpu
+    from tsf.runtime.backends import onnxruntime as ort_engine
+    from tsf.runtime.backends import select_backend, tensorrt
+    from tsf.runtime.bundle import load_bundle
+
+    # A GPU machine where the bundle's only engine was built for another GPU, and ONNX Runtime
+    # has no CUDA provider: auto warns with every reason and runs ONNX Runtime on the CPU.
+    monkeypatch.setattr(gpu, "cuda_device_count", lambda: 1)
+    monkeypatch.setattr(tensorrt, "tensorrt_support", lambda gpu_id=0: None)
+    monkeypatch.setattr(tensorrt, "find_engine", lambda bundle, precision=None, gpu_id=0: (
+        None, ["engines/fp16.engine: built for compute capability 9.0, this GPU is 8.6"]))
+    bundle = dataclasses.replace(load_bundle(small_bundle(4)), engines=[{"file": "engines/fp16.engine"}])
     monkeypatch.setattr(logging.getLogger("tsf"), "propagate", True)  # the CLI, if run before, turned it off
     with caplog.at_level("WARNING", logger="tsf"):
         backend = select_backend(bundle, "auto", "auto")
-    assert isinstance(backend, OnnxRuntimeBackend) and backend.name == "onnxruntime-cpu"
-    assert any("compute capability 9.0, this GPU is 8.6" in r.getMessage() and "falling back to ONNX Runtime"
+    assert isinstance(backend, ort_engine.OnnxRuntimeBackend) and str(backend.device) == "cpu"
+    assert any("compute capability 9.0, this GPU is 8.6" in r.getMessage() and "running on the CPU"
                in r.getMessage() for r in caplog.records)
 
 
@@ -359,11 +354,9 @@ def test_full_disk_is_one_output_error_and_leaves_nothing(tmp_path, monkeypatch)
 
 def test_allow_partial_with_nothing_before_the_break_is_still_an_error(tmp_path):
     import videos
-    from runtime_helpers import small_bundle, video
-    from tsf.runtime.bundle import load_bundle
+    from runtime_helpers import extract, small_bundle, video
     from tsf.runtime.decode import DecodeError
-    from tsf.runtime.pipeline import extract
 
     cut = videos.make_truncated(video("long_20s.mkv"), tmp_path / "cut.mkv", keep=0.1)
     with pytest.raises(DecodeError, match="truncated"):
-        extract(cut, load_bundle(small_bundle(4)), align="reference", device="cpu", allow_partial=True)
+        extract(cut, small_bundle(4), align="reference", device="cpu", allow_partial=True)

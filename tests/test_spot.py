@@ -10,9 +10,9 @@ import pytest
 
 from spot_data import CLASS_NAMES, planted_logits, softmax64, write_heads
 from tsf.runtime.errors import InputError
-from tsf.runtime.spot import (class_probabilities, find_game_halves, game_time, load_half, nms_peaks,
+from tsf.runtime.spotting.spot import (class_probabilities, find_game_halves, game_time, load_half, nms_peaks,
                               spot_half, window_centre_times)
-from tsf.runtime.spot_cli import main
+from tsf.runtime.spotting.cli import main
 
 EVENTS = {
     "Goal": [(100, 12.0), (110, 10.0)],  # the second is within 15 s of the first: suppressed at 30 s

@@ -11,8 +11,8 @@ import pytest
 from runtime_helpers import small_bundle, video
 from spot_data import CLASS_NAMES, softmax64
 from tsf.runtime.cli import main as extract_main
-from tsf.runtime.plot import main as plot_main
-from tsf.runtime.spot_cli import main as spot_main
+from tsf.runtime.spotting.plot import main as plot_main
+from tsf.runtime.spotting.cli import main as spot_main
 
 
 def run(main, args):

@@ -8,7 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from tsf.runtime import soccernet_map as sm
+from tsf.runtime.spotting import average_map as sm
+from tsf.runtime.spotting.classes import SOCCERNET_V2_ACTIONS
 from tsf.runtime.errors import InputError
 
 
@@ -122,14 +123,14 @@ def test_evaluate_matches_the_soccernet_package(tmp_path):
     pytest.importorskip("SoccerNet.Evaluation.ActionSpotting")
     rng = np.random.default_rng(7)
     for game in ("league/2015-2016/game a", "league/2015-2016/game b", "cup/2016/game c"):
-        _write_game(str(tmp_path), game, *_random_game(rng, sm.SOCCERNET_V2_CLASSES))
+        _write_game(str(tmp_path), game, *_random_game(rng, SOCCERNET_V2_ACTIONS))
     ours = sm.evaluate(tmp_path / "labels", tmp_path / "preds", implementation="builtin")
     theirs = sm.evaluate(tmp_path / "labels", tmp_path / "preds", implementation="soccernet")
     assert ours["games"] == theirs["games"] == 3
     for metric in ("tight", "loose"):
         for key in ("a_mAP", "a_mAP_visible", "a_mAP_unshown"):
             assert ours[metric][key] == pytest.approx(theirs[metric][key], abs=1e-12), (metric, key)
-        for name in sm.SOCCERNET_V2_CLASSES:
+        for name in SOCCERNET_V2_ACTIONS:
             assert ours[metric]["a_mAP_per_class"][name] == pytest.approx(theirs[metric]["a_mAP_per_class"][name], abs=1e-12)
         assert 0.1 < ours[metric]["a_mAP"] < 0.9, ours[metric]["a_mAP"]  # more than the extremes
 

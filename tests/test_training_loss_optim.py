@@ -1,5 +1,5 @@
 """Loss, optimiser and schedule against float64 NumPy re-implementations of the recipe
-(REFERENCE-PIPELINE.md section 7), written from the spec, not from our code."""
+(docs/reference.md §7), written from the spec, not from our code."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The training sampler and augmentation against float64 re-implementations of the recipe
-(REFERENCE-PIPELINE.md sections 4 and 7) and against frame-numbered test videos."""
+(docs/reference.md §4 and §7) and against frame-numbered test videos."""
 
 from __future__ import annotations
 

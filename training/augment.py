@@ -2,7 +2,7 @@
 
 Training: short side resized to an integer drawn from U[225, 256], a random 224 crop, a
 horizontal flip with p = 0.5, the same for all frames of a sample. Validation: short side 224 and
-the centre crop, the runtime's preprocessing (REFERENCE-PIPELINE.md section 4): /255, bilinear with
+the centre crop, the runtime's preprocessing (docs/reference.md §4): /255, bilinear with
 half-pixel centres and no antialiasing, long side floor(long / short * size), crop offset rounded
 half-to-even. No mean/std.
 

@@ -17,18 +17,10 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from tsf.runtime.spotting.classes import BACKGROUND, SOCCERNET_V2_ACTIONS
+
 from .errors import TrainingError
 
-# SoccerNet-v2 action spotting classes in the order of SoccerNet's EVENT_DICTIONARY_V2; the
-# reference numbered classes by first appearance and never committed the map, so we fix this one.
-SOCCERNET_V2_ACTIONS = (
-    "Penalty", "Kick-off", "Goal", "Substitution", "Offside", "Shots on target",
-    "Shots off target", "Clearance", "Ball out of play", "Throw-in", "Foul",
-    "Indirect free-kick", "Direct free-kick", "Corner", "Yellow card", "Red card",
-    "Yellow->red card",
-)
-# Lower case, as tsf.export and tsf-spot name it.
-BACKGROUND = "background"
 
 
 @dataclass(frozen=True)

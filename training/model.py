@@ -1,6 +1,6 @@
 """The reference ppTimeSformer (divided space-time attention) in Paddle, read top to bottom.
 
-Parameter names and shapes are the reference's (section 2 of REFERENCE-PIPELINE.md), so a
+Parameter names and shapes are the reference's (docs/reference.md §2), so a
 published `.pdparams` loads with `tsf.training.weights.load_reference_weights` and a checkpoint
 saved from here loads in the reference.
 
@@ -164,7 +164,7 @@ class VisionTransformer(nn.Layer):
 
         # One CLS per sample. Broadcasting by addition instead of expand_as: paddle2onnx turns
         # expand_as against a dynamic batch into a fixed-shape Expand that ONNX Runtime refuses
-        # (TOOLCHAIN-NOTES.md, "Known trap").
+        # (docs/toolchain.md, the `expand_as` trap).
         cls = self.cls_token + self.pos_embed[:, :1, :] + paddle.zeros_like(tokens[:, :1, :])
         x = paddle.concat([cls, tokens], axis=1)
         for block in self.blocks:

@@ -1,4 +1,4 @@
-"""Optimiser and learning-rate schedule of the recipe (REFERENCE-PIPELINE.md section 7).
+"""Optimiser and learning-rate schedule of the recipe (docs/reference.md §7).
 
 Momentum 0.9 with Nesterov; L2 decay 7e-5 on every parameter except the embeddings (cls_token,
 pos_embed, time_embed); gradients clipped to a global norm of 40; the two head layers

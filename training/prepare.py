@@ -274,7 +274,7 @@ def cut_video(job: dict) -> dict:
                     writer.discard()
                 writer = None
             if last_t is None or last_t + 1.5 * frame_s < expected * clip_ms / 1000:
-                # A truncated MKV raises nothing, it just ends early (TOOLCHAIN-NOTES.md).
+                # A truncated MKV raises nothing, it just ends early (docs/toolchain.md).
                 decoded = 0.0 if last_t is None else last_t
                 result["error"] = f"video ends early: decoded {decoded:.1f} s of {duration_s:.1f} s"
     except (av.error.FFmpegError, ValueError, OSError, TrainingError) as exc:

@@ -1,7 +1,8 @@
 """Stage 6: batches of windows -> features, logits and event times, on the fastest engine here.
 
-Every engine is one module of this package with a class that follows `Backend` and a
-`load(bundle, device, precision, threads)` function that returns one, or raises
+Every engine is one module of this package with a class that follows `Backend`, a `PRECISIONS`
+table (device kind -> the precisions it offers there, the `auto` choice first) and a
+`load(bundle, device, precision, threads)` function that returns a backend, or raises
 `EngineUnavailable` saying why this engine cannot run here. `select_backend` is the one place
 that chooses: `auto` walks `AUTO_ORDER` for the device and takes the first engine that loads;
 a named engine either loads or fails with its reason. Engine modules are imported only when
@@ -68,8 +69,22 @@ def cpu_threads(requested: int | None = None) -> int:
         return os.cpu_count() or 1
 
 
+def _engine_module(name: str):
+    return importlib.import_module(f".{ENGINES[name]}", __name__)
+
+
+def engine_precisions(name: str) -> dict[str, tuple[str, ...]]:
+    """Device kind -> the precisions engine `name` offers there (its `auto` choice first)."""
+    return dict(_engine_module(name).PRECISIONS)
+
+
 def load_engine(name: str, bundle: Bundle, device: Device, precision: str, threads: int | None) -> Backend:
-    module = importlib.import_module(f".{ENGINES[name]}", __name__)
+    module = _engine_module(name)
+    offered = module.PRECISIONS.get(device.kind, ())
+    if not offered:
+        raise EngineUnavailable(f"{name} runs on {' or '.join(module.PRECISIONS)} only, not on {device.kind}")
+    if precision != "auto" and precision not in offered:
+        raise EngineUnavailable(f"{name} on {device.kind} runs {', '.join(offered)}, not {precision}")
     return module.load(bundle, device, precision, cpu_threads(threads))
 
 

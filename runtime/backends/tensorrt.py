@@ -1,4 +1,4 @@
-"""Stage 6 on NVIDIA GPUs: run a bundle's prebuilt TensorRT engine (TensorRT 10 Python API).
+"""TensorRT: run a bundle's prebuilt engine on an NVIDIA GPU (TensorRT 10 Python API).
 
 Dependencies and why:
 - `tensorrt` runs the engine `tsf-export` built for this GPU (deserialize, one execution context,
@@ -23,32 +23,24 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from .bundle import INPUT_NAME, OUTPUT_NAMES, Bundle
-from .errors import BackendError, InputError
+from ..bundle import INPUT_NAME, OUTPUT_NAMES, Bundle
+from ..errors import BackendError, EngineUnavailable, InputError, first_line
+from ..gpu import GPU_IMPORT_ERRORS, Device, cupy_support
 
 if TYPE_CHECKING:  # for mypy with tensorrt-stubs; never imported at run time from here
     import tensorrt as trt
 
 # Below TensorRT 10 the API this module uses (named I/O tensors, execute_async_v3) is missing.
 MIN_TENSORRT_MAJOR = 10
-# Which bundle precisions to prefer when several engines fit this GPU.
+# The precisions of the engines tsf-export builds, preferred in this order when several fit this GPU.
 PRECISION_PREFERENCE = ("fp16", "fp32")
-
-
-class TensorRTUnavailable(BackendError, RuntimeError):
-    """This engine cannot be loaded or run here. Also a RuntimeError, so that `select_backend`,
-    which falls back to ONNX Runtime on RuntimeError, falls back for these too."""
+PRECISIONS = {"cuda": PRECISION_PREFERENCE}
 
 
 @dataclass(frozen=True)
 class GpuIdentity:
     name: str  # e.g. "NVIDIA H100 80GB HBM3"
     compute_capability: str  # e.g. "9.0"
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def gpu_slug(gpu_name: str) -> str:
@@ -97,8 +89,8 @@ def _import_tensorrt():
     """The tensorrt module, or a reason string when it cannot be used."""
     try:
         import tensorrt
-    except (ImportError, OSError, RuntimeError) as e:
-        return f"TensorRT is not installed ({_first_line(e)})"
+    except GPU_IMPORT_ERRORS as e:
+        return f"TensorRT is not installed ({first_line(e)})"
     version = getattr(tensorrt, "__version__", None)
     if version is None or not hasattr(tensorrt, "Builder"):
         # `pip install tensorrt-stubs` (type stubs only) leaves an importable namespace package
@@ -113,27 +105,12 @@ def _import_tensorrt():
     return tensorrt
 
 
-def cuda_support(gpu_id: int = 0) -> str | None:
-    """None when CuPy sees CUDA GPU `gpu_id`, else the reason (one line)."""
-    try:
-        import cupy
-    except (ImportError, OSError, RuntimeError) as e:
-        return f"CuPy is not installed ({_first_line(e)})"
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as e:  # CUDARuntimeError without a driver; its class lives in a C extension
-        return f"no usable CUDA GPU ({_first_line(e)})"
-    if gpu_id >= count:
-        return f"no CUDA GPU {gpu_id} (found {count})"
-    return None
-
-
 def tensorrt_support(gpu_id: int = 0) -> str | None:
     """None when TensorRT engines can run here, else the reason (one line)."""
     trt_or_reason = _import_tensorrt()
     if isinstance(trt_or_reason, str):
         return trt_or_reason
-    return cuda_support(gpu_id)
+    return cupy_support(Device("cuda", gpu_id))
 
 
 def tensorrt_version() -> str:
@@ -194,7 +171,7 @@ class EngineRunner:
     def __init__(self, plan: bytes, gpu_id: int = 0):
         trt_or_reason = _import_tensorrt()
         if isinstance(trt_or_reason, str):
-            raise TensorRTUnavailable(trt_or_reason)
+            raise EngineUnavailable(trt_or_reason)
         import cupy
         import tensorrt as trt
 
@@ -205,7 +182,7 @@ class EngineRunner:
         self._runtime = trt.Runtime(self._logger)
         engine = self._runtime.deserialize_cuda_engine(plan)
         if engine is None:
-            raise TensorRTUnavailable(f"TensorRT {trt.__version__} could not load the engine "
+            raise EngineUnavailable(f"TensorRT {trt.__version__} could not load the engine "
                                "(built by another TensorRT version or for another GPU? rebuild it with tsf-export)")
         self._engine: trt.ICudaEngine = engine
         self._check_interface(trt)
@@ -215,7 +192,7 @@ class EngineRunner:
         self.clip_shape = _dims(max_shape)[1:]  # (3, T, S, S)
         context = self._engine.create_execution_context()
         if context is None:
-            raise TensorRTUnavailable("TensorRT could not create an execution context (out of GPU memory?)")
+            raise EngineUnavailable("TensorRT could not create an execution context (out of GPU memory?)")
         self._context: trt.IExecutionContext = context
         # Non-blocking: TensorRT's work must not serialise with other threads' default-stream work.
         self._stream = cupy.cuda.Stream(non_blocking=True)
@@ -227,18 +204,18 @@ class EngineRunner:
             shape = _dims(self._context.get_tensor_shape(name))
             self._outputs[name] = cupy.empty(shape, dtype=cupy.float32)
             if not self._context.set_tensor_address(name, self._outputs[name].data.ptr):
-                raise TensorRTUnavailable(f"TensorRT refused the buffer for output {name!r}")
+                raise EngineUnavailable(f"TensorRT refused the buffer for output {name!r}")
 
     def _check_interface(self, trt) -> None:
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         expected = [INPUT_NAME, *OUTPUT_NAMES]
         if sorted(names) != sorted(expected):
-            raise TensorRTUnavailable(f"TensorRT engine has tensors {names}, expected {expected}")
+            raise EngineUnavailable(f"TensorRT engine has tensors {names}, expected {expected}")
         if self._engine.get_tensor_mode(INPUT_NAME) != trt.TensorIOMode.INPUT:
-            raise TensorRTUnavailable(f"TensorRT engine: {INPUT_NAME!r} is not an input")
+            raise EngineUnavailable(f"TensorRT engine: {INPUT_NAME!r} is not an input")
         for name in expected:
             if self._engine.get_tensor_dtype(name) != trt.DataType.FLOAT:
-                raise TensorRTUnavailable(f"TensorRT engine: tensor {name!r} is not float32")
+                raise EngineUnavailable(f"TensorRT engine: tensor {name!r} is not float32")
 
     def run(self, video) -> dict[str, np.ndarray]:
         """float32 [B, 3, T, S, S] (NumPy or CuPy, any B) -> NumPy float32 outputs, in row order."""
@@ -273,29 +250,46 @@ class EngineRunner:
         return {name: np.concatenate(parts).astype(np.float32, copy=False) for name, parts in results.items()}
 
 
+def load(bundle: Bundle, device: Device, precision: str, threads: int) -> TensorRTBackend:
+    """The bundle's engine that fits this GPU and TensorRT version (`precision` auto: fp16 first)."""
+    reason = tensorrt_support(device.index)
+    if reason is not None:
+        raise EngineUnavailable(reason)
+    entry, reasons = find_engine(bundle, None if precision == "auto" else precision, gpu_id=device.index)
+    if entry is None:
+        raise EngineUnavailable("; ".join(reasons) + " (build one with tsf-export on this machine)")
+    return TensorRTBackend(bundle, entry, device)
+
+
 class TensorRTBackend:
-    """The `Backend` protocol (docs/design.md, stage 6) over a bundle's TensorRT engine."""
+    """The `Backend` protocol (runtime/backends/__init__.py) over a bundle's TensorRT engine."""
 
     name = "tensorrt"
-    device = "cuda"
     wants_gpu_input = True  # CuPy batches are read in place
 
-    def __init__(self, bundle: Bundle, engine_entry: Mapping[str, Any], gpu_id: int = 0):
-        reason = engine_matches(engine_entry, gpu_id)
+    def __init__(self, bundle: Bundle, engine_entry: Mapping[str, Any], device: Device):
+        reason = engine_matches(engine_entry, device.index)
         if reason is not None:
-            raise TensorRTUnavailable(reason)
+            raise EngineUnavailable(reason)
         path = bundle.path(engine_entry["file"])
         try:
             plan = path.read_bytes()
         except OSError as e:
-            raise TensorRTUnavailable(f"{path}: cannot read TensorRT engine ({_first_line(e)})") from None
-        self._runner = EngineRunner(plan, gpu_id)
+            raise EngineUnavailable(f"{path}: cannot read TensorRT engine ({first_line(e)})") from None
+        self._runner = EngineRunner(plan, device.index)
+        self.device = device
+        self.engine_file = str(engine_entry["file"])
         self.precision = str(engine_entry.get("precision", "fp16"))
         self.max_batch = self._runner.max_batch
         self.default_batch_size = max(1, min(self._runner.opt_batch, self.max_batch))
         expected = (3, bundle.frames, bundle.image_size, bundle.image_size)
         if self._runner.clip_shape != expected:
-            raise TensorRTUnavailable(f"{path}: engine input {self._runner.clip_shape} does not match the bundle's {expected}")
+            raise EngineUnavailable(f"{path}: engine input {self._runner.clip_shape} does not match the bundle's {expected}")
+
+    def describe(self) -> dict:
+        gpu = current_gpu(self.device.index)
+        return {"library": "tensorrt", "version": tensorrt_version(), "engine": self.engine_file,
+                "gpu": gpu.name, "compute_capability": gpu.compute_capability}
 
     def run(self, video) -> dict[str, np.ndarray]:
         return self._runner.run(video)

@@ -1,7 +1,7 @@
 """Many videos: which output each input gets, and running the list with resume and per-file failures.
 
-Kept apart from the CLI so that other executors (sharding with --shard K/N or a Slurm array,
-a Ray pool) can take the same expanded (video, output) list and the same `run_jobs` loop.
+The plain command, a Slurm share (--shard K/N) and the Ray pool all take the same expanded
+(video, output) list; the plain command and each shard run it with `run_jobs`.
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol
 
-from .. import __version__
-from .errors import TsfError
+from ..errors import TsfError
 
 VIDEO_SUFFIXES = {".mkv", ".mp4", ".avi", ".mov", ".webm", ".ts", ".m4v", ".mpg", ".mpeg", ".mts", ".m2ts",
                   ".flv", ".wmv"}
@@ -27,37 +26,6 @@ class JobError(TsfError):
 class Job:
     video: Path
     output: Path  # the features .npy; sidecars sit beside it
-
-
-@dataclass(frozen=True)
-class ExtractSettings:
-    """How every video of a run becomes outputs; the same for the plain command and Ray workers."""
-
-    model: str
-    align: str = "center"
-    batch_size: int | None = None
-    backend: str = "auto"
-    decoder: str = "auto"
-    device: str = "auto"
-    heads: bool = False
-    fmt: str = "npy"
-    overwrite: bool = False
-    allow_partial: bool = False
-
-
-def extract_to_outputs(job: Job, bundle, backend, settings: ExtractSettings, progress=None):
-    """One video -> its output set (features, metadata, heads), written atomically; returns the Result."""
-    from .pipeline import build_metadata, extract
-    from .write import check_outputs, output_paths, write_outputs
-
-    check_outputs(job.output, settings.heads, settings.overwrite)
-    result = extract(job.video, bundle, align=settings.align, batch_size=settings.batch_size, backend=backend,
-                     decoder=settings.decoder, allow_partial=settings.allow_partial, progress=progress)
-    paths = output_paths(job.output, settings.heads)
-    metadata = build_metadata(result, bundle, paths, settings.fmt, __version__)
-    write_outputs(job.output, features=result.features, logits=result.logits, event_times=result.event_times,
-                  metadata=metadata, heads=settings.heads, fmt=settings.fmt, overwrite=settings.overwrite)
-    return result
 
 
 @dataclass
@@ -174,39 +142,40 @@ def unique_jobs(jobs: list[Job]) -> list[Job]:
     return out
 
 
-def run_jobs(jobs: list[Job], process: Callable[[Job], None], *, is_done: Callable[[Job], bool],
+class Outcome(Protocol):
+    rows: int
+
+
+def run_jobs(jobs: list[Job], process: Callable[[Job], Outcome], *, is_done: Callable[[Job], bool],
              report: Callable[[str], None], keep_going_on_bugs: bool = True,
-             record: Callable[[Job, str, float | None, str | None], None] | None = None) -> Summary:
+             record: Callable[..., None] | None = None) -> Summary:
     """Run `process` on each job not already done; a failing job is reported and the rest go on.
 
     `process` raises TsfError for bad input; any other exception is a bug, reported the same way
     (one line) unless `keep_going_on_bugs` is False. KeyboardInterrupt stops everything.
-    `record(job, status, seconds, error)`, if given, hears every job's outcome ("done", "skipped",
-    "failed") as it happens (the run report).
+    `record(job, status, seconds=, error=, rows=)`, if given, hears every job's outcome ("done",
+    "skipped", "failed") as it happens (the run report).
     """
     summary = Summary()
-    record = record or (lambda job, status, seconds, error: None)
     for job in jobs:
         if is_done(job):
             summary.skipped.append(job)
-            record(job, "skipped", None, None)
+            if record:
+                record(job, "skipped")
             continue
         started = time.monotonic()
         try:
-            process(job)
-        except TsfError as e:
-            summary.failed.append((job, str(e)))
-            report(f"error: {e}")
-            record(job, "failed", time.monotonic() - started, str(e))
-            continue
+            outcome = process(job)
         except Exception as e:
-            if not keep_going_on_bugs:
+            if not isinstance(e, TsfError) and not keep_going_on_bugs:
                 raise
-            message = f"{job.video}: internal error: {type(e).__name__}: {e}"
+            message = str(e) if isinstance(e, TsfError) else f"{job.video}: internal error: {type(e).__name__}: {e}"
             summary.failed.append((job, message))
             report(f"error: {message}")
-            record(job, "failed", time.monotonic() - started, message)
+            if record:
+                record(job, "failed", seconds=time.monotonic() - started, error=message)
             continue
         summary.done.append(job)
-        record(job, "done", time.monotonic() - started, None)
+        if record:
+            record(job, "done", seconds=time.monotonic() - started, rows=outcome.rows)
     return summary

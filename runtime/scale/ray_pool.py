@@ -22,8 +22,9 @@ from collections import deque
 from dataclasses import replace
 from typing import Callable
 
-from .errors import BackendError, TsfError
-from .jobs import ExtractSettings, Job, Summary, extract_to_outputs
+from ..errors import BackendError, TsfError
+from ..extractor import ExtractSettings, Extractor
+from .jobs import Job, Summary
 
 log = logging.getLogger("tsf")
 
@@ -33,28 +34,23 @@ DEFAULT_RETRIES = 2
 class ExtractWorker:
     """Body of the Ray actor (wrapped with ray.remote at run time, so importing needs no Ray)."""
 
-    def __init__(self, settings: ExtractSettings, cpu_threads: int | None = None):
-        from .bundle import load_bundle
-        from .infer import OnnxRuntimeBackend, select_backend
-
-        self.settings = settings
-        self.bundle = load_bundle(settings.model)
+    def __init__(self, model: str, settings: ExtractSettings, cpu_threads: int | None = None):
         if cpu_threads:
-            # A CPU slot gets as many ONNX Runtime threads as CPUs Ray reserved for it; the default
-            # (every core of the node) would oversubscribe a node running several slots.
-            self.backend = OnnxRuntimeBackend(self.bundle, provider="cpu", threads=cpu_threads)
-        else:
-            self.backend = select_backend(self.bundle, settings.backend, settings.device)
+            # A CPU slot runs the CPU engine on as many threads as CPUs Ray reserved for it; the
+            # default (every core of the node) would oversubscribe a node running several slots.
+            settings = replace(settings, device="cpu", threads=cpu_threads)
+        self.extractor = Extractor(model, settings)
+        self.extractor.backend  # load the engine now: a worker that cannot run fails at start
         self.host = socket.gethostname()
 
-    def process(self, job: Job) -> tuple[str, str | None, float, str]:
-        """(status "done" | "failed", error, seconds, host); unexpected exceptions propagate (retried)."""
+    def process(self, job: Job) -> tuple[str, str | None, float, str, int | None]:
+        """(status "done" | "failed", error, seconds, host, rows); unexpected exceptions propagate (retried)."""
         started = time.monotonic()
         try:
-            extract_to_outputs(job, self.bundle, self.backend, self.settings)
+            rows = self.extractor.process(job).rows
         except TsfError as e:
-            return "failed", str(e), time.monotonic() - started, self.host
-        return "done", None, time.monotonic() - started, self.host
+            return "failed", str(e), time.monotonic() - started, self.host, None
+        return "done", None, time.monotonic() - started, self.host, rows
 
 
 def _import_ray():
@@ -70,7 +66,7 @@ def worker_plan(resources: dict, device: str, cpus_per_worker: int) -> tuple[int
     gpus = int(resources.get("GPU", 0))
     if gpus and device != "cpu":
         return gpus, {"num_gpus": 1, "num_cpus": 1}
-    if device == "cuda":
+    if device.startswith("cuda"):
         raise BackendError("--device cuda, but the Ray cluster has no GPUs")
     slots = int(resources.get("CPU", 0)) // cpus_per_worker
     if slots < 1:
@@ -79,12 +75,13 @@ def worker_plan(resources: dict, device: str, cpus_per_worker: int) -> tuple[int
     return slots, {"num_cpus": cpus_per_worker}
 
 
-def run_on_ray(jobs: list[Job], settings: ExtractSettings, *, address: str | None, is_done: Callable[[Job], bool],
+def run_on_ray(jobs: list[Job], model: str, settings: ExtractSettings, *, address: str | None,
+               is_done: Callable[[Job], bool],
                report: Callable[[str], None], record=None, cpus_per_worker: int = 4,
                retries: int = DEFAULT_RETRIES, worker_class=ExtractWorker) -> Summary:
     """Process `jobs` on Ray (connecting to `address`, or reusing an initialised Ray); same Summary as run_jobs.
 
-    `record(job, status, seconds, error, worker=host, attempts=n)` hears each outcome (the run report).
+    `record(job, status, seconds=, error=, rows=, worker=host, attempts=n)` hears each outcome (the run report).
     `worker_class`: the actor's body (tests substitute one that fails on purpose).
     """
     ray = _import_ray()
@@ -94,7 +91,7 @@ def run_on_ray(jobs: list[Job], settings: ExtractSettings, *, address: str | Non
     for job in jobs:
         if is_done(job):
             summary.skipped.append(job)
-            record(job, "skipped", None, None)
+            record(job, "skipped")
         else:
             todo.append((job, 1))
     if not todo:
@@ -115,10 +112,10 @@ def run_on_ray(jobs: list[Job], settings: ExtractSettings, *, address: str | Non
         log.info("ray: %d workers (%s each) for %d videos", count,
                  ", ".join(f"{k.removeprefix('num_')}={v}" for k, v in resources.items()), len(todo))
 
-        settings = replace(settings, model=os.path.abspath(settings.model))
+        model = os.path.abspath(model)
 
         def new_worker():
-            return actor_class.remote(settings, cpu_threads)
+            return actor_class.remote(model, settings, cpu_threads)
 
         idle = [new_worker() for _ in range(count)]
         running: dict = {}
@@ -132,7 +129,7 @@ def run_on_ray(jobs: list[Job], settings: ExtractSettings, *, address: str | Non
             (ref,), _ = ray.wait(list(running), num_returns=1)
             worker, job, attempt, submitted = running.pop(ref)
             try:
-                status, error, seconds, host = ray.get(ref)
+                status, error, seconds, host, rows = ray.get(ref)
             except ray.exceptions.RayError as e:
                 lost = isinstance(e, ray.exceptions.RayActorError)
                 idle.append(new_worker() if lost else worker)
@@ -144,7 +141,7 @@ def run_on_ray(jobs: list[Job], settings: ExtractSettings, *, address: str | Non
                 message = f"{job.video}: failed {attempt} times on Ray: {reason}"
                 summary.failed.append((job, message))
                 report(f"error: {message}")
-                record(job, "failed", time.monotonic() - submitted, message, worker=None, attempts=attempt)
+                record(job, "failed", seconds=time.monotonic() - submitted, error=message, attempts=attempt)
                 continue
             idle.append(worker)
             if status == "done":
@@ -153,7 +150,7 @@ def run_on_ray(jobs: list[Job], settings: ExtractSettings, *, address: str | Non
             else:
                 summary.failed.append((job, error))
                 report(f"error: {error}")
-            record(job, status, seconds, error, worker=host, attempts=attempt)
+            record(job, status, seconds=seconds, error=error, rows=rows, worker=host, attempts=attempt)
     finally:
         if started_here:
             ray.shutdown()

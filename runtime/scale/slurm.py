@@ -1,5 +1,4 @@
-"""Season-sized runs on existing engines: deterministic shards (Slurm job arrays), the sbatch script,
-and the run report.
+"""Season-sized runs on Slurm: deterministic shares of the job list and the sbatch script.
 
 No scheduler of our own: Slurm runs N copies of the same command and each takes its share of the
 expanded (video, output) list with `--shard K/N` (or from SLURM_ARRAY_TASK_ID); because finished
@@ -11,17 +10,13 @@ one video. Only the standard library is needed.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
-import socket
 import sys
 from datetime import datetime, timezone
-from pathlib import Path
 
-from .errors import InputError, OutputError
+from ..errors import InputError
 from .jobs import Job
-from .write import output_paths
 
 SLURM_ARRAY_MAX_DEFAULT = 100  # shards in a printed script when --shard does not say
 
@@ -157,55 +152,3 @@ def slurm_script(words: list[str], shards: int, videos: int, report: str | None,
         "",
     ]
     return "\n".join(lines)
-
-
-def metadata_rows(job: Job) -> int | None:
-    """Rows recorded in a finished output's metadata (None if absent or unreadable)."""
-    try:
-        with open(output_paths(job.output)["metadata"], encoding="utf-8") as f:
-            return int(json.load(f)["rows"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-class RunReport:
-    """One JSON line per video: video, output, status (done | skipped | failed), rows, seconds, error.
-
-    Lines are appended and flushed one by one, so a killed run keeps what it reported and a
-    resumed run adds to the same file (the last line for a video is its current state).
-    """
-
-    def __init__(self, path: str | os.PathLike | None, shard: tuple[int, int] | None = None):
-        self.path = path
-        self.shard = shard
-        self.host = socket.gethostname()
-        self.file = None
-        if path is not None:
-            try:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-                self.file = open(path, "a", encoding="utf-8")
-            except OSError as e:
-                raise OutputError(f"cannot write the report {path}: {e.strerror or e}") from None
-
-    def record(self, job: Job, status: str, seconds: float | None = None, error: str | None = None,
-               worker: str | None = None, attempts: int | None = None) -> None:
-        if self.file is None:
-            return
-        line = {"video": str(job.video), "output": str(job.output), "status": status,
-                "rows": metadata_rows(job) if status != "failed" else None,
-                "seconds": round(seconds, 3) if seconds is not None else None, "error": error,
-                "host": worker or self.host, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        if self.shard is not None:
-            line["shard"] = f"{self.shard[0]}/{self.shard[1]}"
-        if attempts is not None:
-            line["attempts"] = attempts
-        self.file.write(json.dumps(line) + "\n")
-        self.file.flush()
-        os.fsync(self.file.fileno())
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
-
-

@@ -33,15 +33,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import InputError
-
-# SoccerNet-v2's 17 actions in the order of its official event dictionary.
-SOCCERNET_V2_CLASSES = (
-    "Penalty", "Kick-off", "Goal", "Substitution", "Offside", "Shots on target",
-    "Shots off target", "Clearance", "Ball out of play", "Throw-in", "Foul",
-    "Indirect free-kick", "Direct free-kick", "Corner", "Yellow card", "Red card",
-    "Yellow->red card",
-)
+from ..errors import InputError
+from .classes import SOCCERNET_V2_ACTIONS
 TOLERANCES = {
     "tight": tuple(range(1, 6)),
     "loose": tuple(range(5, 61, 5)),
@@ -256,7 +249,7 @@ def soccernet_package_available() -> bool:
     return True
 
 
-def evaluate(labels_root, predictions_root, games=None, class_names=SOCCERNET_V2_CLASSES,
+def evaluate(labels_root, predictions_root, games=None, class_names=SOCCERNET_V2_ACTIONS,
              implementation: str = "auto") -> dict:
     """Tight and loose average-mAP of `predictions_root/<game>/results_spotting.json` against
     `labels_root/<game>/Labels-v2.json`, over `games` (default: every game with predictions)."""
@@ -268,7 +261,7 @@ def evaluate(labels_root, predictions_root, games=None, class_names=SOCCERNET_V2
     return evaluate_results(labels_root, results, class_names, implementation)
 
 
-def evaluate_results(labels_root, results: dict[str, str], class_names=SOCCERNET_V2_CLASSES,
+def evaluate_results(labels_root, results: dict[str, str], class_names=SOCCERNET_V2_ACTIONS,
                      implementation: str = "auto") -> dict:
     """Tight and loose average-mAP of {game: results file} against `labels_root/<game>/Labels-v2.json`.
 

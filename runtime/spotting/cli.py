@@ -13,8 +13,8 @@ import os
 
 import click
 
-from . import soccernet_map
-from .errors import InputError, run_cli
+from ..errors import InputError, run_cli
+from . import average_map
 from .spot import (DEFAULT_BACKGROUND, DEFAULT_NMS_WINDOW_S, DEFAULT_THRESHOLD, RESULTS_FILE, find_game_halves,
                    find_games, load_half, results_document, spot_half, write_json_atomically)
 
@@ -96,8 +96,8 @@ def cli(folders, half1, half2, game, output, classes_file, background, nms_windo
         written[name] = target
         click.echo(f"{name}: {len(spots)} events -> {target}")
     if labels_root:
-        scores = soccernet_map.evaluate_results(labels_root, written, implementation=map_implementation)
-        for metric in soccernet_map.TOLERANCES:
+        scores = average_map.evaluate_results(labels_root, written, implementation=map_implementation)
+        for metric in average_map.TOLERANCES:
             s = scores[metric]
             click.echo(f"average-mAP {metric}: {s['a_mAP']:.4f} (visible {s['a_mAP_visible']:.4f}, "
                        f"unshown {s['a_mAP_unshown']:.4f})")

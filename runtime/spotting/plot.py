@@ -19,11 +19,11 @@ from pathlib import Path
 
 import click
 
-from .errors import InputError, TsfError, run_cli
+from ..errors import InputError, TsfError, run_cli
 from .spot import (DEFAULT_BACKGROUND, DEFAULT_NMS_WINDOW_S, RESULTS_FILE, HalfHeads, class_probabilities,
                    find_game_halves, half_number, heads_and_metadata_paths, load_half, spot_half,
                    window_centre_times)
-from .write import write_files_atomically
+from ..write import write_files_atomically
 
 DEFAULT_SIZE = (1600, 900)
 DEFAULT_DPI = 100

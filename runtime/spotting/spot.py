@@ -26,12 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, OutputError
-from .write import write_files_atomically
+from ..errors import InputError, OutputError
+from ..write import write_files_atomically
+from .classes import BACKGROUND
 
 HEADS_SUFFIX = ".heads.npz"
 RESULTS_FILE = "results_spotting.json"
-DEFAULT_BACKGROUND = "background"
+DEFAULT_BACKGROUND = BACKGROUND
 DEFAULT_NMS_WINDOW_S = 30.0  # SoccerNet's NetVLAD++ baseline default
 DEFAULT_THRESHOLD = 0.0  # keep every peak: average-mAP rewards low-confidence candidates
 DEFAULT_WINDOW_S = 5.0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tsf.runtime.infer_tensorrt import tensorrt_support
+from tsf.runtime.backends.tensorrt import tensorrt_support
 
 TRT_REASON = tensorrt_support()
 SMALL_ARCH = {"depth": 2, "width": 128, "heads": 2, "frames": 4}

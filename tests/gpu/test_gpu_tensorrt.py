@@ -12,7 +12,8 @@ import onnxruntime
 import pytest
 
 from gpu_helpers import SMALL_MAX_BATCH, bundle_with, rel_l2, row_cosines
-from tsf.runtime.infer_tensorrt import GpuIdentity, engine_file_stem, engine_matches, find_engine, tensorrt_support
+from tsf.runtime.gpu import Device
+from tsf.runtime.backends.tensorrt import GpuIdentity, engine_file_stem, engine_matches, find_engine, tensorrt_support
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(tensorrt_support() is not None,
                                                   reason=str(tensorrt_support()))]
@@ -44,12 +45,12 @@ def test_engine_entry_and_files(small_engines, precision):
 def test_backend_matches_onnxruntime_cpu(small_engines, precision):
     import cupy
 
-    from tsf.runtime.infer_tensorrt import TensorRTBackend
+    from tsf.runtime.backends.tensorrt import TensorRTBackend
 
     bundle_dir, entries = small_engines
     bundle = bundle_with(bundle_dir, [entries[precision]])
-    backend = TensorRTBackend(bundle, entries[precision])
-    assert (backend.name, backend.device, backend.precision) == ("tensorrt", "cuda", precision)
+    backend = TensorRTBackend(bundle, entries[precision], Device("cuda", 0))
+    assert (backend.name, str(backend.device), backend.precision) == ("tensorrt", "cuda:0", precision)
     assert backend.max_batch == SMALL_MAX_BATCH and backend.default_batch_size == 2
     video = np.random.default_rng(7).random((2 * SMALL_MAX_BATCH + 1, 3, 4, 224, 224), dtype=np.float32)
     expected = ort_cpu(bundle_dir, video)
@@ -80,7 +81,7 @@ def test_find_engine_prefers_fp16(small_engines):
 
 
 def test_select_backend_picks_the_engine(small_engines):
-    from tsf.runtime.infer import select_backend
+    from tsf.runtime.backends import select_backend
 
     bundle_dir, entries = small_engines
     backend = select_backend(bundle_with(bundle_dir, [entries["fp16"]]), "auto", "auto")
@@ -105,11 +106,11 @@ def test_full_model_engine(full_engines, precision):
     """The reference-sized model: gate figures, and batch-1 / best-batch latency for RESULTS.md."""
     import cupy
 
-    from tsf.runtime.infer_tensorrt import TensorRTBackend
+    from tsf.runtime.backends.tensorrt import TensorRTBackend
 
     bundle_dir, entries = full_engines
     entry = entries[precision]
-    backend = TensorRTBackend(bundle_with(bundle_dir, [entry]), entry)
+    backend = TensorRTBackend(bundle_with(bundle_dir, [entry]), entry, Device("cuda", 0))
     video = np.random.default_rng(3).random((3, 3, 16, 224, 224), dtype=np.float32)
     expected = ort_cpu(bundle_dir, video)
     got = backend.run(video)

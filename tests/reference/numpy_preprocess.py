@@ -1,4 +1,4 @@
-"""Float64 per-frame preprocessing, from section 4 of REFERENCE-PIPELINE.md.
+"""Float64 per-frame preprocessing, from docs/reference.md §4.
 
 RGB uint8 [H, W, 3] -> /255 -> bilinear resize of the short side to 224 (half-pixel centres,
 align_corners false, source coordinate clamped at 0, neighbour clamped at the edge, no

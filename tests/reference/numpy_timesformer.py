@@ -1,4 +1,4 @@
-"""A float64 NumPy forward of the ppTimeSformer, from section 1 of REFERENCE-PIPELINE.md.
+"""A float64 NumPy forward of the ppTimeSformer, from docs/reference.md §1.
 
 It reads weights in the reference key layout (section 2: Linear weights are [in, out], Conv2D
 weights [out, in, kh, kw]) so that the same synthetic state feeds both this and the Paddle model.

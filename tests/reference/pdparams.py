@@ -1,4 +1,4 @@
-"""Synthetic reference weights, from the section-2 table of REFERENCE-PIPELINE.md.
+"""Synthetic reference weights, from the table in docs/reference.md §2.
 
 `reference_state` produces every tensor of a reference `.pdparams` (same key names, shapes and
 float32 dtype; random values), `write_pdparams` writes it the way the reference files are: a

@@ -1,6 +1,6 @@
-"""The reference's parity-mode windows and frame indices, from section 3 of
-REFERENCE-PIPELINE.md: N = int(L - 5) rows, row i covers [i, i + 5] s, 16 frame indices by an
-inclusive linspace truncated to integers."""
+"""The reference's parity-mode windows and frame indices, from docs/reference.md §3:
+N = int(L - 5) rows, row i covers [i, i + 5] s, 16 frame indices by an inclusive linspace
+truncated to integers."""
 from __future__ import annotations
 
 import math

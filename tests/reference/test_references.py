@@ -1,4 +1,4 @@
-"""Checks of the references themselves, against the worked examples in REFERENCE-PIPELINE.md,
+"""Checks of the references themselves, against the worked examples in docs/reference.md,
 hand-derived values, and (for the resize) an unrelated implementation, Paddle's interpolate."""
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Many videos: the (video, output) job list, Slurm shares and scripts, the run report, and Ray."""
