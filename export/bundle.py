@@ -36,7 +36,8 @@ from tsf.runtime.bundle import (
     reference_preprocessing,
     sha256_file,
 )
-from tsf.runtime.errors import BackendError, InputError, OutputError, TsfError
+from tsf.runtime.errors import BackendError, InputError, OutputError, TsfError, first_line
+from tsf.runtime.gpu import GPU_IMPORT_ERRORS
 
 from .classes import check_class_names, neutral_class_names
 from .onnx_export import export_onnx
@@ -163,8 +164,8 @@ def _tensorrt_engine_module():
         from . import tensorrt_engine  # GPU-only; imports TensorRT lazily itself
 
         reason = tensorrt_engine.engine_support()
-    except (ImportError, OSError, RuntimeError) as exc:
-        return None, f"TensorRT is not usable here ({exc})"
+    except GPU_IMPORT_ERRORS as exc:
+        return None, f"TensorRT is not usable here ({first_line(exc)})"
     return (tensorrt_engine, None) if reason is None else (None, reason)
 
 

@@ -26,8 +26,7 @@ class WindowBatch:
 class BatchStats:
     frames_decoded: int = 0
     frames_preprocessed: int = 0
-    peak_buffered_frames: int = 0
-    rows_emitted: int = 0
+    peak_buffered_frames: int = 0  # the buffer's high-water mark: memory stays flat with video length
     partial: DecodeError | None = None  # set when --allow-partial kept the rows before a break
 
 
@@ -77,7 +76,6 @@ def window_batches(frames: Iterator, plan: WindowPlan, batch_size: int, *, allow
         done = rows[-1]
         for j in [j for j in buffer if last_row_using[j] <= done]:
             del buffer[j]
-        stats.rows_emitted += len(rows)
         return WindowBatch(list(rows), video)
 
     try:

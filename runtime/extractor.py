@@ -117,6 +117,7 @@ class Extractor:
                 "duration_seconds": float(info.duration),
                 "frames_decoded": stats.frames_decoded,
                 "frames_preprocessed": stats.frames_preprocessed,
+                "peak_frames_buffered": stats.peak_buffered_frames,
             },
             "rows": result.rows,
             "alignment": plan.align,

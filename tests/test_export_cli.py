@@ -10,6 +10,7 @@ import pytest
 
 from reference.pdparams import reference_state, write_pdparams
 from tsf.export.cli import main
+from tsf.runtime.gpu import GPU_IMPORT_ERRORS
 from tsf.runtime.spotting.classes import SOCCERNET_V2_CLASS_NAMES
 from tsf.runtime.bundle import load_bundle
 
@@ -156,7 +157,7 @@ def test_engine_required_without_tensorrt_is_an_error(tmp_path, capsys):
         from tsf.export import tensorrt_engine
         if tensorrt_engine.engine_support() is None:
             pytest.skip("TensorRT and a GPU are usable here")
-    except (ImportError, OSError, RuntimeError):
+    except GPU_IMPORT_ERRORS:
         pass
     code, _, err = run(capsys, "--random-init", "--arch", SMALL_ARCH, "--engine", "-o", tmp_path / "b")
     assert_one_line_error(code, err, "TensorRT")

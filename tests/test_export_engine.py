@@ -10,6 +10,8 @@ import json
 
 import pytest
 
+from tsf.runtime.gpu import GPU_IMPORT_ERRORS
+
 SMALL_ARCH = "depth=2,width=128,heads=2,frames=4"
 
 
@@ -17,7 +19,7 @@ def _engine_reason():
     try:
         from tsf.export import tensorrt_engine
         return tensorrt_engine.engine_support()
-    except (ImportError, OSError, RuntimeError) as exc:
+    except GPU_IMPORT_ERRORS as exc:
         return f"TensorRT engine builder unusable: {exc}"
 
 
