@@ -31,7 +31,8 @@ looks when it is given no --model.
 
 Class names come from --classes FILE (one per line, in index order) or --soccernet-classes (the
 weights follow SoccerNet-v2's official action order plus background at 17); otherwise they are
-class_0, class_1, ...
+class_0, class_1, ... (an 18-class --random-init model gets SoccerNet-v2's names: random weights
+have no class order to get wrong, and tsf-spot/tsf-plot then take its heads as they are).
 """
 
 
