@@ -36,7 +36,7 @@ from tsf.runtime.bundle import (
     reference_preprocessing,
     sha256_file,
 )
-from tsf.runtime.errors import BackendError, InputError, OutputError, TsfError
+from tsf.runtime.errors import BackendError, InputError, OutputError, TsfError, install_hint
 
 from .classes import check_class_names, default_class_names
 from .onnx_export import export_onnx
@@ -76,7 +76,7 @@ def _import_paddle():
     """Paddle, after checking that the whole `export` extra is installed (one line if not)."""
     missing = [name for name in ("paddle", "paddle2onnx", "onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
     if missing:
-        raise BackendError(f"exporting needs {', '.join(missing)}: pip install 'tsf[export]'")
+        raise BackendError(f"exporting needs {', '.join(missing)}: {install_hint('export')}")
     # Paddle warns on import that ccache is missing (it matters only for compiling custom ops);
     # keep that out of the CLI's output.
     with warnings.catch_warnings():
