@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import click
 
+from tsf import __version__
 from tsf.runtime.bundle import default_bundle_dir
 from tsf.runtime.errors import run_cli
 from tsf.runtime.spotting.classes import SOCCERNET_V2_CLASS_NAMES
@@ -63,6 +64,7 @@ def _say(message: str) -> None:
 @click.option("--arch", metavar="KEY=VALUE,...", hidden=True,
               help="With --random-init: architecture overrides, e.g. depth=2,width=128,heads=2,frames=4.")
 @click.option("--seed", type=int, default=0, hidden=True, help="With --random-init: the initialisation seed.")
+@click.version_option(__version__, prog_name="tsf-export")
 def command(weights, bundle_dir, classes_file, soccernet_classes, precision, max_batch, engine,
             random_init, heads, overwrite, arch, seed):
     if classes_file and soccernet_classes:

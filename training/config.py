@@ -1,4 +1,4 @@
-"""The `tsf-train fit` configuration: the shipped defaults, a user's YAML on top, `-o` overrides.
+"""The `tsf-train fit` configuration: the shipped defaults, a user's YAML on top, `--set` overrides.
 
 Unknown keys are errors (a typo must not silently train with a default). Values keep the type
 of the default they replace where that is checkable.

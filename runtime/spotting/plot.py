@@ -19,6 +19,7 @@ from pathlib import Path
 
 import click
 
+from ... import __version__
 from ..errors import InputError, TsfError, install_hint, run_cli
 from .spot import (DEFAULT_BACKGROUND, DEFAULT_NMS_WINDOW_S, RESULTS_FILE, HalfHeads, class_probabilities,
                    find_game_halves, half_number, heads_and_metadata_paths, load_half, spot_half,
@@ -164,6 +165,7 @@ def _parse_size(text: str) -> tuple[int, int]:
 @click.option("--dpi", type=click.IntRange(50, 600), default=DEFAULT_DPI, show_default=True)
 @click.option("--title", help="[default: the game folder's name]")
 @click.option("--overwrite", is_flag=True, help="Replace an existing picture.")
+@click.version_option(__version__, prog_name="tsf-plot")
 def cli(game, output, results, labels, classes_file, background, nms_window, min_confidence, size, dpi, title, overwrite):
     """Draw a match timeline: per-class confidence over time, spotted events, optionally the ground truth.
 
