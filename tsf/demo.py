@@ -116,8 +116,7 @@ def next_steps(tools: Path, bundle: Path, features: Path, speed: float | None) -
         f"  {export} weights.pdparams --soccernet-classes",
         f"  {extract} PATH/TO/YOUR_VIDEO.mkv -o my_features.npy",
         "  # events from the heads (the demo's random bundle carries SoccerNet's class names)",
-        (f"  {spot} --half1 {shlex.quote(shown(features.with_suffix('.heads.npz')))} "
-         f"-o {shlex.quote(shown(features.parent / 'spotting'))}"),
+        f"  {spot} --half1 {shlex.quote(shown(features.with_suffix('.heads.npz')))}",
     ]
     return "\n".join(lines)
 
@@ -130,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tsf.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path,
                         help="where the clip, bundle and features go [default: demo-out, or demo-out-small with --small]")
-    parser.add_argument("--seconds", type=int, default=10, help="length of the generated clip")
+    parser.add_argument("--seconds", type=int, default=6, help="length of the generated clip")
     parser.add_argument(
         "--small", action="store_true",
         help="a 2-block, 4-frame model instead of the reference architecture (seconds, not minutes, on a laptop CPU)",

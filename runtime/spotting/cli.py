@@ -88,7 +88,7 @@ def cli(folders, half1, half2, game, output, classes_file, background, nms_windo
         raise InputError("--metrics needs --evaluate LABELS_ROOT")
     written = {}
     for name, halves, game_folder in _collect_games(folders, half1, half2, game):
-        for missing in sorted({1, 2} - set(halves)):
+        for missing in sorted({1, 2} - set(halves)) if folders else ():  # --half1/--half2 say what they give
             click.echo(f"warning: game {name!r} has no half {missing}", err=True)
         spots = []
         for half, path in sorted(halves.items()):
