@@ -33,7 +33,7 @@ def test_small_demo_keeps_its_own_folder_and_its_next_commands_run(tmp_path, mon
     assert sorted(os.listdir(full)) == ["features.npy"]
     assert (full / "features.npy").read_bytes() == b"the full demo's features"
     assert np.load(tmp_path / "demo-out-small" / "features.npy").shape == (6, 128)
-    assert "GPU speed has not been measured yet" in out.splitlines()[0]
+    assert "this takes about 10 seconds" in out.splitlines()[0] and "no GPU figure" in out.splitlines()[1]
 
     # "your own video": the printed line with a real path in place of the placeholder
     command = [str(video("short_5s.mkv")) if word == "PATH/TO/YOUR_VIDEO.mkv" else word

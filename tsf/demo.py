@@ -30,14 +30,13 @@ from tsf.runtime.progress import format_speed
 SMALL_ARCH = "depth=2,width=128,heads=2,frames=4"
 HALF_SECONDS = 45 * 60
 
-# What to expect, measured on the 2-core development machine (benchmarks/RESULTS.md: "make demo"
-# and the CPU end-to-end table). No GPU figure exists yet; the demo says so rather than guess.
+# What to expect on the 2-core development machine (benchmarks/RESULTS.md, "make demo"). No GPU
+# figure exists yet; the demo says so rather than guess.
 EXPECTED = {
-    False: "the reference-sized model (12 blocks x 768, 16 frames): exporting takes about 2 minutes "
-           "and extracting runs at about x0.2 real time on a 2-core CPU, so about 4 minutes in all "
-           "(a 45-minute half: about 4 hours on such a CPU)",
-    True: "a 2-block model: exporting takes about 20 seconds and extracting runs at about x1 real time "
-          "on a 2-core CPU, well under a minute in all",
+    False: ("the reference-sized model (12 blocks x 768, 16 frames). On a 2-core CPU this takes "
+            "about 3 minutes when the cores are free and about 7 when they are shared, mostly exporting; "
+            "extraction runs at about x0.2 real time there (a 45-minute half: about 4 hours)"),
+    True: "a 2-block, 4-frame test model. On a 2-core CPU this takes about 10 seconds",
 }
 
 
@@ -113,7 +112,7 @@ def next_steps(tools: Path, bundle: Path, features: Path, speed: float | None) -
         f"  # a 45-minute half with this model takes {half}; cut a minute to try it first, e.g.",
         "  #   ffmpeg -ss 600 -i YOUR_VIDEO.mkv -t 60 -c copy minute.mkv",
         "  # real features: export your weights once to the default bundle, then no --model is needed",
-        f"  {export} weights.pdparams --soccernet-classes",
+        f"  {export} weights.pdparams",
         f"  {extract} PATH/TO/YOUR_VIDEO.mkv -o my_features.npy",
         "  # events from the heads (the demo's random bundle carries SoccerNet's class names)",
         f"  {spot} --half1 {shlex.quote(shown(features.with_suffix('.heads.npz')))}",
@@ -140,13 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     tools = Path(sys.executable).parent
     clip, bundle, features = work / "demo.mkv", work / "bundle", work / "features.npy"
 
-    print(f"tsf demo in {shown(work)}/, on the CPU, with {EXPECTED[args.small]}. "
-          "GPU speed has not been measured yet (benchmarks/RESULTS.md).", flush=True)
+    print(f"tsf demo in {shown(work)}/, on the CPU, with {EXPECTED[args.small]}.\n"
+          "(No GPU has run tsf yet, so there is no GPU figure: benchmarks/RESULTS.md.)", flush=True)
     started = time.perf_counter()
     print(f"\n[1/3] drawing a {args.seconds}-s 456x256 clip at 25 fps -> {shown(clip)}", flush=True)
     draw_pitch_clip(clip, args.seconds)
 
-    print("\n[2/3] exporting a randomly initialised model bundle (Paddle -> ONNX, checked against Paddle)", flush=True)
+    print("\n[2/3] exporting a randomly initialised model bundle: Paddle -> ONNX, then both run on 4 clips and "
+          "compared (the longest step)", flush=True)
     export = [str(tools / "tsf-export"), "--random-init", "-o", str(bundle), "--overwrite", "--no-engine"]
     if args.small:
         export += ["--arch", SMALL_ARCH]
