@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
+# setuptools ends every editable install with an "Editable installation" notice box (careful with
+# folders named like the package); our package folders are the package, so the box is noise.
+QUIET_EDITABLE := PYTHONWARNINGS="ignore:Editable installation"
 
 .PHONY: demo test setup-test setup-demo clean
 
@@ -13,19 +16,21 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 setup-demo: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[cpu,export]'
+	@echo "installing tsf and its CPU + export dependencies into $(VENV)/ (minutes the first time)"
+	$(QUIET_EDITABLE) $(BIN)/pip install --quiet -e '.[cpu,export]'
 
+# The TensorRT type stubs serve tests/test_gpu_static.py; --no-deps and a separate folder because
+# the stubs depend on TensorRT (not installable here) and would shadow `import tensorrt`.
 setup-test: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[cpu,export,train,cluster,soccernet,dev]'
-	# TensorRT type stubs for tests/test_gpu_static.py; --no-deps and a separate folder because
-	# the stubs depend on TensorRT (not installable here) and would shadow `import tensorrt`.
+	@echo "installing tsf and every test dependency into $(VENV)/ (minutes the first time)"
+	$(QUIET_EDITABLE) $(BIN)/pip install --quiet -e '.[cpu,export,train,cluster,soccernet,dev]'
 	$(BIN)/pip install --quiet --no-deps --target $(VENV)/typestubs --upgrade tensorrt-stubs==10.13.0.35.1
 
 demo: setup-demo
-	$(BIN)/python -m tsf.demo --workdir demo-out
+	$(BIN)/python -m tsf.demo
 
 test: setup-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) demo-out build *.egg-info
+	rm -rf $(VENV) demo-out demo-out-small build *.egg-info

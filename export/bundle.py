@@ -30,16 +30,16 @@ from tsf.runtime.bundle import (
     ONNX_FILE,
     ONNX_OPSET,
     WINDOW,
-    bundle_id_from_sha256,
+    bundle_id,
     default_bundle_dir,
     load_bundle,
     reference_preprocessing,
     sha256_file,
 )
-from tsf.runtime.errors import BackendError, InputError, OutputError, TsfError, first_line
+from tsf.runtime.errors import BackendError, InputError, OutputError, TsfError, first_line, install_hint
 from tsf.runtime.gpu import GPU_IMPORT_ERRORS
 
-from .classes import check_class_names, neutral_class_names
+from .classes import check_class_names, default_class_names
 from .onnx_export import export_onnx
 from .parity import check_parity, format_parity, measure_parity
 
@@ -77,7 +77,7 @@ def _import_paddle():
     """Paddle, after checking that the whole `export` extra is installed (one line if not)."""
     missing = [name for name in ("paddle", "paddle2onnx", "onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
     if missing:
-        raise BackendError(f"exporting needs {', '.join(missing)}: pip install 'tsf[export]'")
+        raise BackendError(f"exporting needs {', '.join(missing)}: {install_hint('export')}")
     # Paddle warns on import that ccache is missing (it matters only for compiling custom ops);
     # keep that out of the CLI's output.
     with warnings.catch_warnings():
@@ -291,7 +291,8 @@ def export_bundle(
 
     `out_dir` None means `default_bundle_dir()`. `arch` ("depth=2,width=128,..." or a dict) shapes
     a random-init model. `engine`: False, True (required: fail without TensorRT) or "auto" (build
-    when TensorRT and a GPU are usable). `class_names` None means `class_0 ...`;
+    when TensorRT and a GPU are usable). `class_names` None means `class_0 ...` (SoccerNet-v2's names
+    for an 18-class random-init model);
     `class_names_source` says where they came from in errors. `log(str)` receives progress lines.
     Bad input and failed gates raise `TsfError` subclasses; no failure leaves anything behind.
     """
@@ -307,7 +308,7 @@ def export_bundle(
 
     model, config, weights_meta = _load_model(weights, random_init, arch_args, heads, seed, log)
     if class_names is None:
-        names = neutral_class_names(config.num_classes)
+        names = default_class_names(config.num_classes, random_init)
     else:
         names = check_class_names(class_names, config.num_classes, class_names_source)
 
@@ -354,7 +355,7 @@ def export_bundle(
             "format": BUNDLE_FORMAT,
             "format_version": FORMAT_VERSION,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "bundle_id": bundle_id_from_sha256(onnx_sha256),
+            "bundle_id": bundle_id(onnx_sha256, names),
             "architecture": {
                 "frames": config.frames, "depth": config.depth, "width": config.width,
                 "heads": config.heads, "classes": config.num_classes, "image_size": config.image_size,

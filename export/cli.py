@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import click
 
+from tsf import __version__
 from tsf.runtime.bundle import default_bundle_dir
 from tsf.runtime.errors import run_cli
 from tsf.runtime.spotting.classes import SOCCERNET_V2_CLASS_NAMES
@@ -31,7 +32,8 @@ looks when it is given no --model.
 
 Class names come from --classes FILE (one per line, in index order) or --soccernet-classes (the
 weights follow SoccerNet-v2's official action order plus background at 17); otherwise they are
-class_0, class_1, ...
+class_0, class_1, ... (an 18-class --random-init model gets SoccerNet-v2's names: random weights
+have no class order to get wrong, and tsf-spot/tsf-plot then take its heads as they are).
 """
 
 
@@ -62,6 +64,7 @@ def _say(message: str) -> None:
 @click.option("--arch", metavar="KEY=VALUE,...", hidden=True,
               help="With --random-init: architecture overrides, e.g. depth=2,width=128,heads=2,frames=4.")
 @click.option("--seed", type=int, default=0, hidden=True, help="With --random-init: the initialisation seed.")
+@click.version_option(__version__, prog_name="tsf-export")
 def command(weights, bundle_dir, classes_file, soccernet_classes, precision, max_batch, engine,
             random_init, heads, overwrite, arch, seed):
     if classes_file and soccernet_classes:

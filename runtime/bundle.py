@@ -3,7 +3,7 @@
 A bundle is a directory holding `model.onnx`, `bundle.json` and optionally TensorRT engines under
 `engines/`. This module owns the names and the validation, so the writer (tsf.export) and the
 reader (the runtime) cannot drift apart. It uses only the standard library: `json` for the
-metadata, `hashlib` for the ONNX checksum (the bundle id), `os`/`pathlib` for the paths. It never
+metadata, `hashlib` for the ONNX checksum and the bundle id, `os`/`pathlib` for the paths. It never
 opens the ONNX itself (no `onnx` import): loading a bundle must stay cheap and Paddle/onnx-free.
 """
 
@@ -70,8 +70,12 @@ def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def bundle_id_from_sha256(onnx_sha256: str) -> str:
-    return onnx_sha256[:BUNDLE_ID_HEX_DIGITS]
+def bundle_id(onnx_sha256: str, class_names) -> str:
+    """What a bundle is to its outputs: the model (its ONNX bytes) and the names of its classes, which
+    give the heads their meaning. Computed whenever a bundle is loaded, so bundles written by older
+    versions (whose id was the ONNX sha256 alone) load unchanged and get this id."""
+    identity = json.dumps({"onnx_sha256": onnx_sha256, "class_names": list(class_names)}, separators=(",", ":"))
+    return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:BUNDLE_ID_HEX_DIGITS]
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,9 @@ def load_bundle(directory: str | os.PathLike, verify: bool = False) -> Bundle:
     """
     bundle_dir = Path(directory).expanduser()
     if not bundle_dir.exists():
+        if bundle_dir == default_bundle_dir():
+            raise InputError(f"no model bundle at {bundle_dir} (the default): `tsf-export WEIGHTS.pdparams` puts one "
+                             "there, or pass --model BUNDLE_DIR (make demo's is demo-out/bundle)")
         raise InputError(f"no model bundle at {bundle_dir} (make one with tsf-export)")
     if not bundle_dir.is_dir():
         raise InputError(f"{bundle_dir} is not a model bundle directory")
@@ -191,7 +198,7 @@ def load_bundle(directory: str | os.PathLike, verify: bool = False) -> Bundle:
         onnx_path=onnx_path,
         architecture=dict(architecture),
         class_names=tuple(class_names),
-        bundle_id=bundle_id_from_sha256(onnx_sha256),
+        bundle_id=bundle_id(onnx_sha256, class_names),
         random_init=weights["random_init"],
         engines=list(engines),
     )

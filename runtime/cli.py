@@ -26,7 +26,7 @@ from .scale.jobs import expand_jobs, run_jobs
 from .scale.ray_pool import run_on_ray
 from .scale.report import RunReport
 from .scale.slurm import select_share, slurm_script_for
-from .write import FORMATS
+from .write import FORMATS, output_paths
 
 log = logging.getLogger("tsf")
 
@@ -70,7 +70,8 @@ def _lowercase_level(record: logging.LogRecord) -> bool:
               help="auto: NVDEC (GPU) when PyNvVideoCodec and a GPU are present and inference runs there, else PyAV.")
 @click.option("--heads", is_flag=True, help="Also write OUT.heads.npz with logits and event_times (N, classes).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="npy", show_default=True,
-              help="npy: float32 (N, width). reference: the reference's pickled dict (needs allow_pickle to load).")
+              help="npy: OUT.npy, float32 (N, width). reference: OUT.pkl, the reference's pickled dict "
+                   "(np.load(OUT.pkl, allow_pickle=True).item()).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip finished videos).")
 @click.option("--allow-partial", is_flag=True,
               help="On a truncated or corrupt video, keep the rows decoded before the break (marked in the metadata).")
@@ -124,7 +125,8 @@ def command(videos, output, list_file, model, quiet, shard, print_slurm_script, 
     finally:
         run_report.close()
     if len(jobs) == 1 and summary.skipped:
-        log.info("%s exists; skipped (use --overwrite to replace it)", jobs[0].output)
+        log.info("%s exists; skipped (use --overwrite to replace it)",
+                 output_paths(jobs[0].output, settings.heads, settings.fmt)["features"])
     elif len(jobs) > 1:
         log.info("tsf-extract: %s", summary.line())
     return 0 if summary.ok else 2

@@ -1,6 +1,7 @@
 """Errors a user can cause. Each message is one line naming the problem; the CLIs print it and exit 2."""
 
 import sys
+from pathlib import Path
 
 
 class TsfError(Exception):
@@ -22,6 +23,14 @@ class BackendError(TsfError):
 class EngineUnavailable(BackendError):
     """This engine (or decoder) cannot run here; the message says why. With `auto`, the chooser
     logs the reason and tries the next one; asked for by name, it is the error."""
+
+
+def install_hint(extra: str) -> str:
+    """The command that adds an extra to this installation. tsf installs from its checkout (the PyPI
+    package named "tsf" is another project), so the hint names this checkout and this Python."""
+    checkout = Path(__file__).resolve().parents[1]  # runtime/ in an editable install of a checkout
+    source = str(checkout) if (checkout / "setup.cfg").is_file() else "PATH/TO/YOUR/TSF/CHECKOUT"
+    return f"{sys.executable} -m pip install -e '{source}[{extra}]'"
 
 
 def one_line(message) -> str:

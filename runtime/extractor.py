@@ -22,10 +22,10 @@ from .backends import Backend, select_backend
 from .bundle import Bundle, default_bundle_dir, load_bundle
 from .pipeline import Result, extract
 from .probe import probe_video
-from .progress import VideoProgress
+from .progress import VideoProgress, format_speed
 from .sample import plan_windows
 from .scale.jobs import Job
-from .write import check_outputs, is_complete, write_outputs
+from .write import check_outputs, feature_file_description, is_complete, write_outputs
 
 log = logging.getLogger("tsf")
 
@@ -67,30 +67,32 @@ class Extractor:
 
     def is_done(self, job: Job) -> bool:
         """True when a previous run finished this job's outputs (and they may be kept)."""
-        return not self.settings.overwrite and is_complete(job.output, self.settings.heads)
+        s = self.settings
+        return not s.overwrite and is_complete(job.output, s.heads, s.fmt)
 
     def extract(self, video: str | Path) -> Result:
         """One video's features in memory: probe -> plan -> decode, preprocess, batch, infer."""
         info = probe_video(video)
         plan = plan_windows(info, self.settings.align, frames=self.bundle.frames)
+        backend = self.backend  # loaded before the progress clock starts, as the pipeline's clock does
         with VideoProgress(plan.rows, float(info.duration) / plan.rows, Path(video).name,
                            enabled=self.show_progress) as bar:
-            return extract(info, plan, self.bundle, self.backend, decoder=self.settings.decoder,
+            return extract(info, plan, self.bundle, backend, decoder=self.settings.decoder,
                            batch_size=self.settings.batch_size, allow_partial=self.settings.allow_partial,
                            progress=lambda rows, total: bar.update(rows))
 
     def process(self, job: Job) -> Result:
         """One job: its outputs checked (before any decoding), extracted, written atomically."""
         s = self.settings
-        paths = check_outputs(job.output, s.heads, s.overwrite)
+        paths = check_outputs(job.output, s.heads, s.overwrite, s.fmt)
         result = self.extract(job.video)
         write_outputs(job.output, features=result.features, logits=result.logits, event_times=result.event_times,
                       metadata=self.metadata(result, paths), heads=s.heads, fmt=s.fmt, overwrite=s.overwrite)
         if result.stats.partial is not None:
             log.warning("%s: kept %d rows decoded before the break (%s)", job.video, result.rows, result.stats.partial)
-        log.info("%s -> %s: %d rows x %d, %s %s on %s, %s decoder, x%.1f real time", job.video, job.output,
+        log.info("%s -> %s: %d rows x %d, %s %s on %s, %s decoder, %s", job.video, paths["features"],
                  result.rows, result.features.shape[1], self.backend.name, self.backend.precision,
-                 self.backend.device, result.decoder, result.timings.get("realtime_factor") or 0)
+                 self.backend.device, result.decoder, format_speed(result.timings.get("realtime_factor")))
         return result
 
     def metadata(self, result: Result, paths: dict[str, Path]) -> dict:
@@ -126,7 +128,8 @@ class Extractor:
             "frame_time_rule": plan.frame_time_rule,
             "row_time_seconds": ("row i describes [i, i + 5] s" if plan.align == "reference"
                                  else "row i describes the 5 s centred on i + 0.5 s"),
-            "features": {"shape": list(result.features.shape), "dtype": "float32", "format": self.settings.fmt},
+            "features": feature_file_description(self.settings.fmt, result.features, result.logits,
+                                                 result.event_times),
             "bundle": {
                 "id": self.bundle.bundle_id,
                 "path": str(Path(self.bundle.dir).resolve()),

@@ -23,6 +23,7 @@ from .errors import BackendError, EngineUnavailable, InputError, first_line
 from .gpu import GPU_IMPORT_ERRORS, Device
 from .preprocess import array_module
 from .probe import VideoInfo
+from .progress import realtime_factor
 from .sample import WindowPlan
 
 log = logging.getLogger("tsf")
@@ -151,7 +152,11 @@ def extract(info: VideoInfo, plan: WindowPlan, bundle: Bundle, backend: Backend,
         "setup_seconds": round(opened - started, 3),
         "inference_seconds": round(inference_seconds, 3),
         "waiting_for_frames_seconds": round(waiting_seconds, 3),
-        "realtime_factor": round(float(info.duration) / wall, 2) if wall > 0 else None,
-        "windows_per_second": round(rows_done / wall, 2) if wall > 0 else None,
+        # tsf's one speed figure (progress.py): the seconds of video these rows cover, per wall second.
+        "realtime_factor": _rounded(realtime_factor(float(info.duration) * rows_done / plan.rows, wall)),
     }
     return Result(info, plan, features, logits, event_times, stats, video_decoder.name, batch_size, timings)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else float(f"{value:.3g}")

@@ -19,28 +19,33 @@ import numpy as np
 
 from .errors import OutputError
 
-FORMATS = ("npy", "reference")  # plain float32 features, or the reference's pickled dict (docs/reference.md §5)
+# The features file's name per format: plain float32 features, or the reference's dict of arrays
+# saved by np.save as a pickle (docs/reference.md §5), named for what it is.
+FEATURE_SUFFIXES = {"npy": ".npy", "reference": ".pkl"}
+FORMATS = tuple(FEATURE_SUFFIXES)
 
 
-def output_paths(out: str | os.PathLike, heads: bool = False) -> dict[str, Path]:
-    """features: OUT.npy, metadata: OUT.json, heads: OUT.heads.npz (only with `heads`)."""
+def output_paths(out: str | os.PathLike, heads: bool = False, fmt: str = "npy") -> dict[str, Path]:
+    """features: OUT.npy (OUT.pkl for the reference format), metadata: OUT.json, heads: OUT.heads.npz
+    (only with `heads`). OUT is `out` without a .npy or .pkl suffix."""
     out = Path(out)
-    if out.suffix != ".npy":
+    if out.suffix not in FEATURE_SUFFIXES.values():
         out = out.with_name(out.name + ".npy")
-    paths = {"features": out, "metadata": out.with_suffix(".json")}
+    paths = {"features": out.with_suffix(FEATURE_SUFFIXES[fmt]), "metadata": out.with_suffix(".json")}
     if heads:
         paths["heads"] = out.with_suffix(".heads.npz")
     return paths
 
 
-def is_complete(out: str | os.PathLike, heads: bool = False) -> bool:
+def is_complete(out: str | os.PathLike, heads: bool = False, fmt: str = "npy") -> bool:
     """True when a previous run left every output of this set (the features file is written last)."""
-    return all(p.is_file() for p in output_paths(out, heads).values())
+    return all(p.is_file() for p in output_paths(out, heads, fmt).values())
 
 
-def check_outputs(out: str | os.PathLike, heads: bool = False, overwrite: bool = False) -> dict[str, Path]:
+def check_outputs(out: str | os.PathLike, heads: bool = False, overwrite: bool = False,
+                  fmt: str = "npy") -> dict[str, Path]:
     """Fail early (before any decoding) if the outputs exist or their directory is not writable."""
-    paths = output_paths(out, heads)
+    paths = output_paths(out, heads, fmt)
     if not overwrite:
         existing = [str(p) for p in paths.values() if p.exists()]
         if existing:
@@ -67,22 +72,34 @@ def _heads_bytes(logits: np.ndarray, event_times: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def feature_payload(fmt: str, features, logits, event_times):
+    """What the features file holds: float32 (N, width), or the reference's dict of float32 (N, 1, .) arrays."""
+    features = np.asarray(features, dtype=np.float32)
+    if fmt == "npy":
+        return features
+    if fmt == "reference":
+        return {"features": features[:, None, :],
+                "cls_score_all": np.asarray(logits, dtype=np.float32)[:, None, :],
+                "event_times": np.asarray(event_times, dtype=np.float32)[:, None, :]}
+    raise OutputError(f"unknown output format {fmt!r} ({' or '.join(FORMATS)})")
+
+
+def feature_file_description(fmt: str, features, logits, event_times) -> dict:
+    """OUT.json's `features`: the file as written (its format, what is in it, how to load it)."""
+    payload = feature_payload(fmt, features, logits, event_times)
+    if fmt == "npy":
+        return {"format": fmt, "shape": list(payload.shape), "dtype": "float32", "load": "np.load(path)"}
+    return {"format": fmt, "shape": list(payload["features"].shape), "dtype": "float32",
+            "load": "np.load(path, allow_pickle=True).item()",
+            "arrays": {name: list(array.shape) for name, array in payload.items()}}
+
+
 def write_outputs(out: str | os.PathLike, *, features: np.ndarray, logits: np.ndarray, event_times: np.ndarray,
                   metadata: dict, heads: bool = False, fmt: str = "npy", overwrite: bool = False) -> dict[str, Path]:
     """Write the set; `fmt` "npy" = plain float32 [N, width], "reference" = the reference's pickled dict."""
-    paths = output_paths(out, heads)
-    features = np.asarray(features, dtype=np.float32)
-    if fmt == "npy":
-        feature_bytes = _npy_bytes(features)
-    elif fmt == "reference":
-        # The reference's layout: a pickled dict of (N, 1, .) arrays; loading needs allow_pickle=True.
-        feature_bytes = _npy_bytes({
-            "features": features[:, None, :],
-            "cls_score_all": np.asarray(logits, dtype=np.float32)[:, None, :],
-            "event_times": np.asarray(event_times, dtype=np.float32)[:, None, :],
-        }, allow_pickle=True)
-    else:
-        raise OutputError(f"unknown output format {fmt!r} ({' or '.join(FORMATS)})")
+    paths = output_paths(out, heads, fmt)
+    payload = feature_payload(fmt, features, logits, event_times)
+    feature_bytes = _npy_bytes(payload, allow_pickle=fmt == "reference")
     contents = {"metadata": (json.dumps(metadata, indent=2, sort_keys=False) + "\n").encode()}
     if heads:
         contents["heads"] = _heads_bytes(np.asarray(logits, dtype=np.float32),

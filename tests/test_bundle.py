@@ -58,7 +58,7 @@ def test_loads_the_documented_format(tmp_path):
     sha = hashlib.sha256(ONNX_BYTES).hexdigest()
     assert bundle.dir == tmp_path / "b"
     assert bundle.onnx_path == tmp_path / "b" / "model.onnx"
-    assert bundle.bundle_id == sha[:16]
+    assert bundle.bundle_id == documented_id(sha, ["Goal", "Corner", "background"])
     assert bundle.class_names == ("Goal", "Corner", "background")
     assert bundle.random_init is False
     assert bundle.architecture["width"] == 768 and bundle.frames == 16 and bundle.image_size == 224
@@ -66,6 +66,26 @@ def test_loads_the_documented_format(tmp_path):
     assert bundle.engines[0]["precision"] == "fp16"
     assert bundle.path(bundle.engines[0]["file"]) == tmp_path / "b" / "engines" / "h100-fp16.engine"
     assert bundle.meta["versions"]["paddle"] == "3.3.1"
+
+
+def documented_id(onnx_sha256: str, class_names: list[str]) -> str:
+    """docs/design.md: the first 16 hex digits of the sha256 of the compact JSON of both."""
+    text = '{"onnx_sha256":"' + onnx_sha256 + '","class_names":' + json.dumps(class_names, separators=(",", ":")) + "}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def test_bundles_differing_only_in_class_names_have_different_ids(tmp_path):
+    sha = hashlib.sha256(ONNX_BYTES).hexdigest()
+    renamed = design_meta(sha)
+    renamed["class_names"] = ["Corner", "Goal", "background"]
+    first, again = load_bundle(write_bundle(tmp_path / "a")), load_bundle(write_bundle(tmp_path / "b"))
+    other = load_bundle(write_bundle(tmp_path / "c", renamed))
+    assert first.bundle_id == again.bundle_id != other.bundle_id
+    # A bundle written before the id covered class names (bundle_id = the ONNX sha256's first 16
+    # digits) loads unchanged and gets the current id.
+    old = design_meta(sha)
+    old["bundle_id"] = sha[:16]
+    assert load_bundle(write_bundle(tmp_path / "old", old)).bundle_id == first.bundle_id
 
 
 def test_engines_are_optional(tmp_path):

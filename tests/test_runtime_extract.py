@@ -19,6 +19,7 @@ from runtime_helpers import (VIDEOS, cosine_rows, decode_all, extract, independe
 from tsf.runtime.bundle import load_bundle
 from tsf.runtime.decode import PyAVDecoder
 from tsf.runtime.probe import probe_video
+from tsf.runtime.progress import format_speed
 from videos import read_frame_number
 
 FORMATS = ["h264_25fps.mkv", "h264_25fps.mp4", "h264_2997fps.mkv", "h264_2997fps_audio.mp4", "vfr.mkv",
@@ -111,6 +112,13 @@ def test_cli_end_to_end_metadata_heads_and_reference_format(tmp_path, capsys):
     assert meta["decoder"] == "cpu" and meta["engine"]["library"] == "onnxruntime"
     assert meta["partial"] is False and meta["tsf_version"] and meta["batch_size"] == 5
     assert "frame_time_rule" in meta and "total_seconds" in meta["timings"]
+    assert meta["features"] == {"format": "npy", "shape": [8, 128], "dtype": "float32", "load": "np.load(path)"}
+    # Not a terminal here: progress is plain lines, and the last line and the info line give the
+    # one speed figure ("x real time"), the info line naming the file written.
+    assert "\r" not in err and "h264_25fps.mkv: 100% (8/8 windows), x" in err
+    info = [line for line in err.splitlines() if line.startswith("info: ")]
+    assert len(info) == 1 and f"-> {tmp_path / 'out' / 'f.npy'}: 8 rows x 128" in info[0]
+    assert info[0].endswith(format_speed(meta["timings"]["realtime_factor"])) and "windows_per_second" not in meta["timings"]
     # Same features through the library call (the CLI adds nothing to the numbers).
     direct = extract(path, bundle_dir, device="cpu", backend="onnxruntime")
     assert np.allclose(direct.features, features, atol=1e-5)
@@ -118,8 +126,16 @@ def test_cli_end_to_end_metadata_heads_and_reference_format(tmp_path, capsys):
     code, err = run_cli(capsys, [str(path), "-o", str(tmp_path / "ref.npy"), "--model", str(bundle_dir), "--device", "cpu",
                          "--format", "reference", "--align", "reference"])
     assert code == 0, err
-    d = np.load(tmp_path / "ref.npy", allow_pickle=True).item()
+    assert not (tmp_path / "ref.npy").exists() and f"-> {tmp_path / 'ref.pkl'}: 3 rows" in err
+    d = np.load(tmp_path / "ref.pkl", allow_pickle=True).item()
     assert d["features"].shape == (3, 1, 128) and d["cls_score_all"].shape == d["event_times"].shape == (3, 1, 18)
+    described = json.loads((tmp_path / "ref.json").read_text())["features"]
+    assert described["format"] == "reference" and described["shape"] == [3, 1, 128]
+    assert described["arrays"]["cls_score_all"] == [3, 1, 18]
+    assert json.loads((tmp_path / "ref.json").read_text())["outputs"]["features"] == str(tmp_path / "ref.pkl")
+    code, err = run_cli(capsys, [str(path), "-o", str(tmp_path / "ref.npy"), "--model", str(bundle_dir), "--device", "cpu",
+                         "--format", "reference", "--align", "reference"])
+    assert code == 0 and f"{tmp_path / 'ref.pkl'} exists; skipped" in err  # the finished .pkl set is recognised
 
 
 def test_cli_resume_overwrite_and_many_videos(tmp_path, capsys):

@@ -21,6 +21,7 @@ from tsf.runtime.errors import InputError, OutputError
 from tsf.runtime.scale.jobs import JobError, Job, expand_jobs, run_jobs
 from tsf.runtime.preprocess import preprocess_frame
 from tsf.runtime.probe import VideoInfo
+from tsf.runtime.progress import LINE_EVERY_PERCENT, VideoProgress, format_speed, realtime_factor
 from tsf.runtime.sample import FrameSelector, plan_windows, reference_indices, unique_targets
 
 
@@ -248,7 +249,41 @@ def test_write_plain_heads_and_reference_format(tmp_path):
     d = np.load(paths["features"], allow_pickle=True).item()
     assert d["features"].shape == (3, 1, 8) and d["cls_score_all"].shape == (3, 1, 5)
     assert np.array_equal(d["event_times"][:, 0], a["event_times"])
-    assert sorted(os.listdir(tmp_path)) == ["f.heads.npz", "f.json", "f.npy", "r.json", "r.npy"]
+    # named for what it is: r.pkl, not r.npy; the metadata describes that file
+    assert sorted(os.listdir(tmp_path)) == ["f.heads.npz", "f.json", "f.npy", "r.json", "r.pkl"]
+    assert write.is_complete(tmp_path / "r.npy", fmt="reference") and not write.is_complete(tmp_path / "r.npy")
+    described = write.feature_file_description("reference", a["features"], a["logits"], a["event_times"])
+    assert described["shape"] == [3, 1, 8] and described["load"] == "np.load(path, allow_pickle=True).item()"
+    assert described["arrays"] == {"features": [3, 1, 8], "cls_score_all": [3, 1, 5], "event_times": [3, 1, 5]}
+    assert write.feature_file_description("npy", a["features"], a["logits"], a["event_times"])["shape"] == [3, 8]
+
+
+# ---------------------------------------------------------------- progress and the speed figure
+
+def test_progress_off_a_terminal_is_a_line_every_few_percent(capsys):
+    """Under a log file (not a terminal) no bar is redrawn: one plain line per 5 %, the last at 100 %."""
+    bar = VideoProgress(40, 2.0, "match.mkv", enabled=True)
+    for _ in range(40):
+        bar.update(1)
+    bar.close()
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert "\r" not in err and len(lines) == 100 // LINE_EVERY_PERCENT
+    assert lines[0].startswith("match.mkv:   5% (2/40 windows), x") and " real time, " in lines[0]
+    assert lines[-1].startswith("match.mkv: 100% (40/40 windows), x")
+
+    bar = VideoProgress(3, 1.0, "short.mkv", enabled=True)  # each row is a third: one line per row
+    bar.update(2)
+    bar.update(1)
+    assert [line.split(" (")[0] for line in capsys.readouterr().err.splitlines()] == ["short.mkv:  67%", "short.mkv: 100%"]
+    VideoProgress(3, 1.0, "quiet.mkv", enabled=False).update(3)
+    assert capsys.readouterr().err == ""
+
+
+def test_one_speed_figure():
+    assert realtime_factor(10.0, 50.0) == 0.2 and realtime_factor(10.0, 0.0) is None
+    assert [format_speed(x) for x in (0.198, 1.15, 9.6, 84.4, None)] == [
+        "x0.2 real time", "x1.1 real time", "x9.6 real time", "x84 real time", "x? real time"]
 
 
 def test_write_never_clobbers_and_cleans_up_on_interrupt(tmp_path, monkeypatch):

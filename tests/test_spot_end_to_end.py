@@ -31,12 +31,10 @@ def test_video_to_results_file_score_and_picture(tmp_path, capsys, align, centre
     (data / game).mkdir(parents=True)
     for half in (1, 2):  # SoccerNet's layout: each half is its own video
         os.link(video("h264_25fps.mkv"), data / game / f"{half}_224p.mkv")
-    classes = tmp_path / "classes.txt"
-    classes.write_text("\n".join(CLASS_NAMES) + "\n")  # the small test bundle names its classes class_<i>
-
     assert run(extract_main, [data, "-o", tmp_path / "out", "--model", small_bundle(4), "--device", "cpu",
                               "--heads", "--align", align, "-q"]) == 0, capsys.readouterr().err
-    assert run(spot_main, [tmp_path / "out", "-o", tmp_path / "preds", "--classes", classes]) == 0, capsys.readouterr().err
+    # The random-init test bundle carries SoccerNet's class names (background included): no flags needed.
+    assert run(spot_main, [tmp_path / "out", "-o", tmp_path / "preds"]) == 0, capsys.readouterr().err
     results = json.loads((tmp_path / "preds" / game / "results_spotting.json").read_text())
     assert results["UrlLocal"] == game
 
@@ -60,6 +58,8 @@ def test_video_to_results_file_score_and_picture(tmp_path, capsys, align, centre
         {"gameTime": "1 - 00:04", "label": "Goal", "position": "4000", "visibility": "visible"},
         {"gameTime": "2 - 00:02", "label": "Corner", "position": "2000", "visibility": "not shown"}]}))
     metrics = tmp_path / "metrics.json"
+    classes = tmp_path / "classes.txt"  # the same names, given as a file this time
+    classes.write_text("\n".join(CLASS_NAMES) + "\n")
     assert run(spot_main, [tmp_path / "out", "-o", tmp_path / "preds", "--classes", classes, "--overwrite",
                            "--evaluate", tmp_path / "labels", "--map-implementation", "builtin",
                            "--metrics", metrics]) == 0, capsys.readouterr().err
@@ -70,7 +70,7 @@ def test_video_to_results_file_score_and_picture(tmp_path, capsys, align, centre
     assert scores["loose"]["a_mAP_per_class"]["Goal"] > 0 and scores["loose"]["a_mAP_per_class"]["Corner"] > 0
 
     picture = tmp_path / "match.png"
-    assert run(plot_main, [tmp_path / "out" / game, "-o", picture, "--classes", classes, "--size", "800x500",
+    assert run(plot_main, [tmp_path / "out" / game, "-o", picture, "--size", "800x500",
                            "--results", tmp_path / "preds" / game / "results_spotting.json", "--min-confidence", "0",
                            "--labels", labels / "Labels-v2.json"]) == 0, capsys.readouterr().err
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -207,8 +207,11 @@ def test_fit_cli_reports_bad_config(prepared, tmp_path):
     copy = tmp_path / "prepared"
     shutil.copytree(data, copy)
     (copy / "clips" / GAME_A / "2_HQ" / "0001.mp4").unlink()
-    result = CliRunner().invoke(cli, ["fit", "-o", f"data.dir={copy}", "-o", f"output_dir={tmp_path / 'run'}"])
+    result = CliRunner().invoke(cli, ["fit", "--set", f"data.dir={copy}", "-o", str(tmp_path / "run")])
     assert result.exit_code == 2 and "1 clip(s) missing" in result.output and "Traceback" not in result.output
+    # -o is the run folder, as everywhere else; the old `-o KEY=VALUE` says what to type instead
+    result = CliRunner().invoke(cli, ["fit", "-o", f"data.dir={copy}"])
+    assert result.exit_code == 2 and "--set KEY=VALUE" in result.output and "Traceback" not in result.output
 
 
 def test_the_whole_life_of_a_model(prepared, tree, tmp_path):

@@ -3,7 +3,7 @@
     tsf-train prepare OUT --soccernet ROOT [--split train=train.txt ...]   clips + lists + class map
     tsf-train prepare OUT --annotations labels.csv                           the same from a CSV/JSON
     tsf-train config > my.yaml                                              the default config
-    tsf-train fit --config my.yaml [-o key=value ...] [--resume]            train; checkpoints each epoch
+    tsf-train fit --config my.yaml [-o RUN_DIR] [--set key=value ...] [--resume]   train; checkpoints each epoch
     tsf-train plot RUN_DIR                                                  metrics.jsonl -> PNG curves
     tsf-export RUN_DIR/best.pdparams --classes RUN_DIR/classes.txt -o BUNDLE  then export as usual
 
@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 import warnings
 
 import click
+
+from tsf import __version__
 
 from .errors import TrainingError
 
@@ -55,6 +58,7 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tsf-train")
 def cli():
     """Fine-tune the ppTimeSformer in Paddle (SoccerNet or any labelled video)."""
 
@@ -122,17 +126,24 @@ def config():
 
 @cli.command()
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config.")
-@click.option("-o", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override one config key, e.g. -o optimizer.base_lr=0.005 (repeatable).")
-@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in output_dir.")
+@click.option("-o", "--output", type=click.Path(file_okay=False),
+              help="Run folder for checkpoints and metrics [default: the config's output_dir].")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override one config key, e.g. --set optimizer.base_lr=0.005 (repeatable).")
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in the run folder.")
 @click.option("--stop-after", type=click.IntRange(min=1), help="Stop after this many epochs in this run.")
 @_user_errors
-def fit(config_path, overrides, resume, stop_after):
-    """Fine-tune; checkpoints every epoch into output_dir."""
+def fit(config_path, output, overrides, resume, stop_after):
+    """Fine-tune; checkpoints every epoch into the run folder (-o, else the config's output_dir)."""
+    if output is not None and re.match(r"[A-Za-z_][\w.]*=", output):
+        raise click.UsageError(f"-o {output}: -o is the run folder; override a config key with --set KEY=VALUE")
     from .config import load_config
     from .train import fit as run_fit
 
-    summary = run_fit(load_config(config_path, overrides), resume=resume, stop_after_epochs=stop_after)
+    config = load_config(config_path, overrides)
+    if output is not None:
+        config["output_dir"] = output
+    summary = run_fit(config, resume=resume, stop_after_epochs=stop_after)
     import paddle  # already loaded by the training run
 
     if paddle.distributed.get_rank() == 0:  # one summary, not one per GPU process
@@ -141,7 +152,7 @@ def fit(config_path, overrides, resume, stop_after):
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Folder for the PNGs [default: RUN_DIR/plots].")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Folder for the PNGs [default: RUN_DIR/plots].")
 @click.option("--overwrite", is_flag=True, help="Replace existing plots.")
 @_user_errors
 def plot(run_dir, out_dir, overwrite):

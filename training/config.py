@@ -1,4 +1,4 @@
-"""The `tsf-train fit` configuration: the shipped defaults, a user's YAML on top, `-o` overrides.
+"""The `tsf-train fit` configuration: the shipped defaults, a user's YAML on top, `--set` overrides.
 
 Unknown keys are errors (a typo must not silently train with a default). Values keep the type
 of the default they replace where that is checkable.
@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 from importlib import resources
 
+from tsf.runtime.errors import install_hint
+
 from .errors import TrainingError
 
 DEFAULT_CONFIG_NAME = "default_config.yaml"
@@ -20,7 +22,7 @@ def _yaml():
     try:
         import yaml
     except ImportError:
-        raise TrainingError("PyYAML is needed for training configs: pip install 'tsf[train]'") from None
+        raise TrainingError(f"PyYAML is needed for training configs: {install_hint('train')}") from None
     return yaml
 
 

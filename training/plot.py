@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 
+from tsf.runtime.errors import install_hint
+
 from .errors import TrainingError
 
 PLOTS = ("loss.png", "accuracy.png", "event_time_mae.png", "lr.png")
@@ -32,7 +34,7 @@ def plot_run(metrics_path: str, out_dir: str, overwrite: bool = False) -> list[s
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise TrainingError("plotting needs matplotlib: pip install 'tsf[train]'") from None
+        raise TrainingError(f"plotting needs matplotlib: {install_hint('train')}") from None
     steps, epochs = read_metrics(metrics_path)
     if not steps and not epochs:
         raise TrainingError(f"{metrics_path} holds no metrics yet")

@@ -22,7 +22,7 @@ from collections import deque
 from dataclasses import replace
 from typing import Callable
 
-from ..errors import BackendError, TsfError
+from ..errors import BackendError, TsfError, install_hint
 from ..extractor import ExtractSettings, Extractor
 from .jobs import Job, Summary
 
@@ -57,7 +57,7 @@ def _import_ray():
     try:
         import ray
     except ImportError as e:
-        raise BackendError(f"--ray needs Ray ({e}); pip install 'tsf[cluster]'") from None
+        raise BackendError(f"--ray needs Ray ({e}); {install_hint('cluster')}") from None
     return ray
 
 

@@ -13,6 +13,7 @@ import os
 
 import click
 
+from ... import __version__
 from ..errors import InputError, run_cli
 from . import average_map
 from .spot import (DEFAULT_BACKGROUND, DEFAULT_NMS_WINDOW_S, DEFAULT_THRESHOLD, RESULTS_FILE, find_game_halves,
@@ -75,6 +76,7 @@ def _collect_games(folders, half1, half2, game) -> list[tuple[str, dict[int, str
 @click.option("--map-implementation", type=click.Choice(["auto", "builtin", "soccernet"]), default="auto", show_default=True,
               help="auto: the SoccerNet package's evaluation where installed, else tsf's re-implementation.")
 @click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False), help="Also write the scores as JSON here.")
+@click.version_option(__version__, prog_name="tsf-spot")
 def cli(folders, half1, half2, game, output, classes_file, background, nms_window, threshold, event_times,
         overwrite, labels_root, map_implementation, metrics_path):
     """Spot actions in games (folders of tsf-extract --heads outputs) and write SoccerNet results files.
@@ -86,7 +88,7 @@ def cli(folders, half1, half2, game, output, classes_file, background, nms_windo
         raise InputError("--metrics needs --evaluate LABELS_ROOT")
     written = {}
     for name, halves, game_folder in _collect_games(folders, half1, half2, game):
-        for missing in sorted({1, 2} - set(halves)):
+        for missing in sorted({1, 2} - set(halves)) if folders else ():  # --half1/--half2 say what they give
             click.echo(f"warning: game {name!r} has no half {missing}", err=True)
         spots = []
         for half, path in sorted(halves.items()):

@@ -4,7 +4,7 @@ One panel per half: a heatmap of every action class's confidence (softmax over t
 logits, as `tsf-spot` computes it) over game time, the spotted events circled on it, and the
 ground truth (a SoccerNet `Labels-v2.json`) marked with crosses when given.
 
-matplotlib draws it (optional: the `bench`/`dev` extras); it is imported only when a picture is
+matplotlib draws it (optional: the `plot` extra); it is imported only when a picture is
 drawn, with its object-oriented API and the Agg canvas, so no display or global pyplot state is
 involved. click parses the command line.
 """
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import InputError, TsfError, run_cli
+from ... import __version__
+from ..errors import InputError, TsfError, install_hint, run_cli
 from .spot import (DEFAULT_BACKGROUND, DEFAULT_NMS_WINDOW_S, RESULTS_FILE, HalfHeads, class_probabilities,
                    find_game_halves, half_number, heads_and_metadata_paths, load_half, spot_half,
                    window_centre_times)
@@ -79,7 +80,7 @@ def render_match(halves: dict[int, HalfHeads], spotted: list[MarkedEvent], truth
         from matplotlib.figure import Figure
         from matplotlib.lines import Line2D
     except ImportError as exc:
-        raise TsfError(f"tsf-plot needs matplotlib ({exc}); pip install 'tsf[bench]'") from None
+        raise TsfError(f"tsf-plot needs matplotlib ({exc}); {install_hint('plot')}") from None
     if not halves:
         raise InputError("nothing to plot: no halves")
     first = next(iter(halves.values()))
@@ -164,6 +165,7 @@ def _parse_size(text: str) -> tuple[int, int]:
 @click.option("--dpi", type=click.IntRange(50, 600), default=DEFAULT_DPI, show_default=True)
 @click.option("--title", help="[default: the game folder's name]")
 @click.option("--overwrite", is_flag=True, help="Replace an existing picture.")
+@click.version_option(__version__, prog_name="tsf-plot")
 def cli(game, output, results, labels, classes_file, background, nms_window, min_confidence, size, dpi, title, overwrite):
     """Draw a match timeline: per-class confidence over time, spotted events, optionally the ground truth.
 
