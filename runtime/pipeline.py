@@ -71,17 +71,21 @@ def open_decoder(info: VideoInfo, kind: str, backend: Backend) -> Decoder:
     return PyAVDecoder(info)
 
 
+# What ONNX Runtime on the CPU keeps per window at its peak, in token-sized float32 tensors
+# ([1 + patches * frames, width]): 81 measured with a 16-frame model, 34 with a 4-frame one
+# (benchmarks/RESULTS.md, "Memory per window"); a fifth more for margin.
+ACTIVATION_TENSORS_PER_WINDOW = 96
+
+
 def window_bytes(bundle: Bundle, on_cpu: bool) -> int:
     """About what one window of a batch costs in host memory while batches flow: its float32
     input in every batch in flight (queued, being assembled, being inferred) and, when the engine
-    runs on the CPU, its share of the transformer's largest live activations (the MLP's hidden
-    layer and the attention weights of a block)."""
+    runs on the CPU, its activations."""
     a = bundle.architecture
-    patches = (a["image_size"] // a["patch_size"]) ** 2
-    tokens = 1 + patches * a["frames"]
+    tokens = 1 + (a["image_size"] // a["patch_size"]) ** 2 * a["frames"]
     size = 4 * 3 * a["frames"] * a["image_size"] ** 2 * (QUEUE_BATCHES + 2)
     if on_cpu:
-        size += 4 * (2 * tokens * a["width"] * (a["mlp_ratio"] + 3) + a["frames"] * a["heads"] * (patches + 1) ** 2)
+        size += 4 * tokens * a["width"] * ACTIVATION_TENSORS_PER_WINDOW
     return size
 
 
