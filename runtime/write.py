@@ -80,8 +80,12 @@ def inspect_outputs(out: str | os.PathLike) -> OutputSet:
         return OutputSet(paths, FOREIGN, problem=problem)
     for kind, entry in metadata[MANIFEST].items():
         path = paths.get(kind)
-        if path is None or not isinstance(entry, dict) or entry.get("file") != path.name:
-            return OutputSet(paths, FOREIGN, problem=f"{paths['metadata']} describes other files than {path or kind}")
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+            return OutputSet(paths, FOREIGN, problem=f"{paths['metadata']} lists no checksums to check its set "
+                                                     "against (written by an older tsf?)")
+        if path is None or entry.get("file") != path.name:
+            return OutputSet(paths, FOREIGN, problem=f"{paths['metadata']} describes another file as its {kind} "
+                                                     f"({entry.get('file')!r})")
         if not path.is_file():
             return OutputSet(paths, DEBRIS, metadata, f"{path} is missing")
         if path.stat().st_size != entry.get("bytes") or _sha256(path) != entry.get("sha256"):

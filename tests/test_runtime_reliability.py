@@ -254,20 +254,7 @@ def test_a_full_report_disk_names_the_report(tmp_path, capsys):
 @pytest.mark.parametrize("degrees", [90, -90, 180])
 def test_display_rotation_is_applied_as_players_do(tmp_path, monkeypatch, degrees):
     """A phone video: the display matrix turns the stored picture; rows are computed on what is shown."""
-    import av
-
-    path = tmp_path / "phone.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 456, 256, "yuv420p"
-        stream.options = {"crf": "12", "preset": "ultrafast"}
-        stream.set_display_rotation(degrees)  # counter-clockwise
-        for number in range(150):
-            frame = av.VideoFrame.from_ndarray(videos.frame_image(number, 456, 256), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    path = videos.make_video(tmp_path / "phone.mp4", seconds=6, fps=25, bframes=0, rotation=degrees)
     assert probe_video(path).rotation == degrees % 360
     picks = record_selection(monkeypatch)
     result = extract(path, small_bundle(4), device="cpu")

@@ -309,6 +309,8 @@ def test_output_set_states(tmp_path):
     assert foreign.state == write.FOREIGN and "f.npy exists without the f.json" in foreign.problem
     (tmp_path / "f.json").write_text("{}")
     assert "f.json exists and is not a tsf output manifest" in write.inspect_outputs(out).problem
+    (tmp_path / "f.json").write_text(json.dumps({"outputs": {"features": str(out)}}))  # before manifests
+    assert "f.json lists no checksums to check its set against" in write.inspect_outputs(out).problem
     assert (tmp_path / "f.npy").read_bytes() == b"precious"
 
 

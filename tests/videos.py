@@ -60,11 +60,13 @@ def make_video(
     with_audio: bool | str = False,
     audio_seconds: float | None = None,
     pix_fmt: str | None = None,
+    rotation: int = 0,
 ) -> Path:
     """Encode a test video; the container follows the suffix (.mkv, .mp4, ...).
 
     `size` is (width, height). `pts_seconds` gives every frame's presentation time for a
     variable-frame-rate file (then `frames` is its length and `fps` only the nominal rate).
+    `rotation`: a display matrix turning the picture counter-clockwise (degrees), as phones write.
     """
     path = Path(path)
     fps = Fraction(fps).limit_denominator(1001)
@@ -84,6 +86,8 @@ def make_video(
         if pts_seconds is not None:
             stream.codec_context.time_base = Fraction(1, 1000)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if rotation:
+            stream.set_display_rotation(rotation)
         if codec == "libx264":
             stream.options = {"crf": "12", "preset": "ultrafast" if bframes == 0 else "veryfast",
                               "bf": str(bframes), "g": "50"}
