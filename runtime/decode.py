@@ -31,9 +31,10 @@ log = logging.getLogger("tsf")
 # A video whose decoded frames stop this far short of the probed end is truncated. Generous
 # because containers round durations and audio may outlast the video by a few frames.
 TRUNCATION_TOLERANCE_SECONDS = Fraction(1)
-# Where a decoder cannot see lost data (NVDEC, containers whose packets do not tile the file), a
-# jump in frame times longer than this, and than HELD_FRAME_INTERVALS nominal frame intervals, is
-# taken as lost data: far beyond what the stream's own timing allows.
+# A jump in frame times up to the longer of these is within the stream's own timing whatever the
+# decoder saw (a lost frame or two is filled by the one before; 0.5 fps streams jump 2 s). A longer
+# jump is lost data when the decoder reported damage around it, or when the decoder cannot see
+# damage (NVDEC, containers whose packets do not tile the file); otherwise it is a held frame.
 MAX_GAP_SECONDS = Fraction(1)
 HELD_FRAME_INTERVALS = 2
 # Containers whose packets tile the file (each starts where the previous one, of any stream,
@@ -98,10 +99,10 @@ class PyAVFrame:
 class FrameTimeChecker:
     """Turns a stream of frame times into DecodeErrors for lost data and early ends (both decoders).
 
-    The rule (docs/design.md, "Corrupt"): a jump in frame times is lost video when the decoder
-    reported damage around it (`damaged`); where a decoder cannot see damage
-    (`damage_visible=False`), when it is far beyond the stream's own timing. Otherwise the frame
-    before the jump was held on screen, and a held frame is a frame.
+    The rule (docs/design.md, "Corrupt"): a jump in frame times beyond the stream's own timing is
+    lost video when the decoder reported damage around it (`damaged`), or when the decoder cannot
+    see damage (`damage_visible=False`). Otherwise the frame before the jump was held on screen,
+    and a held frame is a frame.
     """
 
     def __init__(self, info: VideoInfo, damage_visible: bool = False):
@@ -151,14 +152,11 @@ class FrameTimeChecker:
 
     def _lost_data(self, gap: Fraction) -> str | None:
         """Why a jump of `gap` seconds after the last frame is lost data, or None for a held frame."""
-        nominal = self.info.frame_duration
-        if gap <= nominal * 3 / 2:
-            return None  # the next frame, give or take timestamp rounding
+        if gap <= max(MAX_GAP_SECONDS, HELD_FRAME_INTERVALS * self.info.frame_duration):
+            return None
         if self._reports:
             return self._reports[0][1]
-        if not self.damage_visible and gap > max(MAX_GAP_SECONDS, HELD_FRAME_INTERVALS * nominal):
-            return "corrupt data"
-        return None
+        return None if self.damage_visible else "corrupt data"
 
     def broke(self, reason: str) -> DecodeError:
         at = self._rel(self.last) if self.last is not None else Fraction(0)

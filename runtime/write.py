@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .bundle import sha256_file
 from .errors import OutputError
 
 FORMATS = ("npy", "reference")  # plain float32 features, or the reference's pickled dict (docs/reference.md §5)
@@ -88,7 +89,7 @@ def inspect_outputs(out: str | os.PathLike) -> OutputSet:
                                                      f"({entry.get('file')!r})")
         if not path.is_file():
             return OutputSet(paths, DEBRIS, metadata, f"{path} is missing")
-        if path.stat().st_size != entry.get("bytes") or _sha256(path) != entry.get("sha256"):
+        if path.stat().st_size != entry.get("bytes") or sha256_file(path) != entry.get("sha256"):
             return OutputSet(paths, DEBRIS, metadata, f"{path} does not match {paths['metadata'].name}")
     return OutputSet(paths, FINISHED, metadata)
 
@@ -115,14 +116,6 @@ def _read_manifest(path: Path) -> dict | None:
     if not isinstance(metadata, dict) or not isinstance(metadata.get(MANIFEST), dict):
         return None
     return metadata
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_outputs(out: str | os.PathLike, heads: bool = False) -> dict[str, Path]:
