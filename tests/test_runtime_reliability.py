@@ -10,6 +10,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
 from fractions import Fraction
 
 import numpy as np
@@ -174,6 +178,32 @@ def test_a_set_interrupted_between_its_renames_is_redone(tmp_path, capsys):
     code, err = cli(capsys, *args)
     assert code == 0, err
     assert set_files(tmp_path)["f.npy"] == finished["f.npy"]
+
+
+def test_a_process_terminated_between_its_renames_leaves_debris_the_next_run_redoes(tmp_path, capsys):
+    """A real SIGTERM (how Slurm pre-empts) right after the manifest's rename, before the data files'."""
+    out = tmp_path / "f.npy"
+    child = textwrap.dedent(f"""
+        import os, signal, sys
+        real_replace = os.replace
+        def replace_then_terminate(src, dst):
+            real_replace(src, dst)
+            if str(dst) == {str(tmp_path / "f.json")!r}:
+                os.kill(os.getpid(), signal.SIGTERM)
+        os.replace = replace_then_terminate
+        from tsf.runtime.cli import main
+        main(sys.argv[1:])
+    """)
+    args = [str(video("h264_25fps.mkv")), "-o", str(out), "--model", str(small_bundle(4)), "--device", "cpu",
+            "--heads", "-q"]
+    killed = subprocess.run([sys.executable, "-c", child, *args], capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGTERM, killed.stderr
+    left = sorted(os.listdir(tmp_path))
+    assert "f.json" in left and "f.npy" not in left and any(n.endswith(".part") for n in left), left
+    code, err = run_cli(capsys, args)
+    assert code == 0, err
+    assert sorted(os.listdir(tmp_path)) == ["f.heads.npz", "f.json", "f.npy"]
+    assert np.load(out).shape == (8, 128)
 
 
 def another_model(folder):
