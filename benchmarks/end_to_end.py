@@ -87,7 +87,7 @@ def extract_once(video: str, bundle: str, backend: str, device: str, precision: 
     from tsf.runtime import batch as batch_module
     from tsf.runtime import pipeline
     from tsf.runtime.extractor import ExtractSettings, Extractor
-    from tsf.runtime.write import output_paths, write_outputs
+    from tsf.runtime.write import write_outputs
 
     clock = StageClock()
     started = time.perf_counter()
@@ -106,7 +106,7 @@ def extract_once(video: str, bundle: str, backend: str, device: str, precision: 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "features.npy"
         write_started = time.perf_counter()
-        metadata = extractor.metadata(result, output_paths(out))
+        metadata = extractor.metadata(result)
         write_outputs(out, features=result.features, logits=result.logits, event_times=result.event_times,
                       metadata=metadata)
         write_s = time.perf_counter() - write_started

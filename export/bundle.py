@@ -38,6 +38,7 @@ from tsf.runtime.bundle import (
 )
 from tsf.runtime.errors import BackendError, InputError, OutputError, TsfError, first_line, install_hint
 from tsf.runtime.gpu import GPU_IMPORT_ERRORS
+from tsf.runtime.write import make_directories
 
 from .classes import check_class_names, default_class_names
 from .onnx_export import export_onnx
@@ -118,21 +119,6 @@ def _check_target(target: Path, overwrite: bool) -> None:
         raise OutputError(f"{target} exists; pass --overwrite to replace it")
     if not _is_replaceable_bundle(target):
         raise OutputError(f"{target} exists and is not a tsf bundle; not replacing it")
-
-
-def _make_parents(directory: Path) -> list[Path]:
-    """mkdir -p, returning the directories it created (so a failed export can remove them again)."""
-    created = []
-    for parent in [directory, *directory.parents]:
-        if parent.exists():
-            break
-        created.append(parent)
-    for parent in reversed(created):
-        try:
-            parent.mkdir()
-        except OSError as exc:
-            raise OutputError(f"cannot create {parent}: {exc.strerror or exc}") from None
-    return created
 
 
 def _move_into_place(staging: Path, target: Path, overwrite: bool) -> None:
@@ -312,7 +298,7 @@ def export_bundle(
     else:
         names = check_class_names(class_names, config.num_classes, class_names_source)
 
-    created_parents = _make_parents(target.parent)
+    created_parents = make_directories(target.parent)
     staging = None
     try:
         try:

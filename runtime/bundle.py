@@ -2,9 +2,12 @@
 
 A bundle is a directory holding `model.onnx`, `bundle.json` and optionally TensorRT engines under
 `engines/`. This module owns the names and the validation, so the writer (tsf.export) and the
-reader (the runtime) cannot drift apart. It uses only the standard library: `json` for the
-metadata, `hashlib` for the ONNX checksum and the bundle id, `os`/`pathlib` for the paths. It never
-opens the ONNX itself (no `onnx` import): loading a bundle must stay cheap and Paddle/onnx-free.
+reader (the runtime) cannot drift apart. Loading verifies the bundle: every file bundle.json
+names with a sha256 is hashed (once: the digest is cached by size and times, in the bundle where
+it is writable, else under TSF_HOME), and the ONNX graph's input and output shapes are read and
+matched against the architecture. It uses only the standard library: `json`, `hashlib`, and a
+few lines of protobuf wire-format reading for the ONNX shapes, so that loading a bundle stays
+cheap and Paddle/onnx-free.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +30,7 @@ ONNX_OPSET = 17
 INPUT_NAME = "video"
 OUTPUT_NAMES = ("features", "logits", "event_times")
 BUNDLE_ID_HEX_DIGITS = 16
+VERIFIED_CACHE = ".tsf-verified.json"  # relative file -> size, times and sha256 when last hashed
 
 # The reference window (docs/reference.md §3): 16 frames over 5 s, one row per second.
 WINDOW = {"frames": 16, "seconds": 5.0, "stride_seconds": 1.0}
@@ -119,11 +124,9 @@ def _relative_inside(name, what: str, json_path: Path) -> str:
     return name
 
 
-def load_bundle(directory: str | os.PathLike, verify: bool = False) -> Bundle:
-    """Read and validate a bundle directory; every problem is a one-line `InputError`.
-
-    `verify=True` also checks the ONNX file against the sha256 in bundle.json (reads the whole file).
-    """
+def load_bundle(directory: str | os.PathLike) -> Bundle:
+    """Read, validate and verify a bundle directory; every problem is a one-line `InputError`
+    naming the file (bundle.json, or the file that disagrees with it)."""
     bundle_dir = Path(directory).expanduser()
     if not bundle_dir.exists():
         if bundle_dir == default_bundle_dir():
@@ -189,8 +192,8 @@ def load_bundle(directory: str | os.PathLike, verify: bool = False) -> Bundle:
     onnx_path = bundle_dir / onnx_file
     if not onnx_path.is_file():
         raise InputError(f"{bundle_dir} is incomplete: {onnx_file} is missing")
-    if verify and sha256_file(onnx_path) != onnx_sha256:
-        raise InputError(f"{onnx_path} does not match the sha256 in {json_path} (modified or corrupt)")
+    verify_files(bundle_dir, meta, json_path)
+    check_model_shapes(onnx_path, architecture)
 
     return Bundle(
         dir=bundle_dir,
@@ -202,3 +205,167 @@ def load_bundle(directory: str | os.PathLike, verify: bool = False) -> Bundle:
         random_init=weights["random_init"],
         engines=list(engines),
     )
+
+
+def named_files(meta: dict) -> dict[str, str]:
+    """Every file bundle.json names with a sha256 (relative name -> sha256), wherever it is named:
+    the ONNX, and whatever later formats add. The top-level `weights` entry is left out: its file
+    is the export's source, kept for provenance, not a file of the bundle."""
+    found: dict[str, str] = {}
+
+    def walk(value, top_weights: bool = False):
+        if isinstance(value, dict):
+            if not top_weights and isinstance(value.get("file"), str) and isinstance(value.get("sha256"), str):
+                found[value["file"]] = value["sha256"]
+            for key, item in value.items():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    for key, value in meta.items():
+        walk(value, top_weights=key == "weights")
+    return found
+
+
+def verify_files(bundle_dir: Path, meta: dict, json_path: Path) -> None:
+    """Each file bundle.json names with a sha256 exists inside the bundle and has that sha256."""
+    cache_path = _verified_cache_path(bundle_dir)
+    cache = _read_json(cache_path)
+    fresh = {}
+    for name, expected in named_files(meta).items():
+        _relative_inside(name, "a file", json_path)
+        path = bundle_dir / name
+        if not path.is_file():
+            raise InputError(f"{bundle_dir} is incomplete: {name} is missing")
+        stat = path.stat()
+        stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+        known = cache.get(name)
+        digest = known["sha256"] if isinstance(known, dict) and known.get("stamp") == stamp else sha256_file(path)
+        if digest != expected:
+            raise InputError(f"{path} does not match the sha256 in {json_path} (modified, corrupt or from "
+                             "another bundle)")
+        fresh[name] = {"stamp": stamp, "sha256": digest}
+    if fresh != cache:
+        _write_json_quietly(cache_path, fresh)
+
+
+def _verified_cache_path(bundle_dir: Path) -> Path:
+    """In the bundle where it is writable; else one file per bundle path under TSF_HOME."""
+    if os.access(bundle_dir, os.W_OK):
+        return bundle_dir / VERIFIED_CACHE
+    key = hashlib.sha256(os.fsencode(os.path.abspath(bundle_dir))).hexdigest()[:BUNDLE_ID_HEX_DIGITS]
+    return tsf_home() / "verified" / f"{key}.json"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _write_json_quietly(path: Path, value: dict) -> None:
+    # A cache: failing to write it costs a hash next time, nothing else.
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(value, f)
+        os.replace(temporary, path)
+    except OSError:
+        pass
+
+
+def check_model_shapes(onnx_path: Path, architecture: dict) -> None:
+    """The ONNX graph's input and outputs have the shapes the architecture in bundle.json implies
+    (any batch size): video [B, 3, frames, S, S] -> features [B, width], logits and event_times
+    [B, classes]."""
+    a = architecture
+    expected = {INPUT_NAME: (3, a["frames"], a["image_size"], a["image_size"]), "features": (a["width"],),
+                "logits": (a["classes"],), "event_times": (a["classes"],)}
+    try:
+        shapes = onnx_io_shapes(onnx_path)
+    except (OSError, ValueError, EOFError) as e:
+        raise InputError(f"{onnx_path}: not a readable ONNX model ({e})") from None
+    for name, dims in expected.items():
+        kind = "input" if name == INPUT_NAME else "output"
+        if name not in shapes:
+            raise InputError(f"{onnx_path}: the model has no {kind} named {name!r}")
+        found = shapes[name]
+        if found is None or len(found) != len(dims) + 1 or tuple(found[1:]) != dims:
+            shown = "unknown" if found is None else "[" + ", ".join(str(d) for d in found) + "]"
+            raise InputError(f"{onnx_path}: {kind} {name} is {shown}, but bundle.json's architecture needs "
+                             f"[batch, {', '.join(str(d) for d in dims)}]")
+
+
+# Field numbers of onnx.proto (ONNX's protobuf schema) that lead to the graph's inputs and outputs.
+_MODEL_GRAPH, _GRAPH_INPUT, _GRAPH_OUTPUT = 7, 11, 12
+_VALUE_NAME, _VALUE_TYPE, _TYPE_TENSOR, _TENSOR_SHAPE, _SHAPE_DIM, _DIM_VALUE, _DIM_PARAM = 1, 2, 1, 2, 1, 1, 2
+
+
+def onnx_io_shapes(path: str | os.PathLike) -> dict[str, tuple[int | str, ...] | None]:
+    """Graph input and output name -> dimensions (an int, or the name of a symbolic one), read from
+    the protobuf wire format; the initializers (the weights) are skipped over, never read."""
+    shapes: dict[str, tuple[int | str, ...] | None] = {}
+    with open(path, "rb") as f:
+        for _, graph in _fields(f, os.fstat(f.fileno()).st_size, _MODEL_GRAPH):
+            for _, value_info in _fields(f, graph, _GRAPH_INPUT, _GRAPH_OUTPUT):
+                name, dims = None, None
+                for number, span in _fields(f, value_info, _VALUE_NAME, _VALUE_TYPE):
+                    if number == _VALUE_NAME:
+                        name = f.read(span - f.tell()).decode("utf-8", "replace")
+                        continue
+                    for _, tensor in _fields(f, span, _TYPE_TENSOR):
+                        for _, shape in _fields(f, tensor, _TENSOR_SHAPE):
+                            dims = [_dimension(f, dim) for _, dim in _fields(f, shape, _SHAPE_DIM)]
+                if name is not None:
+                    shapes[name] = tuple(dims) if dims is not None else None
+    return shapes
+
+
+def _dimension(f, end: int) -> int | str:
+    value: int | str = "?"
+    for number, item in _fields(f, end, _DIM_VALUE, _DIM_PARAM, scalars=True):
+        value = item if number == _DIM_VALUE else f.read(item - f.tell()).decode("utf-8", "replace")
+    return value
+
+
+def _fields(f, end: int, *wanted: int, scalars: bool = False):
+    """The wanted fields of the message from here to byte `end`: for a length-delimited field its
+    end offset, with the file positioned at its start (the caller may read it); with `scalars`,
+    also varint fields, as their value. Everything else is skipped by seeking."""
+    while f.tell() < end:
+        key = _varint(f)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value = _varint(f)
+            if scalars and number in wanted:
+                yield number, value
+        elif wire == 2:
+            length = _varint(f)
+            start = f.tell()
+            if start + length > end:
+                raise ValueError("a field runs past its message")
+            if number in wanted:
+                yield number, start + length
+            f.seek(start + length)
+        elif wire in (1, 5):
+            f.seek(8 if wire == 1 else 4, os.SEEK_CUR)
+        else:
+            raise ValueError(f"protobuf wire type {wire} at byte {f.tell()}")
+
+
+def _varint(f) -> int:
+    value = shift = 0
+    while True:
+        byte = f.read(1)
+        if not byte:
+            raise EOFError("the file ends inside a field")
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value
+        shift += 7
+        if shift > 63:
+            raise ValueError("a varint longer than 64 bits")

@@ -47,9 +47,10 @@ def _lowercase_level(record: logging.LogRecord) -> bool:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("videos", nargs=-1, type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Features file (one video) or directory (several; outputs mirror the inputs' relative "
-                   "paths). Default: beside each video.")
+# -o stays text: a Path would drop the trailing slash that marks a directory to create.
+@click.option("-o", "--output", type=click.Path(),
+              help="Features file (one video) or directory (an existing one, one ending with /, or several "
+                   "videos; outputs mirror the inputs' relative paths). Default: beside each video.")
 @click.option("--list", "list_file", type=click.Path(path_type=Path), help="Text file with one video path per line.")
 @click.option("--model", type=click.Path(path_type=Path),
               help=f"Model bundle directory from tsf-export. Default: {default_bundle_dir()}")

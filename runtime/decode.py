@@ -6,14 +6,16 @@ wheel raises RuntimeError at import without one). PyAV is used for the CPU becau
 demuxers, decoders and threading directly and yields one frame at a time, so memory does not
 grow with the video.
 
-Damage detection is shared by both decoders (`FrameTimeChecker`): FFmpeg itself raises on some
-corrupt packets, but a truncated MKV simply ends early and a damaged MKV cluster is silently
-skipped by the demuxer, so the timestamps are checked too (an early end, a jump of more than
-`MAX_GAP_SECONDS`).
+Damage detection is shared by both decoders (`FrameTimeChecker`, docs/design.md "Corrupt"): a
+decoder reports what it sees of lost data (FFmpeg raises on some corrupt packets, flags others,
+and a demuxer that resynchronises past a damaged region skips bytes of the file), and the checker
+decides whether a jump in frame times is lost video or simply a frame held on screen (variable
+frame rate, slide-like 0.5 fps streams). An early end is truncation.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterator, Protocol
@@ -21,14 +23,41 @@ from typing import Iterator, Protocol
 import av
 
 from .errors import InputError
+from .preprocess import array_module
 from .probe import VideoInfo, open_container
 
-# A video whose decoded frames stop this far short of the probed duration is truncated. Generous
+log = logging.getLogger("tsf")
+
+# A video whose decoded frames stop this far short of the probed end is truncated. Generous
 # because containers round durations and audio may outlast the video by a few frames.
 TRUNCATION_TOLERANCE_SECONDS = Fraction(1)
-# A jump in presentation times larger than this means lost data (a demuxer that resynchronised
-# past a damaged region) rather than variable frame rate.
+# A jump in frame times up to the longer of these is within the stream's own timing whatever the
+# decoder saw (a lost frame or two is filled by the one before; 0.5 fps streams jump 2 s). A longer
+# jump is lost data when the decoder reported damage around it, or when the decoder cannot see
+# damage (NVDEC, containers whose packets do not tile the file); otherwise it is a held frame.
 MAX_GAP_SECONDS = Fraction(1)
+HELD_FRAME_INTERVALS = 2
+# Containers whose packets tile the file (each starts where the previous one, of any stream,
+# ended, give or take a few header bytes): a demuxer that skips more than SKIPPED_BYTES_TOLERANCE
+# resynchronised past damaged data. Smaller losses go unseen; their gap is a held frame.
+TILING_CONTAINERS = ("matroska,webm", "mov,mp4,m4a,3gp,3g2,mj2", "avi", "flv")
+SKIPPED_BYTES_TOLERANCE = 64 * 1024
+# MPEG-TS does not tile (PES packets span interleaved 188-byte TS packets), but its demuxer flags
+# the packet after a continuity-counter break as corrupt.
+FLAGGING_CONTAINERS = ("mpegts",)
+# Damage is reported at the next video packet's time; frames are decoded a little later and may be
+# reordered (B-frames), so a report stays on hand this long past its time.
+DAMAGE_REPORT_SECONDS = Fraction(2)
+
+
+def damage_visible(container: str) -> bool:
+    """True when PyAV can see lost data in this container (skipped bytes or corrupt flags)."""
+    return container in TILING_CONTAINERS or container in FLAGGING_CONTAINERS
+
+
+def upright(rgb, rotation: int):
+    """The picture as players show it: turned counter-clockwise by the display rotation (a view)."""
+    return array_module(rgb).rot90(rgb, rotation // 90) if rotation else rgb
 
 
 class DecodeError(InputError):
@@ -61,18 +90,29 @@ class PyAVFrame:
     pts_time: Fraction
     number: int
     frame: av.VideoFrame
+    rotation: int = 0
 
     def to_rgb(self):
-        return self.frame.to_ndarray(format="rgb24")
+        return upright(self.frame.to_ndarray(format="rgb24"), self.rotation)
 
 
 class FrameTimeChecker:
-    """Turns a stream of frame times into DecodeErrors for gaps and early ends (both decoders)."""
+    """Turns a stream of frame times into DecodeErrors for lost data and early ends (both decoders).
 
-    def __init__(self, info: VideoInfo):
+    The rule (docs/design.md, "Corrupt"): a jump in frame times beyond the stream's own timing is
+    lost video when the decoder reported damage around it (`damaged`), or when the decoder cannot
+    see damage (`damage_visible=False`). Otherwise the frame before the jump was held on screen,
+    and a held frame is a frame.
+    """
+
+    def __init__(self, info: VideoInfo, damage_visible: bool = False):
         self.info = info
+        self.damage_visible = damage_visible
         self.last: Fraction | None = None
         self._next_nominal: Fraction | None = None
+        self._reports: list[tuple[Fraction, str]] = []  # (stream time, what the decoder saw)
+        self._unplaced: str | None = None  # damage seen before the next video packet's time is known
+        self._read_end: int | None = None
 
     def frame_time(self, pts_time: Fraction | None) -> Fraction:
         """A frame's time: its timestamp, or for a frame without one the nominal rate after the previous."""
@@ -81,17 +121,42 @@ class FrameTimeChecker:
         self._next_nominal = pts_time + self.info.frame_duration
         return pts_time
 
+    def damaged(self, what: str) -> None:
+        """The decoder saw lost or corrupt data; it is placed at the next video packet's time."""
+        self._unplaced = self._unplaced or what
+
+    def packet(self, position: int | None, size: int, video_time: Fraction | None) -> None:
+        """A packet read from a container whose packets tile the file (`position` None if not);
+        `video_time` is set for the video stream's packets."""
+        if position is not None and position >= 0 and size > 0:
+            if self._read_end is not None and position - self._read_end > SKIPPED_BYTES_TOLERANCE:
+                self.damaged(f"the demuxer skipped {position - self._read_end} bytes of damaged data")
+            self._read_end = max(self._read_end or 0, position + size)
+        if video_time is not None and self._unplaced is not None:
+            self._reports.append((video_time, self._unplaced))
+            self._unplaced = None
+
     def accept(self, pts_time: Fraction) -> bool:
-        """False for a frame to drop (a repeated or backwards timestamp); raises at a gap."""
+        """False for a frame to drop (a repeated or backwards timestamp); raises at lost data."""
         if self.last is not None:
             if pts_time <= self.last:
                 return False  # broken muxers repeat timestamps; the first frame shown wins
-            if pts_time - self.last > MAX_GAP_SECONDS:
+            cause = self._lost_data(pts_time - self.last)
+            if cause is not None:
                 raise DecodeError(
                     f"{self.info.path}: decoding broke at {float(self._rel(self.last)):.1f} s: "
-                    f"{float(pts_time - self.last):.1f} s of video missing (corrupt data)", self._rel(self.last))
+                    f"{float(pts_time - self.last):.1f} s of video missing ({cause})", self._rel(self.last))
         self.last = pts_time
+        self._reports = [(t, what) for t, what in self._reports if t + DAMAGE_REPORT_SECONDS >= pts_time]
         return True
+
+    def _lost_data(self, gap: Fraction) -> str | None:
+        """Why a jump of `gap` seconds after the last frame is lost data, or None for a held frame."""
+        if gap <= max(MAX_GAP_SECONDS, HELD_FRAME_INTERVALS * self.info.frame_duration):
+            return None
+        if self._reports:
+            return self._reports[0][1]
+        return None if self.damage_visible else "corrupt data"
 
     def broke(self, reason: str) -> DecodeError:
         at = self._rel(self.last) if self.last is not None else Fraction(0)
@@ -106,6 +171,9 @@ class FrameTimeChecker:
             raise DecodeError(
                 f"{info.path}: truncated: decoding ended at {float(self._rel(self.last)):.1f} s "
                 f"of {float(info.duration):.1f} s", self._rel(self.last))
+        if decoded_end - info.end_time > TRUNCATION_TOLERANCE_SECONDS:
+            log.warning("%s: frames run to %.1f s, past the %.1f s its container states; the rows cover "
+                        "the stated duration", info.path, float(self._rel(decoded_end)), float(info.duration))
 
     def _rel(self, t: Fraction) -> Fraction:
         return t - self.info.start_time
@@ -124,16 +192,27 @@ class PyAVDecoder:
         self.stream.codec_context.thread_count = threads  # 0 = FFmpeg picks (one per core)
 
     def frames(self) -> Iterator[PyAVFrame]:
-        checker = FrameTimeChecker(self.info)
+        info = self.info
+        checker = FrameTimeChecker(info, damage_visible=damage_visible(info.container))
+        tiles = info.container in TILING_CONTAINERS
         time_base = Fraction(self.stream.time_base)
         number = 0
         try:
-            for packet in self.container.demux(self.stream):
+            # Every stream's packets: in a container that tiles the file, bytes skipped between
+            # any two packets are lost data.
+            for packet in self.container.demux():
+                video = packet.stream.index == self.stream.index  # (flush packets carry no stream_index)
+                if video and packet.is_corrupt:
+                    checker.damaged("the demuxer marked a packet corrupt")
+                checker.packet(packet.pos if tiles else None, packet.size,
+                               packet.pts * time_base if video and packet.pts is not None else None)
+                if not video:
+                    continue
                 for frame in packet.decode():
                     pts_time = checker.frame_time(frame.pts * time_base if frame.pts is not None else None)
                     if not checker.accept(pts_time):
                         continue
-                    yield PyAVFrame(pts_time, number, frame)
+                    yield PyAVFrame(pts_time, number, frame, info.rotation)
                     number += 1
         except (av.error.FFmpegError, ValueError, OSError) as e:
             raise checker.broke(getattr(e, "strerror", None) or str(e) or type(e).__name__) from None

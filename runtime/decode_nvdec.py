@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Iterator
 
-from .decode import FrameTimeChecker
+from .decode import FrameTimeChecker, upright
 from .errors import EngineUnavailable, first_line
 from .gpu import GPU_IMPORT_ERRORS, Device, cupy_support
 from .probe import VideoInfo
@@ -131,7 +131,7 @@ class NvdecDecoder:
         if view.ndim == 2:  # some versions expose interleaved RGB as H x (3W)
             view = view.reshape(view.shape[0], -1, 3)
         # Surfaces can be padded to the codec's block size; keep the display area.
-        return view[:height, :width, :3].copy()
+        return upright(view[:height, :width, :3].copy(), self.info.rotation)
 
     def frames(self) -> Iterator[NvdecFrame]:
         checker = FrameTimeChecker(self.info)

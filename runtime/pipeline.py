@@ -30,6 +30,9 @@ log = logging.getLogger("tsf")
 
 QUEUE_BATCHES = 2
 DECODER_CHOICES = ("auto", "nvdec", "cpu")
+# The share of the memory available at the start that a batch may take: the rest is for the
+# model, the decoder and whatever else runs.
+BATCH_MEMORY_SHARE = 0.75
 _DONE = object()
 
 
@@ -69,6 +72,61 @@ def open_decoder(info: VideoInfo, kind: str, backend: Backend) -> Decoder:
     return PyAVDecoder(info)
 
 
+# What ONNX Runtime on the CPU keeps per window at its peak, in token-sized float32 tensors
+# ([1 + patches * frames, width]): 81 measured with a 16-frame model, 34 with a 4-frame one
+# (benchmarks/RESULTS.md, "Memory per window"); a fifth more for margin.
+ACTIVATION_TENSORS_PER_WINDOW = 96
+
+
+def window_bytes(bundle: Bundle, on_cpu: bool) -> int:
+    """About what one window of a batch costs in host memory while batches flow: its float32
+    input in every batch in flight (queued, being assembled, being inferred) and, when the engine
+    runs on the CPU, its activations."""
+    a = bundle.architecture
+    tokens = 1 + (a["image_size"] // a["patch_size"]) ** 2 * a["frames"]
+    size = 4 * 3 * a["frames"] * a["image_size"] ** 2 * (QUEUE_BATCHES + 2)
+    if on_cpu:
+        size += 4 * tokens * a["width"] * ACTIVATION_TENSORS_PER_WINDOW
+    return size
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still take: the kernel's MemAvailable, capped by a cgroup (v2) limit
+    (containers, Slurm jobs); None where neither is readable."""
+    available = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current", encoding="ascii") as f:
+            used = int(f.read().strip())
+        if limit != "max":
+            available = min(available or 1 << 62, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def check_batch_memory(batch_size: int, rows: int, bundle: Bundle, backend: Backend) -> None:
+    """Refuse a batch size whose batches would not fit in memory, before any decoding."""
+    available = available_memory()
+    if available is None:
+        return
+    per_window = window_bytes(bundle, on_cpu=not backend.device.is_cuda)
+    fitting = max(1, int(available * BATCH_MEMORY_SHARE) // per_window)
+    windows = min(batch_size, rows)
+    if windows > fitting:
+        raise InputError(f"--batch-size {batch_size}: a batch of {windows} windows needs about "
+                         f"{windows * per_window / 2**30:.1f} GiB here, more than {BATCH_MEMORY_SHARE:.0%} of the "
+                         f"{available / 2**30:.1f} GiB available; use --batch-size {fitting} or less")
+
+
 def extract(info: VideoInfo, plan: WindowPlan, bundle: Bundle, backend: Backend, *, decoder: str = "auto",
             batch_size: int | None = None, allow_partial: bool = False, progress=None) -> Result:
     """Features of one video. `progress(rows_done_now, total_rows)` is called after every batch (may be None)."""
@@ -76,6 +134,7 @@ def extract(info: VideoInfo, plan: WindowPlan, bundle: Bundle, backend: Backend,
     batch_size = int(batch_size or backend.default_batch_size)
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")
+    check_batch_memory(batch_size, plan.rows, bundle, backend)
     video_decoder = open_decoder(info, decoder, backend)
     opened = time.monotonic()
 

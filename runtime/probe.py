@@ -31,6 +31,7 @@ class VideoInfo:
     start_time: Fraction  # seconds on the stream clock where the video starts
     duration: Fraction  # seconds of video from start_time
     frame_count_estimate: int  # the container's count, else round(duration * fps)
+    rotation: int = 0  # degrees (0, 90, 180, 270) players turn the picture counter-clockwise
 
     @property
     def end_time(self) -> Fraction:
@@ -92,32 +93,21 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             raise InputError(f"{path}: no decoder for codec {ctx.name!r}") from None
         if not ctx.width or not ctx.height:
             raise InputError(f"{path}: video stream {stream.index} has no frame size")
+        if _is_still_image(container, stream):
+            raise InputError(f"{path}: a still image ({ctx.name}), not a video")
 
         fps = stream.average_rate or stream.guessed_rate or stream.base_rate
         if not fps or fps <= 0:
             raise InputError(f"{path}: cannot determine the frame rate")
         fps = Fraction(fps)
-        time_base = Fraction(stream.time_base)
-
-        if stream.start_time is not None:
-            start = stream.start_time * time_base
-        elif container.start_time is not None:
-            start = Fraction(container.start_time, av.time_base)
-        else:
-            start = Fraction(0)
-        # MKV has no per-stream duration field (and frames == 0), but its muxers write a per-track
-        # DURATION tag; the container's duration is the longest stream's, which may be the audio.
-        if stream.duration:
-            duration = stream.duration * time_base
-        elif _tag_duration(stream.metadata):
-            duration = _tag_duration(stream.metadata)
-        elif container.duration:
-            duration = Fraction(container.duration, av.time_base) - (start - _container_start(container))
-        else:
+        start, end = stream_span(container, stream)
+        if end is None:
             raise InputError(f"{path}: the container states no duration")
+        duration = end - start
         if duration <= 0:
             raise InputError(f"{path}: video has no duration")
         frames = stream.frames or round(duration * fps)
+        rotation = _display_rotation(container, stream)
         return VideoInfo(
             path=path.resolve(),
             size_bytes=stat.st_size,
@@ -128,23 +118,89 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             width=ctx.width,
             height=ctx.height,
             fps=fps,
-            time_base=time_base,
+            time_base=Fraction(stream.time_base),
             start_time=start,
             duration=duration,
             frame_count_estimate=int(frames),
+            rotation=rotation,
         )
+
+
+# Image files open as one-frame "videos" through FFmpeg's image demuxers: image2 (chosen by the
+# file name) and the *_pipe family (chosen by the content); GIF and MP4 can hold a single frame.
+# A still image has no time to sample, whatever its format.
+IMAGE_DEMUXERS = ("image2",)
+
+
+def _is_still_image(container, stream) -> bool:
+    name = container.format.name
+    return (name in IMAGE_DEMUXERS or name.endswith("_pipe") or stream.frames == 1
+            or bool(stream.disposition & av.stream.Disposition.still_image))
+
+
+def stream_span(container, stream) -> tuple[Fraction, Fraction | None]:
+    """(start, end) of a video stream in seconds on its own clock; its duration is end - start.
+
+    `start` is the time of its first frame, `end` the end of its last frame, as the container
+    states them (the decoders check the claim: docs/design.md, "Duration"). Containers state
+    different things, and only a length or an end time is taken as such:
+    - MP4/MOV (the track's duration) and MPEG-TS (FFmpeg's estimate from the first and last
+      timestamps) give `stream.duration`, a length from `start`;
+    - Matroska/WebM have no per-stream duration. FFmpeg's muxer writes a per-track DURATION tag
+      holding the track's END time; mkvmerge writes DURATION as a statistics tag (one listed in
+      `_STATISTICS_TAGS`) holding the track's LENGTH. Without either (other muxers), the segment's
+      duration (`container.duration`) is a length from the container's start.
+    The end is None when nothing is stated.
+    """
+    time_base = Fraction(stream.time_base)
+    container_start = Fraction(container.start_time, av.time_base) if container.start_time is not None else None
+    if stream.start_time is not None:
+        start = stream.start_time * time_base
+    else:
+        start = container_start if container_start is not None else Fraction(0)
+    if stream.duration:
+        return start, start + stream.duration * time_base
+    tagged = _tag_duration(stream.metadata)
+    if tagged is not None:
+        return start, start + tagged if _is_statistics_tag(stream.metadata, "DURATION") else tagged
+    if container.duration:
+        return start, (container_start if container_start is not None else start) + Fraction(
+            container.duration, av.time_base)
+    return start, None
+
+
+def _metadata_value(metadata, key: str) -> str | None:
+    return next((str(v) for k, v in (metadata or {}).items() if k.upper() == key), None)
 
 
 def _tag_duration(metadata) -> Fraction | None:
     """Matroska's per-track DURATION tag, "HH:MM:SS.fffffffff", as exact seconds."""
-    text = next((v for k, v in (metadata or {}).items() if k.upper() == "DURATION"), None)
     try:
-        hours, minutes, seconds = str(text).strip().split(":")
+        hours, minutes, seconds = str(_metadata_value(metadata, "DURATION")).strip().split(":")
         value = int(hours) * 3600 + int(minutes) * 60 + Fraction(seconds)
     except (ValueError, TypeError, ZeroDivisionError):
         return None
     return value if value > 0 else None
 
 
-def _container_start(container) -> Fraction:
-    return Fraction(container.start_time, av.time_base) if container.start_time is not None else Fraction(0)
+def _is_statistics_tag(metadata, key: str) -> bool:
+    """mkvtoolnix lists the tags it computed (the track statistics) in _STATISTICS_TAGS."""
+    return key in (_metadata_value(metadata, "_STATISTICS_TAGS") or "").split()
+
+
+# Packets read looking for the first frame: enough for any decoder's start-up delay.
+FIRST_FRAME_PACKETS = 64
+
+
+def _display_rotation(container, stream) -> int:
+    """The display matrix's rotation (phone videos), as players apply it: counter-clockwise degrees,
+    a multiple of 90. FFmpeg hands it to each decoded frame, so the first frame is decoded."""
+    try:
+        for count, packet in enumerate(container.demux(stream)):
+            for frame in packet.decode():
+                return round((frame.rotation or 0) / 90) % 4 * 90
+            if count >= FIRST_FRAME_PACKETS:
+                break
+    except (av.error.FFmpegError, ValueError, OSError):
+        pass  # damage is the decoder's to report, with its time
+    return 0

@@ -1,7 +1,9 @@
 """The bundle contract reader (tsf.runtime.bundle), without Paddle or onnx.
 
 Bundles here are written by hand from the bundle.json example in docs/design.md, so the reader is
-checked against the documented format, not against what our exporter happens to write."""
+checked against the documented format, not against what our exporter happens to write. Their
+model.onnx is a graph with the documented inputs and outputs and no nodes, built with the onnx
+package (an independent writer of the protobuf the reader parses by hand)."""
 from __future__ import annotations
 
 import hashlib
@@ -12,10 +14,25 @@ from pathlib import Path
 
 import pytest
 
-from tsf.runtime.bundle import default_bundle_dir, load_bundle
+from tsf.runtime.bundle import VERIFIED_CACHE, default_bundle_dir, load_bundle
 from tsf.runtime.errors import InputError
 
-ONNX_BYTES = b"not really an onnx model, the reader never opens it"
+
+
+def onnx_bytes(frames=16, size=224, width=768, classes=3, batch="batch") -> bytes:
+    """A ModelProto whose graph declares the bundle's input and outputs (the reader needs no more)."""
+    from onnx import TensorProto, helper
+
+    def value(name, *dims):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, [batch, *dims])
+
+    graph = helper.make_graph([], "tsf", [value("video", 3, frames, size, size)],
+                              [value("features", width), value("logits", classes), value("event_times", classes)],
+                              initializer=[helper.make_tensor("w", TensorProto.FLOAT, [4], [1, 2, 3, 4])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+ONNX_BYTES = onnx_bytes()
 
 
 def design_meta(onnx_sha256: str) -> dict:
@@ -54,7 +71,7 @@ def write_bundle(directory: Path, meta: dict | None = None, onnx: bytes | None =
 
 
 def test_loads_the_documented_format(tmp_path):
-    bundle = load_bundle(write_bundle(tmp_path / "b"), verify=True)
+    bundle = load_bundle(write_bundle(tmp_path / "b"))
     sha = hashlib.sha256(ONNX_BYTES).hexdigest()
     assert bundle.dir == tmp_path / "b"
     assert bundle.onnx_path == tmp_path / "b" / "model.onnx"
@@ -145,12 +162,68 @@ def test_problems_are_one_line_input_errors(tmp_path, make, expected):
     assert "\n" not in message
 
 
-def test_verify_catches_a_modified_onnx(tmp_path):
+def test_loading_verifies_the_onnx_and_caches_its_hash(tmp_path, monkeypatch):
+    from tsf.runtime import bundle as bundle_module
+
     directory = write_bundle(tmp_path / "b")
-    (directory / "model.onnx").write_bytes(ONNX_BYTES + b"tampered")
-    load_bundle(directory)  # cheap load does not hash
-    with pytest.raises(InputError, match="does not match the sha256"):
-        load_bundle(directory, verify=True)
+    hashed = []
+    real_sha256 = bundle_module.sha256_file
+    monkeypatch.setattr(bundle_module, "sha256_file", lambda path: hashed.append(path) or real_sha256(path))
+    load_bundle(directory)
+    load_bundle(directory)
+    assert len(hashed) == 1 and (directory / VERIFIED_CACHE).is_file()  # hashed once, then by size and times
+    (directory / "model.onnx").write_bytes(onnx_bytes(width=512))  # another bundle's model: same file name
+    with pytest.raises(InputError, match=r"model\.onnx does not match the sha256 in .*bundle\.json"):
+        load_bundle(directory)
+    assert len(hashed) == 2
+
+
+def test_a_read_only_bundle_caches_under_tsf_home(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv("TSF_HOME", str(tmp_path / "home"))
+    directory = write_bundle(tmp_path / "b")
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as for a bundle on a read-only share
+    load_bundle(directory)
+    assert not (directory / VERIFIED_CACHE).exists()
+    assert len(list((tmp_path / "home" / "verified").glob("*.json"))) == 1
+
+
+@pytest.mark.parametrize("model, message", [
+    (onnx_bytes(frames=8), "input video is [batch, 3, 8, 224, 224], but bundle.json's architecture needs "
+                           "[batch, 3, 16, 224, 224]"),
+    (onnx_bytes(size=112), "input video is [batch, 3, 16, 112, 112]"),
+    (onnx_bytes(width=512), "output features is [batch, 512], but bundle.json's architecture needs [batch, 768]"),
+    (onnx_bytes(classes=18), "output logits is [batch, 18]"),
+    (b"\x00garbage" * 100, "not a readable ONNX model"),
+    (b"", "has no input named 'video'"),
+])
+def test_model_shapes_must_match_the_architecture(tmp_path, model, message):
+    meta = design_meta(hashlib.sha256(model).hexdigest())  # the hash matches: only the shapes disagree
+    directory = write_bundle(tmp_path / "b", meta, onnx=model)
+    with pytest.raises(InputError) as info:
+        load_bundle(directory)
+    assert message in str(info.value) and str(directory / "model.onnx") in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("batch", [None, 1, "N"])
+def test_any_batch_dimension_is_accepted(tmp_path, batch):
+    model = onnx_bytes(batch=batch)
+    load_bundle(write_bundle(tmp_path / "b", design_meta(hashlib.sha256(model).hexdigest()), onnx=model))
+
+
+def test_every_file_named_with_a_sha256_is_verified(tmp_path):
+    meta = design_meta(hashlib.sha256(ONNX_BYTES).hexdigest())
+    meta["torch"] = {"weights": {"file": "weights.safetensors", "sha256": hashlib.sha256(b"w").hexdigest()}}
+    directory = write_bundle(tmp_path / "b", meta)
+    with pytest.raises(InputError, match="incomplete: weights.safetensors is missing"):
+        load_bundle(directory)
+    (directory / "weights.safetensors").write_bytes(b"not w")
+    with pytest.raises(InputError, match="weights.safetensors does not match the sha256"):
+        load_bundle(directory)
+    (directory / "weights.safetensors").write_bytes(b"w")
+    load_bundle(directory)  # the top-level weights entry (the export's source file) is not looked for
 
 
 def test_default_bundle_dir(monkeypatch, tmp_path):

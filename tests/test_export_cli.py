@@ -48,7 +48,7 @@ def test_export_prints_parity_and_writes_the_bundle(tmp_path, capsys, small_weig
     assert len(parity_lines) == 1
     for name in ("features", "logits", "event_times"):
         assert f"{name} rel_l2" in parity_lines[0]
-    bundle = load_bundle(tmp_path / "b", verify=True)
+    bundle = load_bundle(tmp_path / "b")
     assert f"bundle {bundle.bundle_id} written to {tmp_path / 'b'}" in out
     assert bundle.class_names == SOCCERNET_V2_CLASS_NAMES
     assert bundle.architecture["width"] == 64 and bundle.architecture["heads"] == 1
@@ -104,6 +104,14 @@ def _wrong_shape(tmp_path):
     return write_pdparams(state, tmp_path / "wrong_shape.pdparams")
 
 
+def _wrong_rank(key, value):
+    def make(tmp_path):
+        state = reference_state(np.random.default_rng(1), depth=1, width=64, frames=2)
+        state[key] = value
+        return write_pdparams(state, tmp_path / "wrong_rank.pdparams")
+    return make
+
+
 def _garbage(tmp_path):
     path = tmp_path / "garbage.pdparams"
     path.write_bytes(np.random.default_rng(0).bytes(1000))
@@ -122,6 +130,10 @@ def _not_a_dict(tmp_path):
     (_not_a_dict, ["not a .pdparams weights pickle"]),
     (_wrong_keys, ["missing head.fc.bias", "unexpected head.fc.scale"]),
     (_wrong_shape, ["backbone.blocks.0.mlp.fc1.bias", "expected [256]"]),
+    (_wrong_rank("backbone.cls_token", np.float32(0.5)), ["backbone.cls_token has shape [], expected [1, 1, width]"]),
+    (_wrong_rank("backbone.pos_embed", np.zeros(17, np.float32)),
+     ["backbone.pos_embed has shape [17], expected [1, 1 + patches, width]"]),
+    (_wrong_rank("head.fc.weight", np.zeros(18, np.float32)), ["head.fc.weight has shape [18], expected [width, classes]"]),
 ])
 def test_bad_weights_exit_2_with_one_line_and_nothing_written(tmp_path, capsys, make_weights, fragments):
     weights = make_weights(tmp_path)

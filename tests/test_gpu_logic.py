@@ -651,6 +651,24 @@ def test_nvdec_loop_reports_where_decoding_broke(bframe_video, monkeypatch):
             pass
 
 
+def test_nvdec_loop_turns_a_rotated_video_upright_like_the_cpu_decoder(tmp_path, monkeypatch):
+    import videos
+    from tsf.runtime.decode import PyAVDecoder
+    from tsf.runtime.probe import probe_video
+
+    info = probe_video(videos.make_video(tmp_path / "phone.mp4", seconds=1, fps=25, size=(160, 96), rotation=-90))
+    cpu = PyAVDecoder(info)
+    expected = [f.to_rgb() for f in cpu.frames()]
+    cpu.close()
+    decoder = nvdec_with_fakes(monkeypatch, info)
+    got = [f.to_rgb() for f in decoder.frames()]
+    decoder.close()
+    assert info.rotation == 270 and len(got) == len(expected) == 25
+    for a, b in zip(got, expected):
+        assert a.shape == b.shape == (160, 96, 3)
+        np.testing.assert_array_equal(a, b)
+
+
 # --- EngineRunner.run against stand-ins: NumPy plays CuPy, a pointer-reading fake plays TensorRT ---
 # Checked: batches above the engine's max are split and reassembled in row order, device buffers
 # are allocated once, host and device inputs give the same rows, shapes are validated.

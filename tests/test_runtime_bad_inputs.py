@@ -37,22 +37,44 @@ def make_input(kind, tmp_path):
         return videos.make_truncated(video("long_20s.mp4"), path / "cut.mp4", 0.5), "not a readable video"
     if kind == "corrupt-mkv":
         return videos.make_corrupt_middle(video("long_20s.mkv"), path / "bad.mkv"), "decoding broke at 10.0 s"
+    if kind in ("jpeg", "png", "one-frame-mp4"):
+        return _still_image(kind, path), "a still image"
     if kind == "corrupt-mp4":
         return videos.make_corrupt_middle(video("long_20s.mp4"), path / "bad.mp4"), "decoding broke at 10.0 s (Invalid data found"
     raise AssertionError(kind)
 
 
+def _still_image(kind, folder):
+    """A JPEG and a PNG, written with FFmpeg's image encoders, and an MP4 of one frame."""
+    import av
+
+    if kind == "one-frame-mp4":
+        return videos.make_video(folder / "still.mp4", frames=1)
+    path = folder / ("photo.jpg" if kind == "jpeg" else "shot.png")
+    codec, pix_fmt = ("mjpeg", "yuvj420p") if kind == "jpeg" else ("png", "rgb24")
+    with av.open(str(path), "w", format="image2") as container:
+        stream = container.add_stream(codec, rate=1)
+        stream.width, stream.height, stream.pix_fmt = 320, 180, pix_fmt
+        for packet in stream.encode(av.VideoFrame.from_ndarray(videos.frame_image(0, 320, 180), format="rgb24")):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
 @pytest.mark.parametrize("kind", ["missing", "empty", "text", "random", "directory-of-nothing", "audio-only",
-                                  "truncated-mkv", "truncated-mp4", "corrupt-mkv", "corrupt-mp4"])
+                                  "truncated-mkv", "truncated-mp4", "corrupt-mkv", "corrupt-mp4", "jpeg", "png",
+                                  "one-frame-mp4"])
 def test_bad_video(kind, tmp_path, capsys):
     path, message = make_input(kind, tmp_path)
     out = tmp_path / "out"
-    code, err = run_cli(capsys, [path, "-o", out / "f.npy", "--model", small_bundle(4), "--device", "cpu", "-q"])
+    code, err = run_cli(capsys, [path, "-o", out / "deeper" / "f.npy", "--model", small_bundle(4), "--device", "cpu",
+                                 "-q"])
     assert code == 2
     # Damage found while decoding comes after the model loaded (and warned that it is random-init).
     lines = [line for line in err.splitlines() if "random weights" not in line]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
-    assert not out.exists() or list(out.iterdir()) == []
+    assert not out.exists()  # not even the directories it would have written into
 
 
 def test_too_short_for_reference_alignment(tmp_path, capsys):
@@ -69,7 +91,15 @@ def test_too_short_for_reference_alignment(tmp_path, capsys):
     ("no-json", "bundle.json is missing"),
     ("no-onnx", "model.onnx is missing"),
     ("version", "format_version 99 is not supported"),
-    ("garbage-onnx", "ONNX Runtime cannot load the model"),
+    ("garbage-onnx", "model.onnx does not match the sha256 in"),
+    ("wrong-sha256", "model.onnx does not match the sha256 in"),
+    ("another-bundles-onnx", "model.onnx does not match the sha256 in"),
+    ("edited-width", "output features is [batch, 128], but bundle.json's architecture needs [batch, 256]"),
+    ("edited-classes", "output logits is [batch, 18], but bundle.json's architecture needs [batch, 5]"),
+    ("edited-frames", "input video is [batch, 3, 4, 224, 224], but bundle.json's architecture needs "
+                      "[batch, 3, 16, 224, 224]"),
+    ("edited-image-size", "input video is [batch, 3, 4, 224, 224], but bundle.json's architecture needs "
+                          "[batch, 3, 4, 112, 112]"),
 ])
 def test_bad_bundle(damage, message, tmp_path, capsys):
     bundle = tmp_path / "bundle"
@@ -86,6 +116,21 @@ def test_bad_bundle(damage, message, tmp_path, capsys):
         (bundle / "bundle.json").write_text(json.dumps(meta))
     elif damage == "garbage-onnx":
         (bundle / "model.onnx").write_bytes(b"\x00garbage" * 100)
+    elif damage == "another-bundles-onnx":  # same architecture, other weights: same shapes, same size
+        model = bytearray((bundle / "model.onnx").read_bytes())
+        middle = len(model) // 2  # inside the weights: a float or two of another model
+        model[middle:middle + 8] = bytes(255 - b for b in model[middle:middle + 8])
+        (bundle / "model.onnx").write_bytes(bytes(model))
+    else:
+        meta = json.loads((bundle / "bundle.json").read_text())
+        if damage == "wrong-sha256":
+            meta["onnx"]["sha256"] = "0" * 64
+        else:
+            key, value = {"edited-width": ("width", 256), "edited-classes": ("classes", 5),
+                          "edited-frames": ("frames", 16), "edited-image-size": ("image_size", 112)}[damage]
+            meta["architecture"][key] = value
+            meta["class_names"] = meta["class_names"][:meta["architecture"]["classes"]]
+        (bundle / "bundle.json").write_text(json.dumps(meta))
     out = tmp_path / "out"
     code, err = run_cli(capsys, [video("h264_25fps.mkv"), "-o", out / "f.npy", "--model", bundle, "--device", "cpu", "-q"])
     assert code == 2
@@ -107,15 +152,16 @@ def test_unwritable_output_directory(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1 and "cannot write to" in err
 
 
-def test_existing_output_is_skipped_not_clobbered(tmp_path, capsys):
+def test_files_no_manifest_vouches_for_are_not_clobbered(tmp_path, capsys):
     (tmp_path / "f.npy").write_bytes(b"precious")
     (tmp_path / "f.json").write_text("{}")
     code, err = run_cli(capsys, [video("h264_25fps.mkv"), "-o", tmp_path / "f.npy", "--model", small_bundle(4)])
-    assert code == 0 and "skipped" in err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "f.json exists and is not a tsf output manifest (use --overwrite to replace it)" in err
     assert (tmp_path / "f.npy").read_bytes() == b"precious"
-    (tmp_path / "f.json").unlink()  # an incomplete set is redone, but an existing file still is not clobbered
+    (tmp_path / "f.json").unlink()
     code, err = run_cli(capsys, [video("h264_25fps.mkv"), "-o", tmp_path / "f.npy", "--model", small_bundle(4)])
-    assert code == 2 and err.count("\n") == 1 and "exists (use --overwrite" in err
+    assert code == 2 and err.count("\n") == 1 and "f.npy exists without the f.json that would vouch for it" in err
     assert (tmp_path / "f.npy").read_bytes() == b"precious"
 
 

@@ -4,6 +4,7 @@ brute-force reading of the rule), the frame buffer, job expansion and atomic wri
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -242,7 +243,11 @@ def test_write_plain_heads_and_reference_format(tmp_path):
     assert np.array_equal(np.load(paths["features"]), a["features"])
     heads = np.load(paths["heads"])
     assert np.array_equal(heads["logits"], a["logits"]) and np.array_equal(heads["event_times"], a["event_times"])
-    assert json.loads(paths["metadata"].read_text()) == {"rows": 3}
+    manifest = json.loads(paths["metadata"].read_text())
+    assert manifest.pop("outputs") == {
+        kind: {"file": paths[kind].name, "bytes": paths[kind].stat().st_size,
+               "sha256": hashlib.sha256(paths[kind].read_bytes()).hexdigest()} for kind in ("features", "heads")}
+    assert manifest == {"rows": 3}
     paths = write.write_outputs(tmp_path / "r.npy", metadata={}, fmt="reference", **a)
     with pytest.raises(ValueError):
         np.load(paths["features"])  # the reference's format is a pickle: refused without allow_pickle
@@ -251,7 +256,8 @@ def test_write_plain_heads_and_reference_format(tmp_path):
     assert np.array_equal(d["event_times"][:, 0], a["event_times"])
     # named for what it is: r.pkl, not r.npy; the metadata describes that file
     assert sorted(os.listdir(tmp_path)) == ["f.heads.npz", "f.json", "f.npy", "r.json", "r.pkl"]
-    assert write.is_complete(tmp_path / "r.npy", fmt="reference") and not write.is_complete(tmp_path / "r.npy")
+    finished = write.inspect_outputs(tmp_path / "r.npy")
+    assert finished.state == write.FINISHED and finished.paths["features"] == tmp_path / "r.pkl"
     described = write.feature_file_description("reference", a["features"], a["logits"], a["event_times"])
     assert described["shape"] == [3, 1, 8] and described["load"] == "np.load(path, allow_pickle=True).item()"
     assert described["arrays"] == {"features": [3, 1, 8], "cls_score_all": [3, 1, 5], "event_times": [3, 1, 5]}
@@ -288,14 +294,14 @@ def test_one_speed_figure():
 
 def test_write_never_clobbers_and_cleans_up_on_interrupt(tmp_path, monkeypatch):
     a = arrays()
-    write.write_outputs(tmp_path / "f.npy", metadata={"v": 1}, **a)
-    with pytest.raises(OutputError, match="exists"):
-        write.check_outputs(tmp_path / "f.npy")
+    write.write_outputs(tmp_path / "f.npy", metadata={"v": 1}, heads=True, **a)
     with pytest.raises(OutputError, match="exists"):
         write.write_outputs(tmp_path / "f.npy", metadata={"v": 2}, **a)
-    assert json.loads((tmp_path / "f.json").read_text()) == {"v": 1}
-    write.write_outputs(tmp_path / "f.npy", metadata={"v": 3}, overwrite=True, **a)
-    assert json.loads((tmp_path / "f.json").read_text()) == {"v": 3}
+    assert json.loads((tmp_path / "f.json").read_text())["v"] == 1
+    # Replacing removes the files the new set does not have (no stale heads beside new features).
+    write.write_outputs(tmp_path / "f.npy", metadata={"v": 3}, replace=True, **a)
+    assert json.loads((tmp_path / "f.json").read_text())["v"] == 3
+    assert sorted(os.listdir(tmp_path)) == ["f.json", "f.npy"]
 
     calls = []
     real_replace = os.replace
@@ -308,8 +314,51 @@ def test_write_never_clobbers_and_cleans_up_on_interrupt(tmp_path, monkeypatch):
 
     monkeypatch.setattr(write.os, "replace", interrupted_replace)
     with pytest.raises(KeyboardInterrupt):
-        write.write_outputs(tmp_path / "g.npy", metadata={}, **a)
-    assert sorted(os.listdir(tmp_path)) == ["f.json", "f.npy"]
+        write.write_outputs(tmp_path / "g" / "g.npy", metadata={}, **a)
+    assert sorted(os.listdir(tmp_path)) == ["f.json", "f.npy"]  # nor the directory made for it
+
+
+def test_output_set_states(tmp_path):
+    a = arrays()
+    out = tmp_path / "f.npy"
+    assert write.inspect_outputs(out).state == write.ABSENT
+    write.write_outputs(out, metadata={"v": 1}, heads=True, **a)
+    finished = write.inspect_outputs(out)
+    assert finished.state == write.FINISHED and finished.kinds == {"features", "metadata", "heads"}
+
+    # What a kill between the renames leaves: the manifest without (or with other) files.
+    (tmp_path / "f.heads.npz").unlink()
+    assert write.inspect_outputs(out).state == write.DEBRIS
+    (tmp_path / "f.npy").write_bytes(b"old features")
+    debris = write.inspect_outputs(out)
+    assert debris.state == write.DEBRIS and debris.problem == f"{tmp_path / 'f.npy'} does not match f.json"
+    stale = [tmp_path / ".f.npy.abcd1234.part", tmp_path / ".f.json.zz_99_zz.part"]
+    kept = [tmp_path / ".f.npy.abcd1234.part.mine", tmp_path / ".other.npy.abcd1234.part"]
+    for path in stale + kept:
+        path.write_bytes(b"x")
+    assert write.clear_unfinished(out).state == write.ABSENT
+    assert sorted(os.listdir(tmp_path)) == sorted(p.name for p in kept)
+
+    # Files no manifest vouches for are someone else's.
+    (tmp_path / "f.npy").write_bytes(b"precious")
+    foreign = write.clear_unfinished(out)
+    assert foreign.state == write.FOREIGN and "f.npy exists without the f.json" in foreign.problem
+    (tmp_path / "f.json").write_text("{}")
+    assert "f.json exists and is not a tsf output manifest" in write.inspect_outputs(out).problem
+    (tmp_path / "f.json").write_text(json.dumps({"outputs": {"features": str(out)}}))  # before manifests
+    assert "f.json lists no checksums to check its set against" in write.inspect_outputs(out).problem
+    assert (tmp_path / "f.npy").read_bytes() == b"precious"
+
+
+def test_names_too_long_for_the_file_system_fail_before_any_work(tmp_path):
+    stem = "x" * (255 - len(".heads.npz"))
+    paths = write.check_outputs(tmp_path / "sub" / f"{stem}.npy", heads=True)  # 255 bytes: fits
+    assert not (tmp_path / "sub").exists()  # checking creates nothing
+    write.write_outputs(paths["features"], metadata={}, heads=True, **arrays())  # temporaries are cut to fit
+    with pytest.raises(OutputError, match=r"the name is 256 bytes, more than the 255 this file system allows"):
+        write.check_outputs(tmp_path / f"{stem}x.npy", heads=True)
+    with pytest.raises(OutputError, match="is 300 bytes"):
+        write.check_outputs(tmp_path / ("d" * 300) / "f.npy")
 
 
 def test_unwritable_output_directory(tmp_path):
@@ -375,15 +424,21 @@ def test_mismatching_tensorrt_engine_falls_back_to_onnxruntime_with_a_warning(mo
                in r.getMessage() for r in caplog.records)
 
 
-def test_full_disk_is_one_output_error_and_leaves_nothing(tmp_path, monkeypatch):
+def test_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
+    """ENOSPC while the features are flushed (the metadata fitted): the error names the features file."""
     import errno
 
-    def no_space(fd):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    real_fsync = os.fsync
 
-    monkeypatch.setattr(write.os, "fsync", no_space)
-    with pytest.raises(OutputError, match="no space left on device"):
+    def no_space_for_features(fd):
+        if ".f.npy." in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(write.os, "fsync", no_space_for_features)
+    with pytest.raises(OutputError) as caught:
         write.write_outputs(tmp_path / "f.npy", metadata={}, heads=True, **arrays())
+    assert str(caught.value) == f"cannot write {tmp_path / 'f.npy'}: no space left on device"
     assert os.listdir(tmp_path) == []
 
 

@@ -175,3 +175,20 @@ def test_starting_point_still_refuses_a_wrong_backbone():
         load_starting_point(model, source)
     assert "backbone.blocks.1.norm2.weight" in str(caught.value)
     assert "backbone.blocks.0.temporal_fc.weight" in str(caught.value)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("backbone.cls_token", np.float32(0.5), "backbone.cls_token has shape [], expected [1, 1, width]"),
+    ("backbone.pos_embed", np.zeros(197, np.float32), "backbone.pos_embed has shape [197], expected [1, 1 + patches"),
+    ("backbone.time_embed", np.zeros((4, 128), np.float32), "backbone.time_embed has shape [4, 128], expected"),
+    ("backbone.patch_embed.proj.weight", np.zeros((128, 3, 16), np.float32), "expected [width, 3, patch, patch]"),
+])
+def test_a_tensor_of_the_wrong_rank_is_named(small_state, key, value, message):
+    state = dict(small_state, **{key: value})
+    with pytest.raises(WeightsError) as caught:
+        infer_config(state)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    model = PPTimeSformer(TimeSformerConfig(frames=16, depth=2, width=128, heads=2))
+    if key == "backbone.time_embed":  # the fine-tuning path resamples it: a wrong rank is named there too
+        with pytest.raises(WeightsError, match=r"backbone.time_embed has shape \[4, 128\], expected \[1, frames"):
+            load_starting_point(model, state)

@@ -60,11 +60,13 @@ def make_video(
     with_audio: bool | str = False,
     audio_seconds: float | None = None,
     pix_fmt: str | None = None,
+    rotation: int = 0,
 ) -> Path:
     """Encode a test video; the container follows the suffix (.mkv, .mp4, ...).
 
     `size` is (width, height). `pts_seconds` gives every frame's presentation time for a
     variable-frame-rate file (then `frames` is its length and `fps` only the nominal rate).
+    `rotation`: a display matrix turning the picture counter-clockwise (degrees), as phones write.
     """
     path = Path(path)
     fps = Fraction(fps).limit_denominator(1001)
@@ -84,9 +86,13 @@ def make_video(
         if pts_seconds is not None:
             stream.codec_context.time_base = Fraction(1, 1000)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if rotation:
+            stream.set_display_rotation(rotation)
         if codec == "libx264":
             stream.options = {"crf": "12", "preset": "ultrafast" if bframes == 0 else "veryfast",
                               "bf": str(bframes), "g": "50"}
+        elif codec.startswith("libvpx"):  # VP8/VP9 for WebM, at their fastest settings
+            stream.options = {"deadline": "realtime", "cpu-used": "8"}
         else:
             stream.options = {"qscale": "2", "g": "50"} if codec == "mpeg4" else {}
         if with_audio and audio is None:
@@ -157,3 +163,26 @@ def vfr_times(seconds: float, seed: int = 0) -> list[Fraction]:
         times.append(t)
         t += Fraction(int(rng.choice([20, 40, 80])), 1000)
     return times
+
+
+def remux(source: str | os.PathLike, path: str | os.PathLike, offset: Fraction = Fraction(0),
+          stream_metadata: dict | None = None) -> Path:
+    """`source`'s packets, every stream, copied into the container `path`'s suffix names, with every
+    timestamp shifted by `offset` seconds (what `ffmpeg -c copy -output_ts_offset` does).
+    `stream_metadata` is written as the video stream's tags."""
+    path = Path(path)
+    with av.open(str(source)) as inp, av.open(str(path), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for s in inp.streams.video:
+            streams[s.index].metadata.update(stream_metadata or {})
+        for packet in inp.demux():
+            if packet.dts is None and packet.pts is None:
+                continue  # the flush packets at the end
+            shift = int(offset / packet.stream.time_base)
+            if packet.pts is not None:
+                packet.pts += shift
+            if packet.dts is not None:
+                packet.dts += shift
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+    return path

@@ -60,17 +60,34 @@ def read_pdparams(path: str | os.PathLike) -> dict[str, np.ndarray]:
 _BLOCK_RE = re.compile(r"^backbone\.blocks\.(\d+)\.")
 
 
-def infer_config(state: dict[str, np.ndarray], heads: int | None = None) -> TimeSformerConfig:
-    """Architecture from a state dict: depth from the blocks, width/patch/frames/classes from shapes."""
+# The tensors the architecture is read from, with their rank and layout (docs/reference.md §2).
+ARCHITECTURE_TENSORS = {
+    "backbone.cls_token": (3, "[1, 1, width]"),
+    "backbone.patch_embed.proj.weight": (4, "[width, 3, patch, patch]"),
+    "backbone.pos_embed": (3, "[1, 1 + patches, width]"),
+    "backbone.time_embed": (3, "[1, frames, width]"),
+    "head.fc.weight": (2, "[width, classes]"),
+    "backbone.blocks.0.mlp.fc1.weight": (2, "[width, mlp_ratio * width]"),
+}
 
-    def shape(key):
+
+def infer_config(state: dict[str, np.ndarray], heads: int | None = None) -> TimeSformerConfig:
+    """Architecture from a state dict: depth from the blocks, width/patch/frames/classes from shapes.
+    A tensor of the wrong rank is a `WeightsError` naming it and the layout it should have."""
+
+    def shape(key, optional=False):
         if key not in state:
+            if optional:
+                return None
             raise WeightsError(f"cannot infer the architecture: key {key} is missing")
-        return state[key].shape
+        rank, layout = ARCHITECTURE_TENSORS[key]
+        found = tuple(state[key].shape)
+        if len(found) != rank or 0 in found:
+            raise WeightsError(f"{key} has shape {list(found)}, expected {layout}")
+        return found
 
     width = shape("backbone.cls_token")[-1]
-    patch_w = shape("backbone.patch_embed.proj.weight")
-    patch = patch_w[-1]
+    patch = shape("backbone.patch_embed.proj.weight")[-1]
     tokens = shape("backbone.pos_embed")[1]
     grid = int(round((tokens - 1) ** 0.5))
     if grid * grid != tokens - 1:
@@ -78,10 +95,10 @@ def infer_config(state: dict[str, np.ndarray], heads: int | None = None) -> Time
     frames = shape("backbone.time_embed")[1]
     blocks = {int(m.group(1)) for k in state if (m := _BLOCK_RE.match(k))}
     depth = max(blocks) + 1 if blocks else 0
-    classes = state["head.fc.weight"].shape[-1] if "head.fc.weight" in state else TimeSformerConfig.num_classes
-    mlp_ratio = 4
-    if "backbone.blocks.0.mlp.fc1.weight" in state:
-        mlp_ratio = state["backbone.blocks.0.mlp.fc1.weight"].shape[1] // width
+    head = shape("head.fc.weight", optional=True)
+    classes = head[-1] if head else TimeSformerConfig.num_classes
+    fc1 = shape("backbone.blocks.0.mlp.fc1.weight", optional=True)
+    mlp_ratio = fc1[1] // width if fc1 else 4
     if heads is None:
         if width % 64:
             raise WeightsError(f"width {width} is not a multiple of 64; pass the number of heads explicitly")
@@ -168,8 +185,8 @@ def load_starting_point(model, state: dict[str, np.ndarray]) -> StartingPointRep
     state = dict(state)
     te = "backbone.time_embed"
     if te in state and te in expected and tuple(state[te].shape) != expected[te]:
-        if state[te].shape[2] != expected[te][2]:
-            raise WeightsError(f"{te} has width {state[te].shape[2]}, the model {expected[te][2]}")
+        if state[te].ndim != 3 or state[te].shape[2] != expected[te][2]:
+            raise WeightsError(f"{te} has shape {list(state[te].shape)}, expected [1, frames, {expected[te][2]}]")
         state[te] = resample_time_embed(state[te], expected[te][1])
         report.resampled.append(f"{te} {list(state[te].shape)}")
     for key in [k for k in state if k.startswith(HEAD_PREFIX)]:

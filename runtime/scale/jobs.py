@@ -97,7 +97,7 @@ def expand_jobs(inputs: Iterable[str | os.PathLike], output: str | os.PathLike |
         video = loose[0]
         if out is None:
             target = video.with_name(features_name(video))
-        elif out.is_dir() or str(output).endswith(os.sep):
+        elif out.is_dir() or _names_a_directory(str(output)):
             target = out / features_name(video)
         else:
             target = out
@@ -120,6 +120,11 @@ def expand_jobs(inputs: Iterable[str | os.PathLike], output: str | os.PathLike |
     jobs = unique_jobs(jobs)
     _refuse_collisions(jobs)
     return jobs
+
+
+def _names_a_directory(text: str) -> bool:
+    """A trailing separator means a directory, whether it exists or not."""
+    return text.endswith(os.sep) or bool(os.altsep and text.endswith(os.altsep))
 
 
 def _refuse_collisions(jobs: list[Job]) -> None:

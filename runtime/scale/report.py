@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import OutputError
-from ..write import output_paths
+from ..write import os_error_reason, output_paths
 from .jobs import Job
 
 
@@ -43,7 +43,7 @@ class RunReport:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 self.file = open(path, "a", encoding="utf-8")
             except OSError as e:
-                raise OutputError(f"cannot write the report {path}: {e.strerror or e}") from None
+                raise OutputError(f"cannot write the report {path}: {os_error_reason(e)}") from None
 
     def record(self, job: Job, status: str, seconds: float | None = None, error: str | None = None,
                rows: int | None = None, worker: str | None = None, attempts: int | None = None) -> None:
@@ -58,11 +58,22 @@ class RunReport:
             line["shard"] = f"{self.shard[0]}/{self.shard[1]}"
         if attempts is not None:
             line["attempts"] = attempts
-        self.file.write(json.dumps(line) + "\n")
-        self.file.flush()
-        os.fsync(self.file.fileno())
+        try:
+            self.file.write(json.dumps(line) + "\n")
+            self.file.flush()
+            os.fsync(self.file.fileno())
+        except OSError as e:
+            self._drop()  # its buffer cannot be written either: closing must not try again
+            raise OutputError(f"cannot write the report {self.path}: {os_error_reason(e)}") from None
 
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
             self.file = None
+
+    def _drop(self) -> None:
+        file, self.file = self.file, None
+        try:
+            file.close()
+        except OSError:
+            pass

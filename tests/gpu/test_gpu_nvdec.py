@@ -102,3 +102,23 @@ def test_nvdec_reports_a_truncated_file(video_dir):
         for _ in decoder.frames():
             pass
     decoder.close()
+
+
+@pytest.mark.parametrize("degrees", [90, 180])
+def test_nvdec_frames_are_turned_upright_like_pyav_frames(video_dir, degrees):
+    """A phone video's display rotation is applied by both decoders (docs/design.md, stage 4)."""
+    import cupy
+
+    from tsf.runtime.decode_nvdec import NvdecDecoder
+
+    info = probe_video(videos.make_video(video_dir / f"phone_{degrees}.mp4", seconds=2, fps=25, size=(456, 256),
+                                         rotation=degrees))
+    assert info.rotation == degrees
+    expected = decode_cpu(info)
+    decoder = NvdecDecoder(info)
+    got = [cupy.asnumpy(f.to_rgb()) for f in decoder.frames()]
+    decoder.close()
+    assert len(got) == len(expected)
+    for host, (_, cpu_rgb) in zip(got, expected):
+        assert host.shape == cpu_rgb.shape == ((456, 256, 3) if degrees == 90 else (256, 456, 3))
+        assert np.abs(host.astype(np.int16) - cpu_rgb.astype(np.int16)).mean() < 3.0
