@@ -1,10 +1,11 @@
 """The model bundle contract: what `tsf-export` writes and `tsf-extract` reads (docs/design.md).
 
-A bundle is a directory holding `model.onnx`, `bundle.json` and optionally TensorRT engines under
-`engines/`. This module owns the names and the validation, so the writer (tsf.export) and the
-reader (the runtime) cannot drift apart. It uses only the standard library: `json` for the
-metadata, `hashlib` for the ONNX checksum (the bundle id), `os`/`pathlib` for the paths. It never
-opens the ONNX itself (no `onnx` import): loading a bundle must stay cheap and Paddle/onnx-free.
+A bundle is a directory holding `model.onnx`, `bundle.json`, `weights.safetensors` (bundles
+exported before it existed lack it) and optionally TensorRT engines under `engines/`. This module
+owns the names and the validation, so the writer (tsf.export) and the reader (the runtime) cannot
+drift apart. It uses only the standard library: `json` for the metadata, `hashlib` for the
+checksums (the ONNX's is the bundle id), `os`/`pathlib` for the paths. It never opens the ONNX or
+the weights itself (no `onnx` import): loading a bundle must stay cheap and Paddle/onnx-free.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ BUNDLE_FORMAT = "tsf-bundle"
 FORMAT_VERSION = 1
 BUNDLE_JSON = "bundle.json"
 ONNX_FILE = "model.onnx"
+# The weights under the reference's names and layout (docs/reference.md §2), float32: what the
+# ONNX was converted from, for engines that build the model themselves (the torch engine).
+WEIGHTS_FILE = "weights.safetensors"
 ENGINES_DIR = "engines"
 ONNX_OPSET = 17
 INPUT_NAME = "video"
@@ -86,6 +90,7 @@ class Bundle:
     bundle_id: str
     random_init: bool
     engines: list[dict] = field(default_factory=list)
+    weights_path: Path | None = None  # WEIGHTS_FILE; None in bundles exported before it existed
 
     @property
     def frames(self) -> int:
@@ -118,7 +123,8 @@ def _relative_inside(name, what: str, json_path: Path) -> str:
 def load_bundle(directory: str | os.PathLike, verify: bool = False) -> Bundle:
     """Read and validate a bundle directory; every problem is a one-line `InputError`.
 
-    `verify=True` also checks the ONNX file against the sha256 in bundle.json (reads the whole file).
+    `verify=True` also checks the ONNX and weights files against their sha256 in bundle.json
+    (reads them whole). A missing weights file is the concern of the engine that needs it.
     """
     bundle_dir = Path(directory).expanduser()
     if not bundle_dir.exists():
@@ -179,11 +185,23 @@ def load_bundle(directory: str | os.PathLike, verify: bool = False) -> Bundle:
         if engine.get("timing_cache") is not None:
             _relative_inside(engine["timing_cache"], "an engine's timing_cache", json_path)
 
+    checksums = {onnx_file: onnx_sha256}
+    weights_file = None
+    if meta.get("safetensors") is not None:  # optional: older bundles lack it
+        weights_meta = section("safetensors")
+        weights_file = _relative_inside(weights_meta.get("file"), "safetensors.file", json_path)
+        if not isinstance(weights_meta.get("sha256"), str) or len(weights_meta["sha256"]) != 64:
+            raise InputError(f"{json_path} is incomplete: safetensors.sha256 is missing")
+        checksums[weights_file] = weights_meta["sha256"]
+
     onnx_path = bundle_dir / onnx_file
     if not onnx_path.is_file():
         raise InputError(f"{bundle_dir} is incomplete: {onnx_file} is missing")
-    if verify and sha256_file(onnx_path) != onnx_sha256:
-        raise InputError(f"{onnx_path} does not match the sha256 in {json_path} (modified or corrupt)")
+    if verify:
+        for name, sha256 in checksums.items():
+            path = bundle_dir / name
+            if path.is_file() and sha256_file(path) != sha256:
+                raise InputError(f"{path} does not match the sha256 in {json_path} (modified or corrupt)")
 
     return Bundle(
         dir=bundle_dir,
@@ -194,4 +212,5 @@ def load_bundle(directory: str | os.PathLike, verify: bool = False) -> Bundle:
         bundle_id=bundle_id_from_sha256(onnx_sha256),
         random_init=weights["random_init"],
         engines=list(engines),
+        weights_path=bundle_dir / weights_file if weights_file else None,
     )
