@@ -16,7 +16,10 @@ setup-demo: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[cpu,export]'
 
 setup-test: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[cpu,export,train,cluster,soccernet,dev]'
+	# The torch engine's tests run on the CPU. The pin is the release whose CPU build the CI
+	# machines hold locally; unpinned, the `torch` extra would pull a CUDA build of several GB.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[cpu,export,train,cluster,soccernet,torch,dev]'
 	# TensorRT type stubs for tests/test_gpu_static.py; --no-deps and a separate folder because
 	# the stubs depend on TensorRT (not installable here) and would shadow `import tensorrt`.
 	$(BIN)/pip install --quiet --no-deps --target $(VENV)/typestubs --upgrade tensorrt-stubs==10.13.0.35.1
