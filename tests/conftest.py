@@ -31,6 +31,15 @@ def full_reference_pdparams(tmp_path_factory, full_reference_state):
 
 
 @pytest.fixture(scope="session")
+def full_reference_bundle(tmp_path_factory, full_reference_pdparams):
+    """`full_reference_pdparams` exported to a bundle (minutes on 2 cores, ~5 GB of RAM for the
+    conversion): session-scoped so that the export test and the engines' full-size tests share one."""
+    from tsf.export import export_bundle  # Paddle: only when used
+
+    return export_bundle(tmp_path_factory.mktemp("bundles") / "full_reference", weights=full_reference_pdparams)
+
+
+@pytest.fixture(scope="session")
 def full_reference_clip(full_reference_state):
     """(video float32 [1, 3, 16, 224, 224], (features, logits, event_times) float64): one random
     clip through the float64 NumPy reference on `full_reference_state`. Session-scoped so that

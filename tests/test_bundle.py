@@ -16,6 +16,7 @@ from tsf.runtime.bundle import default_bundle_dir, load_bundle
 from tsf.runtime.errors import InputError
 
 ONNX_BYTES = b"not really an onnx model, the reader never opens it"
+WEIGHTS_BYTES = b"not really safetensors either"
 
 
 def design_meta(onnx_sha256: str) -> dict:
@@ -32,6 +33,8 @@ def design_meta(onnx_sha256: str) -> dict:
         "class_names": ["Goal", "Corner", "background"],
         "weights": {"file": "w.pdparams", "sha256": "ab" * 32, "random_init": False},
         "onnx": {"file": "model.onnx", "sha256": onnx_sha256, "opset": 17},
+        "safetensors": {"file": "weights.safetensors", "sha256": hashlib.sha256(WEIGHTS_BYTES).hexdigest(),
+                        "size_bytes": len(WEIGHTS_BYTES), "tensors": 227},
         "versions": {"tsf": "0.1.0", "paddle": "3.3.1", "paddle2onnx": "2.1.0", "onnx": "1.17.0",
                      "onnxruntime": "1.32.0"},
         "parity": {"onnxruntime-cpu": {"batch_sizes": [1, 3],
@@ -48,6 +51,7 @@ def write_bundle(directory: Path, meta: dict | None = None, onnx: bytes | None =
     directory.mkdir(parents=True, exist_ok=True)
     if onnx is not None:
         (directory / "model.onnx").write_bytes(onnx)
+    (directory / "weights.safetensors").write_bytes(WEIGHTS_BYTES)
     meta = design_meta(hashlib.sha256(ONNX_BYTES).hexdigest()) if meta is None else meta
     (directory / "bundle.json").write_text(json.dumps(meta))
     return directory
@@ -66,6 +70,13 @@ def test_loads_the_documented_format(tmp_path):
     assert bundle.engines[0]["precision"] == "fp16"
     assert bundle.path(bundle.engines[0]["file"]) == tmp_path / "b" / "engines" / "h100-fp16.engine"
     assert bundle.meta["versions"]["paddle"] == "3.3.1"
+    assert bundle.weights_path == tmp_path / "b" / "weights.safetensors"
+
+
+def test_weights_file_is_optional_for_older_bundles(tmp_path):
+    meta = design_meta(hashlib.sha256(ONNX_BYTES).hexdigest())
+    del meta["safetensors"]
+    assert load_bundle(write_bundle(tmp_path / "b", meta), verify=True).weights_path is None
 
 
 def test_engines_are_optional(tmp_path):
@@ -114,6 +125,9 @@ def _set(path, value):
     (broken(_set("class_names", ["Goal"])), "1 class names for 3 classes"),
     (broken(_set("onnx.file", "../model.onnx")), "inside the bundle"),
     (broken(_set("onnx.sha256", "")), "onnx.sha256"),
+    (broken(_set("safetensors.file", "../weights.safetensors")), "safetensors.file must be"),
+    (broken(_set("safetensors.sha256", None)), "safetensors.sha256"),
+    (broken(_set("safetensors", "weights.safetensors")), "section 'safetensors' is missing"),
     (broken(_set("engines", [{"file": "/etc/passwd"}])), "inside the bundle"),
     (broken(_set("engines", [{"file": "e.engine", "timing_cache": "../c"}])), "timing_cache must be"),
 ])
@@ -125,11 +139,12 @@ def test_problems_are_one_line_input_errors(tmp_path, make, expected):
     assert "\n" not in message
 
 
-def test_verify_catches_a_modified_onnx(tmp_path):
+@pytest.mark.parametrize("name", ["model.onnx", "weights.safetensors"])
+def test_verify_catches_a_modified_file(tmp_path, name):
     directory = write_bundle(tmp_path / "b")
-    (directory / "model.onnx").write_bytes(ONNX_BYTES + b"tampered")
+    (directory / name).write_bytes(b"tampered")
     load_bundle(directory)  # cheap load does not hash
-    with pytest.raises(InputError, match="does not match the sha256"):
+    with pytest.raises(InputError, match=f"{name} does not match the sha256"):
         load_bundle(directory, verify=True)
 
 
