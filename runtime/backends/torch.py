@@ -21,6 +21,7 @@ measured a gain from them yet (benchmarks/RESULTS.md).
 from __future__ import annotations
 
 import contextlib
+import importlib
 
 import numpy as np
 
@@ -32,11 +33,12 @@ PRECISIONS = {"cuda": ("fp16", "bf16", "fp32"), "cpu": ("fp32", "bf16")}
 REEXPORT = "re-export the bundle with this version's tsf-export"
 
 
-def _import(name: str):
-    try:
-        return __import__(name)
-    except GPU_IMPORT_ERRORS as e:
-        raise EngineUnavailable(f"{name} is not installed ({first_line(e)}); pip install 'tsf[torch]'") from None
+def _require(*names: str) -> None:
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except GPU_IMPORT_ERRORS as e:
+            raise EngineUnavailable(f"{name} is not installed ({first_line(e)}); pip install 'tsf[torch]'") from None
 
 
 def load(bundle: Bundle, device: Device, precision: str, threads: int) -> TorchBackend:
@@ -49,14 +51,14 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, bundle: Bundle, device: Device, precision: str, threads: int):
-        torch = _import("torch")
-        _import("safetensors")
+        _require("torch", "safetensors")
+        import torch
+
         if bundle.weights_path is None:
             raise EngineUnavailable(f"the bundle {bundle.dir} has no {WEIGHTS_FILE} (exported by an older "
                                     f"tsf-export); {REEXPORT}")
         if not bundle.weights_path.is_file():
             raise EngineUnavailable(f"{bundle.weights_path} is missing; {REEXPORT}")
-        self._torch = torch
         self._device = self._torch_device(device, precision)
         self.device = device
         self.precision = precision
@@ -81,8 +83,10 @@ class TorchBackend:
                     module.to(self._dtype)
         self.model = model.to(self._device)
 
-    def _torch_device(self, device: Device, precision: str):
-        torch = self._torch
+    @staticmethod
+    def _torch_device(device: Device, precision: str):
+        import torch
+
         if not device.is_cuda:
             return torch.device("cpu")
         if not torch.cuda.is_available():
@@ -105,14 +109,16 @@ class TorchBackend:
             raise InputError(f"{path}: cannot read the weights ({first_line(e)}); {REEXPORT}") from None
 
     def describe(self) -> dict:
-        torch = self._torch
+        import torch
+
         return {"library": "torch", "version": torch.__version__, "cuda": torch.version.cuda,
                 "device": str(self.device), "gpu": gpu_name(self.device), "precision": self.precision,
                 "threads": torch.get_num_threads()}
 
     def _clips(self, video):
         """The batch as a tensor on the model's device; a CuPy batch on that GPU is read in place."""
-        torch = self._torch
+        import torch
+
         if isinstance(video, np.ndarray):
             return torch.from_numpy(np.ascontiguousarray(video, dtype=np.float32)).to(self._device)
         if not self.device.is_cuda:
@@ -122,7 +128,8 @@ class TorchBackend:
         return torch.from_dlpack(video).to(self._device, torch.float32)
 
     def run(self, video) -> dict[str, np.ndarray]:
-        torch = self._torch
+        import torch
+
         autocast = (torch.autocast(self._device.type, dtype=self._dtype) if self._dtype is not None
                     else contextlib.nullcontext())
         with torch.inference_mode(), autocast:
