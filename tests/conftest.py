@@ -13,6 +13,27 @@ from reference.pdparams import reference_state, write_pdparams
 
 FULL_STATE_SEED = 20240
 FULL_CLIP_SEED = 3
+SMALL_STATE_SEED = 31
+
+
+@pytest.fixture(scope="session")
+def small_state():
+    """Every tensor of a depth-2, width-128, 4-frame, 18-class reference .pdparams, random.
+
+    Modules that need other weights of that size define their own `small_state`."""
+    return reference_state(np.random.default_rng(SMALL_STATE_SEED), depth=2, width=128, frames=4, classes=18)
+
+
+@pytest.fixture(scope="session")
+def small_export(tmp_path_factory, small_state):
+    """(bundle directory, weights file): `small_state` written as a .pdparams and exported with the
+    SoccerNet class names, shared by the read-only tests of every module."""
+    from tsf.export import export_bundle  # Paddle: only when used
+    from tsf.runtime.spotting.classes import SOCCERNET_V2_CLASS_NAMES
+
+    root = tmp_path_factory.mktemp("small")
+    weights = write_pdparams(small_state, root / "small.pdparams")
+    return export_bundle(root / "bundle", weights=weights, class_names=SOCCERNET_V2_CLASS_NAMES), weights
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import onnxruntime
 import pytest
 
 from reference.numpy_timesformer import forward as numpy_forward
-from reference.pdparams import reference_state, write_pdparams
+from reference.pdparams import write_pdparams
 from tsf.export import export_bundle
 from tsf.runtime.spotting.classes import SOCCERNET_V2_CLASS_NAMES
 from tsf.export import bundle as bundle_module
@@ -51,20 +51,6 @@ def ort_session(path):
 def leftovers(directory: Path, name: str) -> list[str]:
     """Temporary or old copies an export may have left beside `name`."""
     return sorted(p.name for p in directory.iterdir() if p.name.startswith(f".{name}."))
-
-
-@pytest.fixture(scope="module")
-def small_state():
-    return reference_state(np.random.default_rng(31), **SMALL)
-
-
-@pytest.fixture(scope="module")
-def small_export(tmp_path_factory, small_state):
-    """One small bundle exported from a .pdparams, shared by the read-only tests below."""
-    root = tmp_path_factory.mktemp("small")
-    weights = write_pdparams(small_state, root / "small.pdparams")
-    out = export_bundle(root / "bundle", weights=weights, class_names=SOCCERNET_V2_CLASS_NAMES)
-    return out, weights
 
 
 def test_onnx_matches_the_numpy_reference(small_export, small_state):

@@ -18,7 +18,6 @@ import pytest
 
 from reference.inputs import random_video
 from reference.numpy_timesformer import forward as numpy_forward
-from reference.pdparams import reference_state, write_pdparams
 from runtime_helpers import cosine_rows, extract, rel_l2, run_cli, video
 from tsf.runtime.backends import select_backend
 from tsf.runtime.bundle import load_bundle
@@ -33,16 +32,8 @@ BF16_MIN_COSINE = 0.999  # per row, BF16 features against FP32
 
 
 @pytest.fixture(scope="module")
-def small_state():
-    return reference_state(np.random.default_rng(41), **SMALL)
-
-
-@pytest.fixture(scope="module")
-def small_bundle_dir(tmp_path_factory, small_state):
-    from tsf.export import export_bundle
-
-    root = tmp_path_factory.mktemp("torch")
-    return export_bundle(root / "bundle", weights=write_pdparams(small_state, root / "small.pdparams"))
+def small_bundle_dir(small_export):
+    return small_export[0]
 
 
 def assert_fp32_parity(bundle_dir, video_batch, expected=None):
