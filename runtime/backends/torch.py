@@ -14,8 +14,11 @@ Precisions: fp32 runs the weights as exported. fp16 and bf16 store the matrix-pr
 that type and run under autocast: matrix products and attention in fp16/bf16, LayerNorm in FP32
 (autocast's rule), the residual stream in FP32 (a half-precision branch added to it is promoted),
 and the fused attention kernels accumulate softmax in FP32. Pre-cast weights spare autocast
-re-casting 121 M parameters every batch. torch.compile and CUDA graphs are not used: nothing has
-measured a gain from them yet (benchmarks/RESULTS.md).
+re-casting 121 M parameters every batch.
+
+torch.compile and CUDA graphs are not used until a measurement shows a gain: on the CPU, 86 % of
+a full-size FP32 forward is the Linear layers' matrix products (torch.profiler, 2 cores), which
+compiling does not make faster; on a GPU nothing has been measured yet.
 """
 
 from __future__ import annotations
@@ -62,7 +65,9 @@ class TorchBackend:
         self._device = self._torch_device(device, precision)
         self.device = device
         self.precision = precision
-        self.default_batch_size = 16 if device.is_cuda else 1  # as ONNX Runtime (benchmarks/RESULTS.md)
+        # As ONNX Runtime: on the CPU batching gains nothing and costs memory (benchmarks/RESULTS.md);
+        # on a GPU 16 until the device check has measured the best batch.
+        self.default_batch_size = 16 if device.is_cuda else 1
         self.wants_gpu_input = device.is_cuda
         self._widths = (bundle.width, bundle.num_classes, bundle.num_classes)  # of OUTPUT_NAMES
         if not device.is_cuda:
