@@ -19,11 +19,14 @@ setup-demo: $(BIN)/python
 	@echo "installing tsf and its CPU + export dependencies into $(VENV)/ (minutes the first time)"
 	$(QUIET_EDITABLE) $(BIN)/pip install --quiet -e '.[cpu,export]'
 
+# The torch engine's tests run on the CPU. The torch pin is the release whose CPU build the CI
+# machines hold locally; unpinned, the `torch` extra would pull a CUDA build of several GB.
 # The TensorRT type stubs serve tests/test_gpu_static.py; --no-deps and a separate folder because
 # the stubs depend on TensorRT (not installable here) and would shadow `import tensorrt`.
 setup-test: $(BIN)/python
 	@echo "installing tsf and every test dependency into $(VENV)/ (minutes the first time)"
-	$(QUIET_EDITABLE) $(BIN)/pip install --quiet -e '.[cpu,export,train,cluster,soccernet,dev]'
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(QUIET_EDITABLE) $(BIN)/pip install --quiet -e '.[cpu,export,train,cluster,soccernet,torch,dev]'
 	$(BIN)/pip install --quiet --no-deps --target $(VENV)/typestubs --upgrade tensorrt-stubs==10.13.0.35.1
 
 demo: setup-demo

@@ -101,7 +101,8 @@ def machine_info() -> dict:
         with open("/proc/meminfo") as f:
             ram_gib = int(f.readline().split()[1]) / 2**20
     packages = ["tsf", "numpy", "av", "onnxruntime", "onnxruntime-gpu", "paddlepaddle", "paddlepaddle-gpu",
-                "tensorrt", "cupy-cuda12x", "PyNvVideoCodec", "torch"]
+                "tensorrt", "tensorrt-cu13", "tensorrt-cu12", "cupy-cuda13x", "cupy-cuda12x", "PyNvVideoCodec",
+                "torch", "safetensors"]
     return {
         "cpu_model": cpu_model,
         "logical_cpus": os.cpu_count(),
@@ -526,10 +527,14 @@ def ensure_bundle(cache_dir: Path, arch: dict, seed: int = 0, rebuild: bool = Fa
     Paddle baseline and every runtime backend run exactly the same weights. Built in a child
     process: importing Paddle changes this process's thread settings (it sets OMP_NUM_THREADS).
     """
+    from tsf.runtime.bundle import BUNDLE_JSON, WEIGHTS_FILE
+
     root = Path(cache_dir) / "bundles" / arch_name(arch, seed)
     weights, bundle = root / "weights.pdparams", root / "bundle"
     marker = root / "engines-tried"  # a GPU run wants engines in a bundle first built without them
-    if rebuild or not (bundle / "bundle.json").exists() or not weights.exists() or (engines and not marker.exists()):
+    # A bundle cached before tsf-export wrote its weights file cannot serve the torch engine.
+    stale = not (bundle / BUNDLE_JSON).exists() or not (bundle / WEIGHTS_FILE).exists()
+    if rebuild or stale or not weights.exists() or (engines and not marker.exists()):
         root.mkdir(parents=True, exist_ok=True)
         call_in_child("benchmarks.common:build_bundle",
                       {"arch": {**REFERENCE_ARCH, **arch}, "seed": seed, "weights": str(weights),

@@ -1,12 +1,17 @@
 """Assemble a verified bundle: weights -> ONNX -> parity gate -> (engine) -> bundle.json, atomically.
 
+The bundle also carries the weights the ONNX was converted from, as `weights.safetensors` under
+the reference's names and layout, float32: the ONNX's initializers have paddle2onnx's names, not
+the model's (docs/toolchain.md), and the torch engine builds its model from these.
+
 Everything is built in a temporary directory beside the target and renamed into place only when
 the ONNX has passed the checker and the parity gate, so a failed or interrupted export (Ctrl-C
 included) leaves nothing behind, and an existing bundle is replaced only with `overwrite=True`.
 The layout and names are the contract in `tsf.runtime.bundle` (docs/design.md).
 
-Dependencies: Paddle (through `tsf.training`) runs the model being exported; `importlib.metadata`
-records the toolchain versions without importing the heavy packages twice.
+Dependencies: Paddle (through `tsf.training`) runs the model being exported; `safetensors` writes
+the weights in a format that loads without unpickling (no code runs) and maps lazily;
+`importlib.metadata` records the toolchain versions without importing the heavy packages twice.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
+
 from tsf.runtime.bundle import (
     ARCHITECTURE_KEYS,
     BUNDLE_FORMAT,
@@ -29,6 +36,7 @@ from tsf.runtime.bundle import (
     FORMAT_VERSION,
     ONNX_FILE,
     ONNX_OPSET,
+    WEIGHTS_FILE,
     WINDOW,
     bundle_id,
     default_bundle_dir,
@@ -76,7 +84,8 @@ def parse_arch(text: str | dict | None) -> dict:
 
 def _import_paddle():
     """Paddle, after checking that the whole `export` extra is installed (one line if not)."""
-    missing = [name for name in ("paddle", "paddle2onnx", "onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    missing = [name for name in ("paddle", "paddle2onnx", "onnx", "onnxruntime", "safetensors")
+               if importlib.util.find_spec(name) is None]
     if missing:
         raise BackendError(f"exporting needs {', '.join(missing)}: {install_hint('export')}")
     # Paddle warns on import that ccache is missing (it matters only for compiling custom ops);
@@ -104,6 +113,7 @@ def _versions() -> dict:
         "paddle2onnx": version("paddle2onnx"),
         "onnx": version("onnx"),
         "onnxruntime": version("onnxruntime", "onnxruntime-gpu"),
+        "safetensors": version("safetensors"),
     }
 
 
@@ -220,6 +230,18 @@ def _check_arguments(weights, random_init, arch, precision, max_batch, engine, h
         raise InputError(f"weights file not found: {weights}")
 
 
+def _write_weights(model, path: Path) -> dict:
+    """`model`'s state dict as safetensors (reference names, float32); its bundle.json entry."""
+    from safetensors.numpy import save_file
+
+    from tsf.training.weights import state_of
+
+    state = {name: np.ascontiguousarray(array, dtype=np.float32) for name, array in state_of(model).items()}
+    save_file(state, str(path))
+    return {"file": path.name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
+            "tensors": len(state)}
+
+
 def _load_model(weights, random_init: bool, arch_args: dict, heads, seed: int, log):
     """(Paddle model in eval mode, its TimeSformerConfig, the bundle.json `weights` entry)."""
     paddle = _import_paddle()
@@ -330,6 +352,9 @@ def export_bundle(
         log(format_parity(figures) + f" [{time.perf_counter() - started:.0f} s]")
         check_parity(figures)
 
+        weights_entry = _write_weights(model, staging / WEIGHTS_FILE)
+        log(f"{WEIGHTS_FILE}: {weights_entry['tensors']} tensors, {weights_entry['size_bytes'] / 2**20:.1f} MiB")
+
         onnx_sha256 = sha256_file(onnx_path)
         kept = _engines_of_replaced_bundle(target, staging, onnx_sha256) if overwrite else []
         if kept:
@@ -353,6 +378,7 @@ def export_bundle(
             "weights": weights_meta,
             "onnx": {"file": ONNX_FILE, "sha256": onnx_sha256, "opset": ONNX_OPSET,
                      "size_bytes": onnx_path.stat().st_size},
+            "safetensors": weights_entry,
             "versions": _versions(),
             "parity": {"onnxruntime-cpu": figures},
             "engines": engines,

@@ -1,24 +1,21 @@
 """TensorRT engines for a bundle: build one for this GPU, prove it matches ONNX Runtime, then store it.
 
 Dependencies and why:
-- `tensorrt` (10.x API; the 11.x path below is written but not yet run anywhere) parses the
-  bundle's ONNX and builds a serialized plan with one optimisation profile (batch 1..max).
+- `tensorrt` (10.x or 11.x) parses the bundle's ONNX and builds a serialized plan with one
+  optimisation profile (batch 1..max).
 - `cupy`, through `tsf.runtime.backends.tensorrt.EngineRunner`, runs the fresh plan for the parity
   gate with the very code the runtime uses.
 - `onnxruntime` is the reference the engine is compared with (CUDA execution provider when
   onnxruntime-gpu is installed and sees the GPU, else the CPU).
-- `onnxconverter-common`, only for TensorRT >= 11, makes the FP16 ONNX that a strongly typed
-  network needs (TensorRT 11 removed the FP16 builder flag).
+- `onnxconverter-common` makes the FP16 ONNX that an FP16 strongly typed network is built from.
 
-Precision: FP16 engines keep LayerNorm and Softmax (and, should the ONNX ever hold a decomposed
-LayerNorm, its reduce / pow / sqrt layers) in FP32. TensorRT itself warns that FP16 LayerNorm
-after attention can overflow (the sum of squares of a 768-wide residual stream), and softmax
-exponentials are where FP16's range runs out first; both are cheap next to the matrix products,
-which stay FP16.
-- TensorRT 10: weakly typed network, FP16 builder flag, OBEY_PRECISION_CONSTRAINTS, and those
-  layers' precision and output types set to FP32.
-- TensorRT >= 11: strongly typed network from an FP16 copy of the ONNX in which
-  LayerNormalization and Softmax (and the Casts around them) stay FP32, inputs/outputs FP32.
+Networks are strongly typed, the only kind TensorRT 11 builds (10.x builds them when asked; docs/
+toolchain.md, "The GPU stack"): every tensor's type comes from the ONNX, no builder flag chooses
+precisions. An FP32 engine is built from `model.onnx` with TF32 switched off. An FP16 engine is
+built from an FP16 copy of it in which LayerNormalization and Softmax (and the Casts around them)
+stay FP32, inputs and outputs too: FP16 LayerNorm after attention can overflow (the sum of
+squares of a 768-wide residual stream), and softmax exponentials are where FP16's range runs out
+first; both are cheap next to the matrix products, which run in FP16.
 """
 
 from __future__ import annotations
@@ -26,9 +23,8 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, cast
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -61,76 +57,9 @@ class EngineParityError(TsfError):
     """A built engine does not reproduce ONNX Runtime within the gate; nothing was written."""
 
 
-@dataclass(frozen=True)
-class LayerDescription:
-    """What the FP32 selection needs to know about one TensorRT layer (testable without TensorRT)."""
-
-    index: int
-    kind: str  # trt.LayerType name, e.g. "NORMALIZATION"
-    op: str | None = None  # ElementWiseOperation / UnaryOperation name, e.g. "POW", "SQRT"
-    name: str = ""
-
-
-def fp32_layer_indices(layers: Iterable[LayerDescription]) -> list[int]:
-    """Layers an FP16 engine must run in FP32: normalisation and softmax.
-
-    Opset 17 exports LayerNorm as one LayerNormalization op (an INormalizationLayer); the reduce,
-    pow and sqrt layers of a decomposed LayerNorm are kept too, since the FP16 overflow happens
-    in the sum of squares. The model's only other reduce (averaging the CLS over frames) is tiny.
-    """
-    selected = []
-    for layer in layers:
-        if (layer.kind in ("NORMALIZATION", "SOFTMAX", "REDUCE")
-                or (layer.kind == "ELEMENTWISE" and layer.op == "POW")
-                or (layer.kind == "UNARY" and layer.op == "SQRT")):
-            selected.append(layer.index)
-    return selected
-
-
 def engine_support(gpu_id: int = 0) -> str | None:
     """None when engines can be built here (TensorRT >= 10, CuPy, a CUDA GPU), else the reason."""
     return tensorrt_support(gpu_id)
-
-
-def _tensorrt_major() -> int:
-    return int(tensorrt_version().split(".")[0])
-
-
-def describe_layers(network: trt.INetworkDefinition) -> list[LayerDescription]:
-    import tensorrt as trt
-
-    described = []
-    for index in range(network.num_layers):
-        layer = network.get_layer(index)
-        op = None
-        # The Python API hands out base-class ILayer objects; the documented way to read a
-        # subclass attribute is to re-class the object.
-        if layer.type == trt.LayerType.ELEMENTWISE:
-            layer.__class__ = trt.IElementWiseLayer
-            op = cast("trt.IElementWiseLayer", layer).op.name
-        elif layer.type == trt.LayerType.UNARY:
-            layer.__class__ = trt.IUnaryLayer
-            op = cast("trt.IUnaryLayer", layer).op.name
-        described.append(LayerDescription(index, layer.type.name, op, layer.name))
-    return described
-
-
-def keep_fp32(network: trt.INetworkDefinition) -> list[str]:
-    """Constrain the selected layers of a weakly typed (TensorRT 10) network to FP32; their names."""
-    import tensorrt as trt
-
-    kept = []
-    for index in fp32_layer_indices(describe_layers(network)):
-        layer = network.get_layer(index)
-        layer.precision = trt.float32
-        for output in range(layer.num_outputs):
-            layer.set_output_type(output, trt.float32)
-        if layer.type == trt.LayerType.NORMALIZATION:
-            # Its accumulation precision is a separate setting (FP32 by default; say so explicitly).
-            layer.__class__ = trt.INormalizationLayer
-            cast("trt.INormalizationLayer", layer).compute_precision = trt.float32
-        kept.append(layer.name)
-    return kept
 
 
 def _detach_consumed_outputs(model) -> None:
@@ -154,8 +83,9 @@ def _detach_consumed_outputs(model) -> None:
         graph.node.append(helper.make_node("Identity", [internal], [name], name=f"{name}_tsf_output"))
 
 
-def fp16_onnx(onnx_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
-    """An FP16 copy of the ONNX for strongly typed builds: LayerNorm/Softmax FP32, I/O FP32."""
+def fp16_onnx(onnx_path: str | os.PathLike, out_path: str | os.PathLike) -> list[str]:
+    """Write an FP16 copy of the ONNX for strongly typed builds (LayerNorm/Softmax FP32, I/O FP32)
+    to `out_path`; the names of the nodes kept FP32."""
     import onnx
     from onnxconverter_common import float16
 
@@ -174,7 +104,7 @@ def fp16_onnx(onnx_path: str | os.PathLike, out_path: str | os.PathLike) -> Path
     converted = float16.convert_float_to_float16(
         model, keep_io_types=True, op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + list(FP32_ONNX_OPS))
     onnx.save(converted, str(out_path))
-    return Path(out_path)
+    return [node.name for node in converted.graph.node if node.op_type in FP32_ONNX_OPS]
 
 
 def _parse(network: trt.INetworkDefinition, onnx_path: Path, logger: trt.ILogger) -> trt.OnnxParser:
@@ -191,29 +121,21 @@ def _parse(network: trt.INetworkDefinition, onnx_path: Path, logger: trt.ILogger
 
 def build_plan(onnx_path: Path, precision: str, min_batch: int, opt_batch: int, max_batch: int,
                clip_shape: tuple[int, ...], timing_cache: bytes) -> tuple[bytes, bytes, list[str]]:
-    """(serialized plan, serialized timing cache, names of layers kept FP32) for one profile."""
+    """(serialized plan, serialized timing cache, names of the ONNX nodes kept FP32) for one profile."""
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    strongly_typed = _tensorrt_major() >= 11
     with tempfile.TemporaryDirectory(prefix="tsf-trt-") as scratch:
-        source = onnx_path
-        if strongly_typed:
-            # TensorRT 11 takes each tensor's type from the network itself: FP16 must be in the ONNX.
-            if precision == "fp16":
-                source = fp16_onnx(onnx_path, Path(scratch) / "model.fp16.onnx")
-            network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-        else:
-            network = builder.create_network(0)  # TensorRT 10 networks are always explicit-batch
+        source, kept = onnx_path, []
+        if precision == "fp16":
+            source = Path(scratch) / "model.fp16.onnx"
+            kept = fp16_onnx(onnx_path, source)
+        # Required on TensorRT 10, accepted (and implied) on 11.
+        network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
         parser = _parse(network, source, logger)  # held until the build below has finished
 
         config = builder.create_builder_config()  # workspace: TensorRT's default, the whole GPU
-        kept: list[str] = []
-        if precision == "fp16" and not strongly_typed:
-            config.set_flag(trt.BuilderFlag.FP16)
-            config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-            kept = keep_fp32(network)
         if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
             config.clear_flag(trt.BuilderFlag.TF32)  # TF32 matmuls would miss the FP32 gate
 
@@ -347,7 +269,6 @@ def build_engine(onnx_path: str | os.PathLike, bundle_dir: str | os.PathLike, pr
         "gpu_name": gpu.name,
         "compute_capability": gpu.compute_capability,
         "tensorrt_version": version,
-        "strongly_typed": _tensorrt_major() >= 11,
         "min_batch": 1,
         "opt_batch": opt_batch,
         "max_batch": max_batch,

@@ -1,13 +1,13 @@
 """The model bundle contract: what `tsf-export` writes and `tsf-extract` reads (docs/design.md).
 
-A bundle is a directory holding `model.onnx`, `bundle.json` and optionally TensorRT engines under
-`engines/`. This module owns the names and the validation, so the writer (tsf.export) and the
-reader (the runtime) cannot drift apart. Loading verifies the bundle: every file bundle.json
-names with a sha256 is hashed (once: the digest is cached by size and times, in the bundle where
-it is writable, else under TSF_HOME), and the ONNX graph's input and output shapes are read and
-matched against the architecture. It uses only the standard library: `json`, `hashlib`, and a
-few lines of protobuf wire-format reading for the ONNX shapes, so that loading a bundle stays
-cheap and Paddle/onnx-free.
+A bundle is a directory holding `model.onnx`, `bundle.json`, `weights.safetensors` (bundles
+exported before it existed lack it) and optionally TensorRT engines under `engines/`. This module
+owns the names and the validation, so the writer (tsf.export) and the reader (the runtime) cannot
+drift apart. Loading verifies the bundle: every file bundle.json names with a sha256 is hashed
+(once: the digest is cached by size and times, in the bundle where it is writable, else under
+TSF_HOME), and the ONNX graph's input and output shapes are read and matched against the
+architecture. It uses only the standard library: `json`, `hashlib`, and a few lines of protobuf
+wire-format reading for the ONNX shapes, so that loading a bundle stays cheap and Paddle/onnx-free.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ BUNDLE_FORMAT = "tsf-bundle"
 FORMAT_VERSION = 1
 BUNDLE_JSON = "bundle.json"
 ONNX_FILE = "model.onnx"
+# The weights under the reference's names and layout (docs/reference.md §2), float32: what the
+# ONNX was converted from, for engines that build the model themselves (the torch engine).
+WEIGHTS_FILE = "weights.safetensors"
 ENGINES_DIR = "engines"
 ONNX_OPSET = 17
 INPUT_NAME = "video"
@@ -95,6 +98,7 @@ class Bundle:
     bundle_id: str
     random_init: bool
     engines: list[dict] = field(default_factory=list)
+    weights_path: Path | None = None  # WEIGHTS_FILE; None in bundles exported before it existed
 
     @property
     def frames(self) -> int:
@@ -189,6 +193,13 @@ def load_bundle(directory: str | os.PathLike) -> Bundle:
         if engine.get("timing_cache") is not None:
             _relative_inside(engine["timing_cache"], "an engine's timing_cache", json_path)
 
+    weights_file = None
+    if meta.get("safetensors") is not None:  # optional: older bundles lack it
+        weights_meta = section("safetensors")
+        weights_file = _relative_inside(weights_meta.get("file"), "safetensors.file", json_path)
+        if not isinstance(weights_meta.get("sha256"), str) or len(weights_meta["sha256"]) != 64:
+            raise InputError(f"{json_path} is incomplete: safetensors.sha256 is missing")
+
     onnx_path = bundle_dir / onnx_file
     if not onnx_path.is_file():
         raise InputError(f"{bundle_dir} is incomplete: {onnx_file} is missing")
@@ -204,6 +215,7 @@ def load_bundle(directory: str | os.PathLike) -> Bundle:
         bundle_id=bundle_id(onnx_sha256, class_names),
         random_init=weights["random_init"],
         engines=list(engines),
+        weights_path=bundle_dir / weights_file if weights_file else None,
     )
 
 

@@ -60,7 +60,7 @@ def _lowercase_level(record: logging.LogRecord) -> bool:
 @click.option("--batch-size", type=click.IntRange(min=1), help="Windows per inference batch [default: per engine]")
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
               help="The inference engine. auto: the fastest that runs here (on a GPU: the bundle's TensorRT "
-                   "engine if it fits, else ONNX Runtime CUDA; on the CPU: ONNX Runtime).")
+                   "engine if it fits, else PyTorch, else ONNX Runtime CUDA; on the CPU: ONNX Runtime).")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda|cuda:N",
               help="cuda[:N] fails rather than fall back to the CPU; cpu never touches a GPU.")
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,

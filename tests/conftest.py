@@ -13,6 +13,27 @@ from reference.pdparams import reference_state, write_pdparams
 
 FULL_STATE_SEED = 20240
 FULL_CLIP_SEED = 3
+SMALL_STATE_SEED = 31
+
+
+@pytest.fixture(scope="session")
+def small_state():
+    """Every tensor of a depth-2, width-128, 4-frame, 18-class reference .pdparams, random.
+
+    Modules that need other weights of that size define their own `small_state`."""
+    return reference_state(np.random.default_rng(SMALL_STATE_SEED), depth=2, width=128, frames=4, classes=18)
+
+
+@pytest.fixture(scope="session")
+def small_export(tmp_path_factory, small_state):
+    """(bundle directory, weights file): `small_state` written as a .pdparams and exported with the
+    SoccerNet class names, shared by the read-only tests of every module."""
+    from tsf.export import export_bundle  # Paddle: only when used
+    from tsf.runtime.spotting.classes import SOCCERNET_V2_CLASS_NAMES
+
+    root = tmp_path_factory.mktemp("small")
+    weights = write_pdparams(small_state, root / "small.pdparams")
+    return export_bundle(root / "bundle", weights=weights, class_names=SOCCERNET_V2_CLASS_NAMES), weights
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +49,15 @@ def full_reference_pdparams(tmp_path_factory, full_reference_state):
     """`full_reference_state` written as a reference-style .pdparams (with bookkeeping key)."""
     path = tmp_path_factory.mktemp("weights") / "full_reference.pdparams"
     return write_pdparams(full_reference_state, path)
+
+
+@pytest.fixture(scope="session")
+def full_reference_bundle(tmp_path_factory, full_reference_pdparams):
+    """`full_reference_pdparams` exported to a bundle (minutes on 2 cores, ~5 GB of RAM for the
+    conversion): session-scoped so that the export test and the engines' full-size tests share one."""
+    from tsf.export import export_bundle  # Paddle: only when used
+
+    return export_bundle(tmp_path_factory.mktemp("bundles") / "full_reference", weights=full_reference_pdparams)
 
 
 @pytest.fixture(scope="session")

@@ -81,6 +81,11 @@ def independent_features(bundle_dir, rows_of_images) -> np.ndarray:
     return np.array(out)
 
 
+def rel_l2(actual, expected) -> float:
+    expected = np.asarray(expected, dtype=np.float64)
+    return float(np.linalg.norm(np.asarray(actual, np.float64) - expected) / np.linalg.norm(expected))
+
+
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a.astype(np.float64)
     b = b.astype(np.float64)

@@ -33,6 +33,7 @@ def onnx_bytes(frames=16, size=224, width=768, classes=3, batch="batch") -> byte
 
 
 ONNX_BYTES = onnx_bytes()
+WEIGHTS_BYTES = b"not really safetensors either"
 
 
 def design_meta(onnx_sha256: str) -> dict:
@@ -49,6 +50,8 @@ def design_meta(onnx_sha256: str) -> dict:
         "class_names": ["Goal", "Corner", "background"],
         "weights": {"file": "w.pdparams", "sha256": "ab" * 32, "random_init": False},
         "onnx": {"file": "model.onnx", "sha256": onnx_sha256, "opset": 17},
+        "safetensors": {"file": "weights.safetensors", "sha256": hashlib.sha256(WEIGHTS_BYTES).hexdigest(),
+                        "size_bytes": len(WEIGHTS_BYTES), "tensors": 227},
         "versions": {"tsf": "0.1.0", "paddle": "3.3.1", "paddle2onnx": "2.1.0", "onnx": "1.17.0",
                      "onnxruntime": "1.32.0"},
         "parity": {"onnxruntime-cpu": {"batch_sizes": [1, 3],
@@ -65,6 +68,7 @@ def write_bundle(directory: Path, meta: dict | None = None, onnx: bytes | None =
     directory.mkdir(parents=True, exist_ok=True)
     if onnx is not None:
         (directory / "model.onnx").write_bytes(onnx)
+    (directory / "weights.safetensors").write_bytes(WEIGHTS_BYTES)
     meta = design_meta(hashlib.sha256(ONNX_BYTES).hexdigest()) if meta is None else meta
     (directory / "bundle.json").write_text(json.dumps(meta))
     return directory
@@ -83,6 +87,13 @@ def test_loads_the_documented_format(tmp_path):
     assert bundle.engines[0]["precision"] == "fp16"
     assert bundle.path(bundle.engines[0]["file"]) == tmp_path / "b" / "engines" / "h100-fp16.engine"
     assert bundle.meta["versions"]["paddle"] == "3.3.1"
+    assert bundle.weights_path == tmp_path / "b" / "weights.safetensors"
+
+
+def test_weights_file_is_optional_for_older_bundles(tmp_path):
+    meta = design_meta(hashlib.sha256(ONNX_BYTES).hexdigest())
+    del meta["safetensors"]
+    assert load_bundle(write_bundle(tmp_path / "b", meta)).weights_path is None
 
 
 def documented_id(onnx_sha256: str, class_names: list[str]) -> str:
@@ -151,6 +162,9 @@ def _set(path, value):
     (broken(_set("class_names", ["Goal"])), "1 class names for 3 classes"),
     (broken(_set("onnx.file", "../model.onnx")), "inside the bundle"),
     (broken(_set("onnx.sha256", "")), "onnx.sha256"),
+    (broken(_set("safetensors.file", "../weights.safetensors")), "safetensors.file must be"),
+    (broken(_set("safetensors.sha256", None)), "safetensors.sha256"),
+    (broken(_set("safetensors", "weights.safetensors")), "section 'safetensors' is missing"),
     (broken(_set("engines", [{"file": "/etc/passwd"}])), "inside the bundle"),
     (broken(_set("engines", [{"file": "e.engine", "timing_cache": "../c"}])), "timing_cache must be"),
 ])
@@ -171,11 +185,12 @@ def test_loading_verifies_the_onnx_and_caches_its_hash(tmp_path, monkeypatch):
     monkeypatch.setattr(bundle_module, "sha256_file", lambda path: hashed.append(path) or real_sha256(path))
     load_bundle(directory)
     load_bundle(directory)
-    assert len(hashed) == 1 and (directory / VERIFIED_CACHE).is_file()  # hashed once, then by size and times
+    # each named file (model.onnx, weights.safetensors) hashed once, then known by size and times
+    assert len(hashed) == 2 and (directory / VERIFIED_CACHE).is_file()
     (directory / "model.onnx").write_bytes(onnx_bytes(width=512))  # another bundle's model: same file name
     with pytest.raises(InputError, match=r"model\.onnx does not match the sha256 in .*bundle\.json"):
         load_bundle(directory)
-    assert len(hashed) == 2
+    assert len(hashed) == 3
 
 
 def test_a_read_only_bundle_caches_under_tsf_home(tmp_path, monkeypatch):
@@ -215,8 +230,9 @@ def test_any_batch_dimension_is_accepted(tmp_path, batch):
 
 def test_every_file_named_with_a_sha256_is_verified(tmp_path):
     meta = design_meta(hashlib.sha256(ONNX_BYTES).hexdigest())
-    meta["torch"] = {"weights": {"file": "weights.safetensors", "sha256": hashlib.sha256(b"w").hexdigest()}}
+    meta["safetensors"]["sha256"] = hashlib.sha256(b"w").hexdigest()
     directory = write_bundle(tmp_path / "b", meta)
+    (directory / "weights.safetensors").unlink()
     with pytest.raises(InputError, match="incomplete: weights.safetensors is missing"):
         load_bundle(directory)
     (directory / "weights.safetensors").write_bytes(b"not w")
@@ -224,6 +240,15 @@ def test_every_file_named_with_a_sha256_is_verified(tmp_path):
         load_bundle(directory)
     (directory / "weights.safetensors").write_bytes(b"w")
     load_bundle(directory)  # the top-level weights entry (the export's source file) is not looked for
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "weights.safetensors"])
+def test_a_modified_file_is_refused(tmp_path, name):
+    directory = write_bundle(tmp_path / "b")
+    load_bundle(directory)
+    (directory / name).write_bytes(b"tampered")
+    with pytest.raises(InputError, match=f"{name} does not match the sha256"):
+        load_bundle(directory)
 
 
 def test_default_bundle_dir(monkeypatch, tmp_path):

@@ -17,7 +17,7 @@ import onnxruntime
 import pytest
 
 from reference.numpy_timesformer import forward as numpy_forward
-from reference.pdparams import reference_state, write_pdparams
+from reference.pdparams import write_pdparams
 from tsf.export import export_bundle
 from tsf.runtime.spotting.classes import SOCCERNET_V2_CLASS_NAMES
 from tsf.export import bundle as bundle_module
@@ -51,20 +51,6 @@ def ort_session(path):
 def leftovers(directory: Path, name: str) -> list[str]:
     """Temporary or old copies an export may have left beside `name`."""
     return sorted(p.name for p in directory.iterdir() if p.name.startswith(f".{name}."))
-
-
-@pytest.fixture(scope="module")
-def small_state():
-    return reference_state(np.random.default_rng(31), **SMALL)
-
-
-@pytest.fixture(scope="module")
-def small_export(tmp_path_factory, small_state):
-    """One small bundle exported from a .pdparams, shared by the read-only tests below."""
-    root = tmp_path_factory.mktemp("small")
-    weights = write_pdparams(small_state, root / "small.pdparams")
-    out = export_bundle(root / "bundle", weights=weights, class_names=SOCCERNET_V2_CLASS_NAMES)
-    return out, weights
 
 
 def test_onnx_matches_the_numpy_reference(small_export, small_state):
@@ -131,7 +117,7 @@ def test_bundle_json_is_complete(small_export):
     assert meta["onnx"]["sha256"] == onnx_sha and meta["onnx"]["file"] == "model.onnx"
     assert meta["onnx"]["opset"] == 17
     assert meta["bundle_id"] == bundle.bundle_id  # what the exporter writes is what the runtime computes
-    assert set(meta["versions"]) == {"tsf", "paddle", "paddle2onnx", "onnx", "onnxruntime"}
+    assert set(meta["versions"]) == {"tsf", "paddle", "paddle2onnx", "onnx", "onnxruntime", "safetensors"}
     assert all(meta["versions"].values())
     assert meta["versions"]["onnx"] == onnx.__version__
     parity = meta["parity"]["onnxruntime-cpu"]
@@ -141,8 +127,25 @@ def test_bundle_json_is_complete(small_export):
         assert parity[name]["cosine"] > 0.99999
         assert 0 <= parity[name]["max_abs"] < 1e-3
     assert meta["engines"] == []
-    assert sorted(p.name for p in out.iterdir()) == [VERIFIED_CACHE, "bundle.json", "model.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == [VERIFIED_CACHE, "bundle.json", "model.onnx", "weights.safetensors"]
     assert leftovers(out.parent, out.name) == []
+
+
+def test_weights_safetensors_is_the_state_the_onnx_came_from(small_export, small_state):
+    """Every tensor under its reference name and layout (docs/reference.md §2), float32, bit for bit."""
+    from safetensors.numpy import load_file
+
+    out, _ = small_export
+    entry = load_bundle(out).meta["safetensors"]
+    path = out / "weights.safetensors"
+    assert entry == {"file": "weights.safetensors", "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                     "size_bytes": path.stat().st_size, "tensors": len(small_state)}
+    stored = load_file(str(path))
+    assert sorted(stored) == sorted(small_state)
+    for name, array in small_state.items():
+        assert stored[name].dtype == np.float32 and stored[name].shape == array.shape, name
+        np.testing.assert_array_equal(stored[name], array, err_msg=name)
+    assert load_bundle(out).weights_path == path
 
 
 def test_random_init_is_seeded_and_flagged(tmp_path):
@@ -293,16 +296,16 @@ def test_strict_weights_errors_write_nothing(tmp_path, small_state):
 
 @pytest.mark.slow
 @pytest.mark.full_model
-def test_full_reference_sized_export(tmp_path, full_reference_pdparams, full_reference_state):
+def test_full_reference_sized_export(full_reference_bundle, full_reference_pdparams, full_reference_state):
     """The reference architecture (12 x 768, 16 frames, 18 classes): conversion, checker, parity
     gate at batch 1 and 3 inside the export, interface, metadata; then one clip against the NumPy
-    reference. Minutes on 2 cores, ~5 GB of RAM for the conversion."""
-    out = export_bundle(tmp_path / "bundle", weights=full_reference_pdparams)
-    bundle = load_bundle(out)
+    reference. The export is the session fixture `full_reference_bundle`."""
+    bundle = load_bundle(full_reference_bundle)
     meta = bundle.meta
     assert meta["architecture"] == {"frames": 16, "depth": 12, "width": 768, "heads": 12, "classes": 18,
                                     "image_size": 224, "patch_size": 16, "mlp_ratio": 4}
     assert meta["weights"]["sha256"] == hashlib.sha256(Path(full_reference_pdparams).read_bytes()).hexdigest()
+    assert meta["safetensors"]["tensors"] == len(full_reference_state) == 227
     for name in NAMES:
         assert meta["parity"]["onnxruntime-cpu"][name]["rel_l2"] <= MAX_REL_L2
     print("full export:", json.dumps(meta["parity"]), f"onnx {meta['onnx']['size_bytes'] / 2**20:.0f} MiB")

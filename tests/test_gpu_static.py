@@ -2,8 +2,9 @@
 
 mypy with `tensorrt-stubs` (TensorRT 10.13's Python API as type stubs) checks every TensorRT call
 in export/tensorrt_engine.py and runtime/backends/tensorrt.py: a method that does not exist (say the
-TensorRT 8 `build_engine`), a wrong argument type, a misspelt enum. A negative control proves the
-check can fail. `make setup-test` installs the stubs with --no-deps into `<venv>/typestubs`
+TensorRT 8 `build_engine`), a wrong argument type, a misspelt enum. The torch engine's CUDA-only
+calls are checked the same way against torch's own annotations (the CPU build has the same API).
+A negative control proves the check can fail. `make setup-test` installs the stubs with --no-deps into `<venv>/typestubs`
 (`TSF_TENSORRT_STUBS` overrides), outside site-packages, because the stubs package declares
 TensorRT as a dependency and would otherwise make `import tensorrt` succeed as an empty package.
 """
@@ -19,7 +20,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-GPU_MODULES = ["export/tensorrt_engine.py", "runtime/backends/tensorrt.py", "runtime/decode_nvdec.py"]
+GPU_MODULES = ["export/tensorrt_engine.py", "runtime/backends/tensorrt.py", "runtime/decode_nvdec.py",
+               "runtime/backends/torch.py"]
 # The GPU tests never run in CI either: check their calls into tsf too.
 GPU_TESTS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "gpu").glob("*.py"))
 
@@ -45,6 +47,11 @@ def build(path: str) -> None:
     builder.build_engine(network, config)  # TensorRT 8 API, removed in 10
     config.max_workspace_size = 1 << 30  # removed in 10
     config.set_flag(trt.BuilderFlag.FP61)  # no such flag
+
+
+def capability() -> None:
+    import torch
+    torch.cuda.get_device_capabilty(0)  # misspelt
 """
 
 
@@ -94,6 +101,7 @@ def test_mypy_catches_calls_to_tensorrt_apis_that_do_not_exist(mypy_setup):
     assert '"Builder" has no attribute "build_engine"' in result.stdout
     assert '"IBuilderConfig" has no attribute "max_workspace_size"' in result.stdout
     assert "FP61" in result.stdout
+    assert 'has no attribute "get_device_capabilty"' in result.stdout
 
 
 def test_gpu_modules_type_check_against_tensorrt_10(mypy_setup):

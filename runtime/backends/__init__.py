@@ -27,15 +27,16 @@ log = logging.getLogger("tsf")
 # name -> module of this package. The names are what --backend takes and what the metadata records.
 ENGINES = {
     "tensorrt": "tensorrt",
+    "torch": "torch",
     "onnxruntime": "onnxruntime",
 }
 # What `--backend auto` tries, fastest first.
 AUTO_ORDER = {
-    "cuda": ("tensorrt", "onnxruntime"),
+    "cuda": ("tensorrt", "torch", "onnxruntime"),
     "cpu": ("onnxruntime",),
 }
 BACKEND_CHOICES = ("auto", *ENGINES)
-PRECISION_CHOICES = ("auto", "fp32", "fp16")
+PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16")
 
 
 class Backend(Protocol):

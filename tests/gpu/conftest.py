@@ -29,7 +29,7 @@ def small_engines(tmp_path_factory):
                                           max_batch=SMALL_MAX_BATCH, opt_batch=2, frames=4, image_size=224, seed=1)
         entry = entries[precision]
         print(f"\nsmall {precision} engine: build {entry['build_seconds']} s, {entry['size_bytes']} bytes, "
-              f"{entry['parity']['fp32_layers']} layers kept FP32, parity {entry['parity']}")
+              f"{entry['parity']['fp32_layers']} ONNX nodes kept FP32, parity {entry['parity']}")
     return bundle_dir, entries
 
 
@@ -49,5 +49,5 @@ def full_engines(tmp_path_factory):
         entry = entries[precision]
         print(f"\nfull {precision} engine ({entry['gpu_name']}, TensorRT {entry['tensorrt_version']}): "
               f"build {entry['build_seconds']} s, {entry['size_bytes'] / 2**20:.0f} MiB, "
-              f"{entry['parity']['fp32_layers']} layers kept FP32, features {entry['parity']['features']}")
+              f"{entry['parity']['fp32_layers']} ONNX nodes kept FP32, features {entry['parity']['features']}")
     return bundle_dir, entries

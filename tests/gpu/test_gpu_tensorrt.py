@@ -36,9 +36,8 @@ def test_engine_entry_and_files(small_engines, precision):
     assert (entry["min_batch"], entry["opt_batch"], entry["max_batch"]) == (1, 2, SMALL_MAX_BATCH)
     assert entry["parity"]["batch_sizes"] == [1, 3]
     assert engine_matches(entry) is None
-    if precision == "fp16" and not entry["strongly_typed"]:
-        # 2 blocks x 3 LayerNorms + final norm, 2 softmaxes per block (temporal, spatial), at least
-        assert entry["parity"]["fp32_layers"] >= 7 + 4
+    # FP16: the ONNX nodes kept FP32, 2 blocks x 3 LayerNorms + final norm, 2 softmaxes per block
+    assert entry["parity"]["fp32_layers"] == (7 + 4 if precision == "fp16" else 0)
 
 
 @pytest.mark.parametrize("precision", ["fp16", "fp32"])

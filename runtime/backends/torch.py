@@ -1,0 +1,145 @@
+"""PyTorch: the model rebuilt from the bundle's weights, on a CUDA GPU (`cuda:N`) or on the CPU.
+
+Most people who extract SoccerNet features have PyTorch with CUDA already, while TensorRT is the
+hardest engine to install; and this engine's FP32 forward is proven against ONNX Runtime on the
+CPU in CI, so its CUDA path differs from a proven one only by the device.
+
+Dependencies and why (both imported only when this engine is tried):
+- `torch` runs the ppTimeSformer of runtime/backends/torch_model.py (fused scaled-dot-product
+  attention, autocast) and reads CuPy batches in place through DLPack.
+- `safetensors` reads the bundle's `weights.safetensors`: no unpickling (no code runs), and the
+  file is checked against its own header.
+
+Precisions: fp32 runs the weights as exported. fp16 and bf16 store the matrix-product weights in
+that type and run under autocast: matrix products and attention in fp16/bf16, LayerNorm in FP32
+(autocast's rule), the residual stream in FP32 (a half-precision branch added to it is promoted),
+and the fused attention kernels accumulate softmax in FP32. Pre-cast weights spare autocast
+re-casting 121 M parameters every batch.
+
+torch.compile and CUDA graphs are not used until a measurement shows a gain: on the CPU, 86 % of
+a full-size FP32 forward is the Linear layers' matrix products (torch.profiler, 2 cores), which
+compiling does not make faster; on a GPU nothing has been measured yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+
+import numpy as np
+
+from ..bundle import OUTPUT_NAMES, WEIGHTS_FILE, Bundle
+from ..errors import EngineUnavailable, InputError, first_line
+from ..gpu import GPU_IMPORT_ERRORS, Device, gpu_name
+
+PRECISIONS = {"cuda": ("fp16", "bf16", "fp32"), "cpu": ("fp32", "bf16")}
+REEXPORT = "re-export the bundle with this version's tsf-export"
+
+
+def _require(*names: str) -> None:
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except GPU_IMPORT_ERRORS as e:
+            raise EngineUnavailable(f"{name} is not installed ({first_line(e)}); pip install 'tsf[torch]'") from None
+
+
+def load(bundle: Bundle, device: Device, precision: str, threads: int) -> TorchBackend:
+    return TorchBackend(bundle, device, PRECISIONS[device.kind][0] if precision == "auto" else precision, threads)
+
+
+class TorchBackend:
+    """The `Backend` protocol (runtime/backends/__init__.py) over a TimeSformer module."""
+
+    name = "torch"
+
+    def __init__(self, bundle: Bundle, device: Device, precision: str, threads: int):
+        _require("torch", "safetensors")
+        import torch
+
+        if bundle.weights_path is None:
+            raise EngineUnavailable(f"the bundle {bundle.dir} has no {WEIGHTS_FILE} (exported by an older "
+                                    f"tsf-export); {REEXPORT}")
+        if not bundle.weights_path.is_file():
+            raise EngineUnavailable(f"{bundle.weights_path} is missing; {REEXPORT}")
+        self._device = self._torch_device(device, precision)
+        self.device = device
+        self.precision = precision
+        # As ONNX Runtime: on the CPU batching gains nothing and costs memory (benchmarks/RESULTS.md);
+        # on a GPU 16 until the device check has measured the best batch.
+        self.default_batch_size = 16 if device.is_cuda else 1
+        self.wants_gpu_input = device.is_cuda
+        self._widths = (bundle.width, bundle.num_classes, bundle.num_classes)  # of OUTPUT_NAMES
+        if not device.is_cuda:
+            torch.set_num_threads(threads)
+
+        from .torch_model import TimeSformer, load_reference_state
+
+        model = TimeSformer(bundle.architecture)
+        try:
+            load_reference_state(model, self._read_weights(bundle.weights_path))
+        except InputError as e:
+            raise InputError(f"{bundle.weights_path}: {e}") from None
+        model.eval()
+        self._dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        if self._dtype is not None:
+            for module in model.modules():
+                if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+                    module.to(self._dtype)
+        self.model = model.to(self._device)
+
+    @staticmethod
+    def _torch_device(device: Device, precision: str):
+        import torch
+
+        if not device.is_cuda:
+            return torch.device("cpu")
+        if not torch.cuda.is_available():
+            build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise EngineUnavailable(f"this PyTorch {torch.__version__} ({build}) cannot use the GPU; "
+                                    "install a CUDA build of torch (see the README, 'On a GPU')")
+        if device.index >= torch.cuda.device_count():
+            raise EngineUnavailable(f"PyTorch sees no CUDA GPU {device.index} (found {torch.cuda.device_count()})")
+        if precision == "bf16" and torch.cuda.get_device_capability(device.index) < (8, 0):
+            raise EngineUnavailable(f"{gpu_name(device) or device} has no BF16 arithmetic (compute capability < 8.0)")
+        return torch.device("cuda", device.index)
+
+    @staticmethod
+    def _read_weights(path):
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as e:  # SafetensorError (a plain Exception) for a damaged file, OSError
+            raise InputError(f"{path}: cannot read the weights ({first_line(e)}); {REEXPORT}") from None
+
+    def describe(self) -> dict:
+        import torch
+
+        return {"library": "torch", "version": torch.__version__, "cuda": torch.version.cuda,
+                "device": str(self.device), "gpu": gpu_name(self.device), "precision": self.precision,
+                "threads": torch.get_num_threads()}
+
+    def _clips(self, video):
+        """The batch as a tensor on the model's device; a CuPy batch on that GPU is read in place."""
+        import torch
+
+        if isinstance(video, np.ndarray):
+            return torch.from_numpy(np.ascontiguousarray(video, dtype=np.float32)).to(self._device)
+        if not self.device.is_cuda:
+            return torch.from_numpy(np.ascontiguousarray(video.get(), dtype=np.float32))  # a CuPy batch: one copy
+        # DLPack hands CuPy this thread's torch stream, and CuPy makes that stream wait for its own
+        # current stream: the kernels that wrote the batch finish before the model reads it.
+        return torch.from_dlpack(video).to(self._device, torch.float32)
+
+    def run(self, video) -> dict[str, np.ndarray]:
+        import torch
+
+        autocast = (torch.autocast(self._device.type, dtype=self._dtype) if self._dtype is not None
+                    else contextlib.nullcontext())
+        with torch.inference_mode(), autocast:
+            outputs = self.model(self._clips(video))
+            # One device-to-host copy (and one wait) for all three outputs.
+            rows = torch.cat([output.float() for output in outputs], dim=1).cpu().numpy()
+        edges = np.cumsum(self._widths)[:-1]
+        return {name: np.ascontiguousarray(part) for name, part in zip(OUTPUT_NAMES, np.split(rows, edges, axis=1))}
