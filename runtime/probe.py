@@ -31,6 +31,10 @@ class VideoInfo:
     start_time: Fraction  # seconds on the stream clock where the video starts
     duration: Fraction  # seconds of video from start_time
     frame_count_estimate: int  # the container's count, else round(duration * fps)
+    # FFmpeg's AVColorSpace and AVColorRange codes: how the CPU path's YUV->RGB (swscale) converts
+    # this stream, which a GPU decoder must reproduce (runtime/colour.py). 2 and 0: untagged.
+    colorspace: int = 2
+    color_range: int = 0
 
     @property
     def end_time(self) -> Fraction:
@@ -132,6 +136,8 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             start_time=start,
             duration=duration,
             frame_count_estimate=int(frames),
+            colorspace=int(ctx.colorspace),
+            color_range=int(ctx.color_range),
         )
 
 
