@@ -21,6 +21,7 @@ from typing import Iterator, Protocol
 import av
 
 from .errors import InputError
+from .gpu import CPU, Device
 from .probe import VideoInfo, open_container
 
 # A video whose decoded frames stop this far short of the probed duration is truncated. Generous
@@ -49,6 +50,7 @@ class DecodedFrame(Protocol):
 
 class Decoder(Protocol):
     name: str  # "cpu" or "nvdec"
+    device: Device  # where its frames live: the thread that preprocesses them works there
 
     def frames(self) -> Iterator[DecodedFrame]:
         """Frames in presentation order; raises DecodeError at a break or early end."""
@@ -115,6 +117,7 @@ class PyAVDecoder:
     """FFmpeg via PyAV, frame and slice threading on; only the few frames in flight are in memory."""
 
     name = "cpu"
+    device = CPU
 
     def __init__(self, info: VideoInfo, threads: int = 0):
         self.info = info
