@@ -71,7 +71,7 @@ def nvdec_support(gpu_id: int = 0) -> str | None:
         return f"PyNvVideoCodec is unusable ({first_line(e)})"
     for needed in ("CreateDemuxer", "CreateDecoder", "GetDecoderCaps", "OutputColorType"):
         if not hasattr(nvc, needed):
-            return f"PyNvVideoCodec {getattr(nvc, '__version__', '?')} lacks {needed} (tsf needs 2.x)"
+            return f"PyNvVideoCodec {getattr(nvc, '__version__', '?')} lacks {needed} (tsf needs 2.2 or newer)"
     return cupy_support(Device("cuda", gpu_id))
 
 
