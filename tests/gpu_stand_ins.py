@@ -351,13 +351,13 @@ def fake_pynvvideocodec(cuda: Cuda, caps=hopper_caps, fail_after: int | None = N
                 surface[:] = 0
             self.surfaces, out = [], []
             for frame in frames:
-                nv12 = frame.reformat(format="nv12")
-                luma, chroma = ([np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width * (1 + i)]
-                                 for i, p in enumerate(nv12.planes)])
+                # NVDEC's NV12 is the decoded planes as they are, U and V interleaved.
+                luma, u, v = (np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width]
+                              for p in frame.planes)
                 padded = -(-frame.height // 16) * 16  # surfaces are allocated in 16-row macroblocks
                 surface = np.zeros((padded * 3 // 2, frame.width), np.uint8)
-                surface[:frame.height] = luma[:, :frame.width]
-                surface[padded:padded + chroma.shape[0]] = chroma[:, :frame.width]
+                surface[:frame.height] = luma
+                surface[padded:padded + u.shape[0]] = np.stack([u, v], axis=-1).reshape(u.shape[0], -1)
                 self.surfaces.append(surface)
                 out.append(DecodedFrame(surface, frame.pts, self._gpu_id))
             return out

@@ -44,14 +44,15 @@ def decode_cpu(info):
 
 
 def yuv_planes_cpu(info) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(Y, interleaved UV) of every frame as FFmpeg decodes them: NV12's layout."""
+    """(Y, interleaved UV) of every frame as FFmpeg decodes them: NV12's layout, built from the
+    decoded planes themselves (no conversion that could touch the values)."""
     decoder = PyAVDecoder(info)
     planes = []
     try:
         for frame in decoder.frames():
-            luma, chroma = (np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)
-                            for p in frame.frame.reformat(format="nv12").planes)
-            planes.append((luma[:, :info.width].copy(), chroma[:, :info.width].copy()))
+            y, u, v = (np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width]
+                       for p in frame.frame.planes)
+            planes.append((y.copy(), np.stack([u, v], axis=-1).reshape(u.shape[0], -1)))
     finally:
         decoder.close()
     return planes
