@@ -101,7 +101,7 @@ def machine_info() -> dict:
         with open("/proc/meminfo") as f:
             ram_gib = int(f.readline().split()[1]) / 2**20
     packages = ["tsf", "numpy", "av", "onnxruntime", "onnxruntime-gpu", "paddlepaddle", "paddlepaddle-gpu",
-                "tensorrt", "cupy-cuda12x", "PyNvVideoCodec", "torch"]
+                "tensorrt", "cupy-cuda12x", "cupy-cuda13x", "PyNvVideoCodec", "torch", "safetensors"]
     return {
         "cpu_model": cpu_model,
         "logical_cpus": os.cpu_count(),
