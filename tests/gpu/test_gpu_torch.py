@@ -78,4 +78,4 @@ def test_cuda_half_precisions_keep_the_features(bundle, clips, cpu_fp32, precisi
     print(f"\ntorch cuda {precision} vs cpu fp32: features min row cosine {cosines.min():.6f}")
     assert cosines.min() >= FP16_MIN_FEATURE_COSINE
     for name in NAMES:
-        np.testing.assert_allclose(from_device[name], from_host[name], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(from_device[name], from_host[name], rtol=1e-3, atol=1e-3)  # same rows read
