@@ -54,8 +54,8 @@ def _read(cmd: list[str]) -> str:
 
 
 def git_commit() -> dict:
-    # gpu.sh runs a copy of benchmarks/ outside the checkout (so the installed wheel, not the
-    # source tree, is what gets imported) and passes the checkout's commit along.
+    # A run from a copy of benchmarks/ outside the checkout (so that an installed wheel, not the
+    # source tree, is what gets imported) passes the checkout's commit along.
     if os.environ.get("TSF_BENCH_COMMIT"):
         return {"commit": os.environ["TSF_BENCH_COMMIT"], "dirty": os.environ.get("TSF_BENCH_DIRTY") == "1"}
     short = _read(["git", "rev-parse", "--short", "HEAD"]) or "unknown"

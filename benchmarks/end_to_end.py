@@ -63,7 +63,7 @@ class _TimedDecoder:
 
     def __init__(self, decoder, clock: StageClock):
         self._decoder, self._clock = decoder, clock
-        self.name = decoder.name
+        self.name, self.device = decoder.name, decoder.device
 
     def frames(self):
         iterator = iter(self._decoder.frames())

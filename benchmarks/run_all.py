@@ -1,7 +1,7 @@
 """All four benchmarks in one command: results.json, results.md and PNG plots in one folder.
 
     python -m benchmarks.run_all --quick --out bench-out     # a few minutes on 2 CPU cores
-    python -m benchmarks.run_all --full  --out bench-out     # a GPU machine (benchmarks/gpu.sh)
+    python -m benchmarks.run_all --full  --out bench-out     # a GPU machine with TensorRT / onnxruntime-gpu
 
 --quick: short videos, the small model (depth 2, otherwise the reference's shapes) everywhere,
 plus the full reference model at batch 1 and 2 in model-only and on a 5-s video end to end.

@@ -24,6 +24,7 @@ import av
 
 from .errors import InputError
 from .preprocess import array_module
+from .gpu import CPU, Device
 from .probe import VideoInfo, open_container
 
 log = logging.getLogger("tsf")
@@ -78,6 +79,7 @@ class DecodedFrame(Protocol):
 
 class Decoder(Protocol):
     name: str  # "cpu" or "nvdec"
+    device: Device  # where its frames live: the thread that preprocesses them works there
 
     def frames(self) -> Iterator[DecodedFrame]:
         """Frames in presentation order; raises DecodeError at a break or early end."""
@@ -183,6 +185,7 @@ class PyAVDecoder:
     """FFmpeg via PyAV, frame and slice threading on; only the few frames in flight are in memory."""
 
     name = "cpu"
+    device = CPU
 
     def __init__(self, info: VideoInfo, threads: int = 0):
         self.info = info

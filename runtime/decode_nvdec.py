@@ -2,19 +2,27 @@
 
 Dependencies and why:
 - `PyNvVideoCodec` (2.x) demuxes the file (its own FFmpeg, with the H.264/HEVC Annex-B conversion
-  NVDEC needs) and decodes on the GPU's video engine, converting each picture to interleaved RGB
-  on the GPU (`OutputColorType.RGB`), in display order.
-- `cupy` wraps the decoded RGB through DLPack and owns the CUDA stream; the same primary context
-  then serves NVDEC, the CuPy preprocessing and TensorRT (docs/design.md, "GPU path").
+  NVDEC needs), reports what the GPU's decoder can do (`GetDecoderCaps`) and decodes on the GPU's
+  video engine into NV12 in device memory, in display order. Its own RGB output is not used: it
+  assumes BT.709 limited range for every stream, where the CPU path converts each stream with its
+  own matrix and range; `runtime/colour.py` does that step, on the GPU, for the frames used.
+- `cupy` wraps the decoded planes through DLPack and owns the CUDA stream; the same primary context
+  then serves NVDEC, the CuPy preprocessing and the engine (docs/toolchain.md, "The GPU stack").
 Both are imported lazily: PyNvVideoCodec's import raises RuntimeError on machines without the
 NVIDIA video driver libraries.
+
+Whether NVDEC takes a stream is decided before the first packet, from the decoder capabilities
+for its codec, chroma format, bit depth and size (`nvdec_refusal`); a refusal raises
+EngineUnavailable with the reason, and the pipeline decodes with PyAV instead.
 
 Streaming: one packet in, the frames it completes out; memory does not grow with the video.
 Timestamps and damage detection go through the same `FrameTimeChecker` as the CPU decoder.
 
-Each frame's RGB is copied once on the GPU (device to device, ~6 MB for 1080p, microseconds)
-into a CuPy array the frame owns: NVDEC hands out surfaces from a small pool that later Decode
-calls reuse, while the window selector holds a frame until it has seen the next one.
+Each frame's planes are copied once on the GPU (device to device, 3 MB for 1080p) into CuPy
+arrays the frame owns: NVDEC hands out surfaces from a small pool that later Decode calls reuse,
+while the window selector holds a frame until it has seen the next one. Nothing here waits on
+the host: the decoder works on our stream, so the copies follow its writes and its next writes
+follow the copies in stream order.
 """
 
 from __future__ import annotations
@@ -23,8 +31,9 @@ import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
+from .colour import matrix_supported, yuv420_to_rgb
 from .decode import FrameTimeChecker, upright
 from .errors import EngineUnavailable, first_line
 from .gpu import GPU_IMPORT_ERRORS, Device, cupy_support
@@ -32,6 +41,8 @@ from .probe import VideoInfo
 
 # FFmpeg's "no timestamp" value, which NVDEC passes through for frames without one.
 AV_NOPTS_VALUE = -(1 << 63)
+# NVDEC codes its size limits in 16 x 16 macroblocks (cuvidGetDecoderCaps' nMaxMBCount).
+MACROBLOCK = 16
 
 
 @contextmanager
@@ -58,22 +69,53 @@ def nvdec_support(gpu_id: int = 0) -> str | None:
         nvc = _import_pynvvideocodec()
     except GPU_IMPORT_ERRORS as e:
         return f"PyNvVideoCodec is unusable ({first_line(e)})"
-    for needed in ("CreateDemuxer", "CreateDecoder", "OutputColorType"):
+    for needed in ("CreateDemuxer", "CreateDecoder", "GetDecoderCaps", "OutputColorType"):
         if not hasattr(nvc, needed):
-            return f"PyNvVideoCodec {getattr(nvc, '__version__', '?')} lacks {needed} (tsf needs 2.x)"
+            return f"PyNvVideoCodec {getattr(nvc, '__version__', '?')} lacks {needed} (tsf needs 2.2 or newer)"
     return cupy_support(Device("cuda", gpu_id))
+
+
+def nvdec_refusal(info: VideoInfo, chroma_format: str, bit_depth: int, caps: Mapping[str, int]) -> str | None:
+    """Why NVDEC should not decode this stream on this GPU, or None when it can.
+
+    `chroma_format` ("420", "422", "444", "Monochrome") and `bit_depth` are what the demuxer reports;
+    `caps` is `PyNvVideoCodec.GetDecoderCaps` for that codec, chroma format and bit depth (a dict
+    with "supported", "width_min/max", "height_min/max" and "mb_num_max").
+    """
+    stream = f"{info.codec} {chroma_format} {bit_depth}-bit"
+    if chroma_format != "420" or bit_depth != 8:
+        return f"tsf converts NVDEC's 8-bit 4:2:0 output only, this stream is {stream}"
+    if not caps.get("supported"):
+        return f"this GPU's NVDEC cannot decode {stream}"
+    width, height = info.width, info.height
+    if not (caps.get("width_min", 0) <= width <= caps.get("width_max", 0)
+            and caps.get("height_min", 0) <= height <= caps.get("height_max", 0)):
+        return (f"{width}x{height} is outside what this GPU's NVDEC decodes for {stream} "
+                f"({caps.get('width_min')}x{caps.get('height_min')} to {caps.get('width_max')}x{caps.get('height_max')})")
+    macroblocks = -(-width // MACROBLOCK) * -(-height // MACROBLOCK)
+    if macroblocks > caps.get("mb_num_max", 0):
+        return f"{width}x{height} is {macroblocks} macroblocks, this GPU's NVDEC decodes at most {caps.get('mb_num_max')}"
+    if width % 2 or height % 2:
+        return f"{width}x{height}: NVDEC's 4:2:0 output needs an even frame size"
+    if not matrix_supported(info.colorspace):
+        return f"colour matrix {info.colorspace} (FFmpeg's code) has no YUV->RGB conversion in tsf"
+    return None
 
 
 @dataclass
 class NvdecFrame:
-    """The runtime's `DecodedFrame` (runtime/decode.py) for NVDEC frames."""
+    """The runtime's `DecodedFrame` (runtime/decode.py) for NVDEC frames: NV12 planes, RGB on demand."""
 
     pts_time: Fraction
     number: int
-    rgb: Any  # cupy.ndarray, H x W x 3 uint8, owned by this frame
+    luma: Any  # cupy.ndarray, H x W uint8, owned by this frame
+    chroma: Any  # cupy.ndarray, H/2 x W uint8: U and V interleaved, owned by this frame
+    info: VideoInfo
 
     def to_rgb(self):
-        return self.rgb
+        rgb = yuv420_to_rgb(self.luma, self.chroma[:, 0::2], self.chroma[:, 1::2],
+                            self.info.colorspace, self.info.color_range)
+        return upright(rgb, self.info.rotation)
 
 
 class NvdecDecoder:
@@ -90,48 +132,51 @@ class NvdecDecoder:
         self._cupy = cupy
         self._nvc = nvc = _import_pynvvideocodec()
         self.info = info
-        self._device = cupy.cuda.Device(gpu_id)
-        with self._device:
+        self.device = Device("cuda", gpu_id)
+        self._cuda_device = cupy.cuda.Device(gpu_id)
+        with self._cuda_device:
             cupy.empty(1, dtype=cupy.uint8)  # makes the device's primary context current
             context = cupy.cuda.driver.ctxGetCurrent()
-            # A blocking stream: work on it is ordered with the legacy default stream that other
-            # CuPy code uses; we also synchronise before handing frames out.
+            # A blocking stream: work on it is ordered with the legacy default stream on which
+            # the preprocessing of these frames runs in this thread.
             self._stream = cupy.cuda.Stream(non_blocking=False)
         try:
             self._demuxer = nvc.CreateDemuxer(filename=str(info.path))
         except Exception as e:  # PyNvVideoCodec raises its own (PyNvVCException) or RuntimeError
             # The probe (PyAV) read this file, so the CPU decoder can take over.
             raise EngineUnavailable(f"{info.path}: NVDEC's demuxer cannot open it ({first_line(e)})") from None
-        stream_id = getattr(self._demuxer, "GetVideoStreamId", None)
-        if stream_id is not None and stream_id() != info.stream_index:
-            raise EngineUnavailable(f"{info.path}: NVDEC's demuxer picked video stream {stream_id()}, "
-                                   f"tsf reads stream {info.stream_index}")
+        if self._demuxer.GetVideoStreamId() != info.stream_index:
+            raise EngineUnavailable(f"{info.path}: NVDEC's demuxer picked video stream "
+                                    f"{self._demuxer.GetVideoStreamId()}, tsf reads stream {info.stream_index}")
+        codec = self._demuxer.GetNvCodecId()
+        chroma_format, bit_depth = self._demuxer.ChromaFormat(), self._demuxer.BitDepth()
+        try:
+            caps = nvc.GetDecoderCaps(gpuid=gpu_id, codec=codec, chromaformat=chroma_format, bitdepth=bit_depth)
+        except Exception as e:
+            raise EngineUnavailable(f"NVDEC's capabilities for {info.codec} cannot be read ({first_line(e)})") from None
+        reason = nvdec_refusal(info, chroma_format.name, bit_depth, caps)
+        if reason is not None:
+            raise EngineUnavailable(reason)
         try:
             self._decoder = nvc.CreateDecoder(
-                gpuid=gpu_id, codec=self._demuxer.GetNvCodecId(), cudacontext=context,
-                cudastream=self._stream.ptr, usedevicememory=True, outputColorType=nvc.OutputColorType.RGB)
+                gpuid=gpu_id, codec=codec, cudacontext=context, cudastream=self._stream.ptr,
+                usedevicememory=True, outputColorType=nvc.OutputColorType.NATIVE)
         except Exception as e:
             raise EngineUnavailable(f"NVDEC cannot decode {info.codec} on this GPU ({first_line(e)})") from None
-        self._time_base = self._stream_time_base()
+        self._time_base = Fraction(self._demuxer.GetTimebaseNum(), self._demuxer.GetTimebaseDen())
 
-    def _stream_time_base(self) -> Fraction:
-        # Frame PTS are in the demuxer's stream time base; PyNvVideoCodec >= 2.2 reports it, and it
-        # is the same FFmpeg stream the probe read, so the probe's value is the fallback.
-        num = getattr(self._demuxer, "GetTimebaseNum", None)
-        den = getattr(self._demuxer, "GetTimebaseDen", None)
-        if num is not None and den is not None and den() > 0:
-            return Fraction(num(), den())
-        return self.info.time_base
-
-    def _rgb(self, nv_frame):
-        """The frame's RGB as a CuPy H x W x 3 uint8 array of its own (one device copy)."""
-        cupy = self._cupy
-        view = cupy.from_dlpack(nv_frame)  # zero-copy view of the decoder's surface
+    def _planes(self, nv_frame):
+        """The frame's luma and interleaved chroma as CuPy arrays of its own (device copies on our stream)."""
+        view = self._cupy.from_dlpack(nv_frame)  # zero-copy view of the decoder's NV12 surface
+        if view.ndim == 3 and view.shape[2] == 1:
+            view = view[..., 0]
         height, width = self.info.height, self.info.width
-        if view.ndim == 2:  # some versions expose interleaved RGB as H x (3W)
-            view = view.reshape(view.shape[0], -1, 3)
-        # Surfaces can be padded to the codec's block size; keep the display area.
-        return upright(view[:height, :width, :3].copy(), self.info.rotation)
+        # NV12: the luma rows, then half as many rows of interleaved U/V. Surfaces can be padded
+        # to the codec's block size (1088 rows for 1080p): the chroma starts after the padding.
+        luma_rows = view.shape[0] * 2 // 3 if view.ndim == 2 else 0
+        if view.ndim != 2 or view.shape[1] < width or luma_rows < height or view.shape[0] - luma_rows < height // 2:
+            raise RuntimeError(f"unexpected NV12 surface of shape {tuple(view.shape)} for {width}x{height}")
+        return view[:height, :width].copy(), view[luma_rows:luma_rows + height // 2, :width].copy()
 
     def frames(self) -> Iterator[NvdecFrame]:
         checker = FrameTimeChecker(self.info)
@@ -141,19 +186,21 @@ class NvdecDecoder:
             try:
                 packet = next(packets, None)
                 decoded = self._decoder.Decode(packet) if packet is not None else self._flush()
-                with self._device, self._stream:
-                    ready = []
-                    for nv_frame in decoded:
-                        ready.append((nv_frame.getPTS(), self._rgb(nv_frame)))
-                    self._stream.synchronize()
+                ready = []
+                if decoded:
+                    with self._cuda_device, self._stream:
+                        # Orders our stream after the decoder's post-processing (a device-side
+                        # wait: the host does not block).
+                        self._decoder.WaitOnCUStream(self._stream.ptr)
+                        ready = [(nv_frame.getPTS(), self._planes(nv_frame)) for nv_frame in decoded]
             except Exception as e:  # PyNvVideoCodec's exception types are not importable without a GPU
                 raise checker.broke(first_line(e)) from None
-            for pts, rgb in ready:
+            for pts, (luma, chroma) in ready:
                 has_pts = pts is not None and pts != AV_NOPTS_VALUE
                 pts_time = checker.frame_time(pts * self._time_base if has_pts else None)
                 if not checker.accept(pts_time):
                     continue
-                yield NvdecFrame(pts_time, number, rgb)
+                yield NvdecFrame(pts_time, number, luma, chroma, self.info)
                 number += 1
             if packet is None:
                 break

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .errors import BackendError, first_line
@@ -93,6 +94,22 @@ def cupy_support(device: Device) -> str | None:
     if device.index >= count:
         return f"CuPy sees no CUDA GPU {device.index} (found {count})"
     return None
+
+
+@contextmanager
+def device_scope(device: Device):
+    """Makes `device` CuPy's current device in this thread for the block (nothing on the CPU).
+
+    CuPy's current device is per thread and GPU 0 unless set, and CuPy refuses to run kernels on
+    arrays of another GPU: a thread that works on a GPU's frames must enter that GPU's scope.
+    """
+    if not device.is_cuda:
+        yield
+        return
+    import cupy
+
+    with cupy.cuda.Device(device.index):
+        yield
 
 
 def gpu_name(device: Device) -> str | None:

@@ -20,7 +20,7 @@ from .batch import BatchStats, window_batches
 from .bundle import Bundle
 from .decode import Decoder, PyAVDecoder
 from .errors import BackendError, EngineUnavailable, InputError, first_line
-from .gpu import GPU_IMPORT_ERRORS, Device
+from .gpu import GPU_IMPORT_ERRORS, Device, device_scope
 from .preprocess import array_module
 from .probe import VideoInfo
 from .progress import realtime_factor
@@ -156,14 +156,16 @@ def extract(info: VideoInfo, plan: WindowPlan, bundle: Bundle, backend: Backend,
 
     def produce():
         try:
-            for batch in window_batches(video_decoder.frames(), plan, batch_size, allow_partial=allow_partial,
-                                        stats=stats, image_size=bundle.image_size):
-                if not isinstance(batch.video, np.ndarray):
-                    # A CuPy batch: its kernels ran on this thread's stream; finish them before
-                    # another thread (with another current stream) reads the batch.
-                    array_module(batch.video).cuda.get_current_stream().synchronize()
-                if not put(batch):
-                    return
+            # NVDEC frames live on the decoder's GPU, which this thread must make current.
+            with device_scope(video_decoder.device):
+                for batch in window_batches(video_decoder.frames(), plan, batch_size, allow_partial=allow_partial,
+                                            stats=stats, image_size=bundle.image_size):
+                    if not isinstance(batch.video, np.ndarray):
+                        # A CuPy batch: its kernels ran on this thread's stream; finish them before
+                        # another thread (with another current stream) reads the batch.
+                        array_module(batch.video).cuda.get_current_stream().synchronize()
+                    if not put(batch):
+                        return
             put(_DONE)
         except BaseException as e:  # handed to the consumer, which re-raises it in the caller's thread
             put(e)

@@ -32,6 +32,10 @@ class VideoInfo:
     duration: Fraction  # seconds of video from start_time
     frame_count_estimate: int  # the container's count, else round(duration * fps)
     rotation: int = 0  # degrees (0, 90, 180, 270) players turn the picture counter-clockwise
+    # FFmpeg's AVColorSpace and AVColorRange codes: how the CPU path's YUV->RGB (swscale) converts
+    # this stream, which a GPU decoder must reproduce (runtime/colour.py). 2 and 0: untagged.
+    colorspace: int = 2
+    color_range: int = 0
 
     @property
     def end_time(self) -> Fraction:
@@ -123,6 +127,8 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             duration=duration,
             frame_count_estimate=int(frames),
             rotation=rotation,
+            colorspace=int(ctx.colorspace),
+            color_range=int(ctx.color_range),
         )
 
 

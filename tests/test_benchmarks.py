@@ -144,3 +144,35 @@ def test_smoke_run_of_every_benchmark(tmp_path, bench_cache):
     assert agreement["rows_a"] == agreement["rows_b"] == 2  # int(7 - 5) reference rows
     assert agreement["min_cosine"] > 0.9999
     assert results["baseline"]["speed_ratio"] > 0
+
+
+@pytest.mark.slow
+def test_device_check_dry_run(tmp_path):
+    """The device check's every step on the CPU at tiny size, so it is known to run before a GPU is lent."""
+    from benchmarks import device_check
+
+    carried = tmp_path / "carried"
+    device_check.prepare_bundle(carried)
+    out = tmp_path / "out"
+    run = common.run_child([sys.executable, "-m", "benchmarks.device_check", "--dry-run", "--carried", str(carried),
+                            "--cache", str(tmp_path / "cache"), "--out", str(out)], timeout_s=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["mode"] == "dry-run" and results["provenance"]["commit"]
+    assert list(results["steps"]) == ["facts", "pytest", "parity", "model_only", "end_to_end"]
+    assert all(step["ok"] for step in results["steps"].values())
+    assert "skipped" in results["pytest"]["summary"] and (out / "pytest-gpu.txt").stat().st_size > 0
+
+    parity = results["parity"]["precisions"]
+    assert set(parity) == {"fp32", "bf16"} and parity["fp32"]["passed"]
+    assert parity["fp32"]["rel_l2"]["features"] <= 1e-5  # the CPU engines agree as CI proves them to
+    model_rows = results["model_only"]["rows"]
+    assert [(r["precision"], r["batch"]) for r in model_rows] == [("fp32", 1), ("fp32", 2), ("bf16", 1), ("bf16", 2)]
+    assert all(r["clips_per_s"] > 0 and r["share_of_bf16_ceiling"] > 0 for r in model_rows)
+    (e2e,) = results["end_to_end"]["runs"]
+    assert (e2e["decoder"], e2e["backend"], e2e["rows"]) == ("cpu", "torch", 6)  # 6 s: one window per second
+    assert e2e["projected_half_s"] > 0
+    assert [t["met"] is None for t in results["targets"]] == [True, True, False]
+    text = (out / "results.md").read_text()
+    for title in ("Parity", "Model only", "End to end", "Targets"):
+        assert f"### {title}" in text

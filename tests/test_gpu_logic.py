@@ -4,13 +4,16 @@ TensorRT, CuPy and PyNvVideoCodec are not installed here; what is tested is ever
 them that decides something: engine names and matching, batch splitting, the parity gate's
 decisions, the import guards, and the FP16 ONNX that FP16 strongly typed builds use, run in ONNX
 Runtime.
-The control flow of build_engine, build_plan, EngineRunner and NvdecDecoder runs against small
-stand-ins (ONNX Runtime for a built engine, a recording tensorrt module, NumPy for CuPy, PyAV for
-NVDEC): they test our decisions, not TensorRT or NVDEC. The GPU runs are in tests/gpu/ (`gpu`).
+The control flow of build_engine, build_plan, EngineRunner and NvdecDecoder runs against
+stand-ins (ONNX Runtime for a built engine, a recording tensorrt module for the builder, and
+tests/gpu_stand_ins.py's models of CuPy, PyNvVideoCodec 2.2.4 and TensorRT's execution context,
+which keep the real signatures and stream semantics): they test our decisions, not TensorRT or
+NVDEC. The GPU runs are in tests/gpu/ (`gpu`).
 """
 from __future__ import annotations
 
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -49,30 +52,6 @@ def entry_for(gpu: GpuIdentity, version: str, precision: str = "fp16", max_batch
             "min_batch": 1, "opt_batch": 16, "max_batch": max_batch}
 
 
-
-class CudaNoop:
-    """Stands in for CuPy's Device and Stream: context managers with a null pointer that do nothing."""
-
-    def __init__(self, *args, **kwargs):
-        self.ptr = 0
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def use(self):
-        pass
-
-    def synchronize(self):
-        pass
-
-    def wait_event(self, event):
-        pass
-
-    def record(self):
-        return None
 
 def test_engine_names_carry_everything_an_engine_is_tied_to():
     assert gpu_slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
@@ -442,270 +421,268 @@ def test_build_plan_reports_parse_errors_in_one_line(tmp_path, monkeypatch):
         build_plan(tmp_path / "model.onnx", "fp32", 1, 2, 4, (3, 4, 224, 224), b"")
 
 
-# --- NvdecDecoder's loop against stand-ins: PyAV plays NVDEC, NumPy plays CuPy ---
-# What is checked is ours: timestamps from PTS and time base, the flush at the end, frames kept
-# valid after later Decode calls, display-area cropping, errors turned into DecodeError.
+# --- NvdecDecoder against stand-ins for PyNvVideoCodec 2.2.4 and CuPy (tests/gpu_stand_ins.py) ---
+# What is checked is ours: the capability check before NVDEC is chosen and the fallback's reason,
+# timestamps from PTS and time base, the flush at the end, NV12 planes copied out of reused and
+# padded surfaces, the colour conversion the CPU path does, no host waits while decoding, the
+# producer thread on the decoder's GPU, errors turned into DecodeError.
 
-def fake_nvdec_modules(path, padded_rows=0, fail_after=None):
-    import types
-
-    import av
-
-    class Frame:
-        def __init__(self, rgb, pts):
-            self.rgb, self.pts = rgb, pts
-
-        def getPTS(self):
-            return self.pts
-
-        def __dlpack__(self, stream=None, **kwargs):
-            return self.rgb.__dlpack__()
-
-        def __dlpack_device__(self):
-            return self.rgb.__dlpack_device__()
-
-    class Demuxer:
-        def __init__(self, filename):
-            self.container = av.open(filename)
-            self.stream = self.container.streams.video[0]
-
-        def __iter__(self):
-            for packet in self.container.demux(self.stream):
-                if packet.size:  # PyAV ends with an empty flush packet; NVDEC's demuxer does not
-                    yield packet
-
-        def GetNvCodecId(self):
-            return self.stream.codec_context.name
-
-        def GetVideoStreamId(self):
-            return self.stream.index
-
-        def GetTimebaseNum(self):
-            return self.stream.time_base.numerator
-
-        def GetTimebaseDen(self):
-            return self.stream.time_base.denominator
-
-    class Decoder:
-        def __init__(self, demuxer):
-            self.codec = av.CodecContext.create(demuxer.stream.codec_context.name, "r")
-            self.codec.extradata = demuxer.stream.codec_context.extradata
-            self.calls = 0
-            self.surfaces = []
-
-        def Decode(self, packet):
-            self.calls += 1
-            if fail_after is not None and self.calls > fail_after:
-                raise RuntimeError("HW decode failed\ncuvid detail")
-            frames = self.codec.decode(None if packet.size == 0 else packet)
-            for surface in self.surfaces:  # NVDEC reuses its surfaces on the next Decode call
-                surface[:] = 0
-            self.surfaces = []
-            out = []
-            for frame in frames:
-                rgb = frame.to_ndarray(format="rgb24")
-                surface = np.zeros((rgb.shape[0] + padded_rows, rgb.shape[1], 3), np.uint8)
-                surface[:rgb.shape[0]] = rgb
-                self.surfaces.append(surface)
-                out.append(Frame(surface, frame.pts))
-            return out
-
-    demuxers = []
-    nvc = types.SimpleNamespace(
-        CreateDemuxer=lambda filename: demuxers.append(Demuxer(filename)) or demuxers[-1],
-        CreateDecoder=lambda **kw: Decoder(demuxers[-1]),
-        OutputColorType=types.SimpleNamespace(RGB="RGB"),
-        PacketData=lambda: types.SimpleNamespace(size=0),
-    )
-
-    cupy = types.SimpleNamespace(
-        empty=np.empty, uint8=np.uint8, from_dlpack=np.from_dlpack,
-        cuda=types.SimpleNamespace(Device=CudaNoop, Stream=CudaNoop,
-                                   driver=types.SimpleNamespace(ctxGetCurrent=lambda: 0)))
-    return nvc, cupy
-
-
-def nvdec_with_fakes(monkeypatch, info, **kwargs):
+def gpu_stand_ins(monkeypatch, device_count=1, **nvdec_options):
+    """Installs the CuPy and PyNvVideoCodec stand-ins; returns (cuda state, PyNvVideoCodec log)."""
+    from gpu_stand_ins import Cuda, fake_cupy, fake_pynvvideocodec
     from tsf.runtime import decode_nvdec
 
-    nvc, cupy = fake_nvdec_modules(str(info.path), **kwargs)
-    monkeypatch.setattr(decode_nvdec, "nvdec_support", lambda gpu_id=0: None)
+    cuda = Cuda(device_count)
+    cupy, cupyx = fake_cupy(cuda)
+    nvc, log = fake_pynvvideocodec(cuda, **nvdec_options)
     monkeypatch.setattr(decode_nvdec, "_import_pynvvideocodec", lambda: nvc)
     monkeypatch.setitem(sys.modules, "cupy", cupy)
-    return decode_nvdec.NvdecDecoder(info)
+    monkeypatch.setitem(sys.modules, "cupyx", cupyx)
+    return cuda, log
 
 
 @pytest.fixture(scope="module")
-def bframe_video(tmp_path_factory):
+def nvdec_videos(tmp_path_factory):
+    """4:2:0 videos whose 90 rows NVDEC pads to 96, untagged and tagged; a 4:4:4 one (odd size)."""
     import videos
 
-    return videos.make_video(tmp_path_factory.mktemp("nvdec") / "bframes.mkv", seconds=3, fps=25,
-                             size=(160, 96), bframes=3)
+    folder = tmp_path_factory.mktemp("nvdec")
+    return {
+        "untagged": videos.make_video(folder / "bframes.mkv", seconds=3, fps=25, size=(256, 90), bframes=3),
+        "bt709_full": videos.make_video(folder / "bt709_full.mkv", frames=12, size=(256, 90), colorspace=1,
+                                        color_range=2),
+        "yuv444": videos.make_video(folder / "yuv444.mkv", frames=12, size=(161, 91)),
+    }
 
 
-def test_nvdec_loop_yields_what_the_cpu_decoder_yields(bframe_video, monkeypatch):
+def decode_both(path, gpu_id=0):
     from tsf.runtime.decode import PyAVDecoder
+    from tsf.runtime.decode_nvdec import NvdecDecoder
     from tsf.runtime.probe import probe_video
 
-    info = probe_video(bframe_video)
+    info = probe_video(path)
     cpu = PyAVDecoder(info)
     expected = [(f.pts_time, f.number, f.to_rgb()) for f in cpu.frames()]
     cpu.close()
-    decoder = nvdec_with_fakes(monkeypatch, info, padded_rows=8)
-    got = [(f.pts_time, f.number, f.to_rgb()) for f in decoder.frames()]  # all held, then compared
+    decoder = NvdecDecoder(info, gpu_id)
+    frames = list(decoder.frames())  # every frame held before any is looked at
+    got = [(f.pts_time, f.number, f.to_rgb()) for f in frames]
     decoder.close()
-    assert len(got) == len(expected) == 75
+    return decoder, expected, got
+
+
+@pytest.mark.parametrize("name", ["untagged", "bt709_full"])
+def test_nvdec_yields_the_cpu_decoders_frames_and_colours(nvdec_videos, name, monkeypatch):
+    import videos
+
+    cuda, log = gpu_stand_ins(monkeypatch)
+    decoder, expected, got = decode_both(nvdec_videos[name])
+    assert len(got) == len(expected) > 0
     assert [(t, n) for t, n, _ in got] == [(t, n) for t, n, _ in expected]
-    for (_, _, a), (_, _, b) in zip(got, expected):
-        assert a.shape == b.shape == (96, 160, 3)
-        np.testing.assert_array_equal(a, b)
+    for (_, _, ours), (_, _, theirs) in zip(got, expected):
+        assert ours.shape == theirs.shape == (90, 256, 3) and ours.dtype == np.uint8
+        assert videos.read_frame_number(ours) == videos.read_frame_number(theirs)
+        # The bound of tests/test_colour.py: swscale converts in fixed point.
+        assert np.abs(ours.astype(np.int16) - theirs.astype(np.int16)).max() <= 2
+    # The decoder got our stream, frames were handed over on it, and nobody waited on the host.
+    stream = decoder._stream.ptr
+    assert cuda.host_waits == 0
+    assert set(log["dlpack_streams"]) == {stream} and set(log["waits"]) == {stream}
+    assert log["decoders"][0].calls > len(got) // 2  # one Decode per packet, plus the flush
 
 
-def test_nvdec_loop_reports_where_decoding_broke(bframe_video, monkeypatch):
+def test_nvdec_reports_where_decoding_broke(nvdec_videos, monkeypatch):
     from tsf.runtime.decode import DecodeError
+    from tsf.runtime.decode_nvdec import NvdecDecoder
     from tsf.runtime.probe import probe_video
 
-    decoder = nvdec_with_fakes(monkeypatch, probe_video(bframe_video), fail_after=30)
+    gpu_stand_ins(monkeypatch, fail_after=30)
+    decoder = NvdecDecoder(probe_video(nvdec_videos["untagged"]))
     with pytest.raises(DecodeError, match=r"decoding broke at \d+\.\d s \(HW decode failed\)$"):
         for _ in decoder.frames():
             pass
 
 
-def test_nvdec_loop_turns_a_rotated_video_upright_like_the_cpu_decoder(tmp_path, monkeypatch):
+def test_nvdec_turns_a_rotated_video_upright_like_the_cpu_decoder(tmp_path, monkeypatch):
     import videos
-    from tsf.runtime.decode import PyAVDecoder
-    from tsf.runtime.probe import probe_video
 
-    info = probe_video(videos.make_video(tmp_path / "phone.mp4", seconds=1, fps=25, size=(160, 96), rotation=-90))
-    cpu = PyAVDecoder(info)
-    expected = [f.to_rgb() for f in cpu.frames()]
-    cpu.close()
-    decoder = nvdec_with_fakes(monkeypatch, info)
-    got = [f.to_rgb() for f in decoder.frames()]
-    decoder.close()
-    assert info.rotation == 270 and len(got) == len(expected) == 25
-    for a, b in zip(got, expected):
-        assert a.shape == b.shape == (160, 96, 3)
-        np.testing.assert_array_equal(a, b)
+    gpu_stand_ins(monkeypatch)
+    phone = videos.make_video(tmp_path / "phone.mp4", seconds=1, fps=25, size=(160, 96), rotation=-90)
+    decoder, expected, got = decode_both(phone)
+    assert decoder.info.rotation == 270 and len(got) == len(expected) == 25
+    for (_, _, ours), (_, _, theirs) in zip(got, expected):
+        assert ours.shape == theirs.shape == (160, 96, 3)
+        assert np.abs(ours.astype(np.int16) - theirs.astype(np.int16)).max() <= 2  # tests/test_colour.py's bound
 
 
-# --- EngineRunner.run against stand-ins: NumPy plays CuPy, a pointer-reading fake plays TensorRT ---
-# Checked: batches above the engine's max are split and reassembled in row order, device buffers
-# are allocated once, host and device inputs give the same rows, shapes are validated.
-
-class FakeDeviceArray(np.ndarray):
-    """A NumPy array with CuPy's `.data.ptr`, `.set()` and `.get()`."""
-
-    @property
-    def data(self):
-        import types
-
-        return types.SimpleNamespace(ptr=self.ctypes.data)
-
-    def set(self, host, stream=None):
-        self[...] = host
-
-    def get(self, stream=None):
-        return np.array(self)
+def caps(**overrides):
+    base = {"supported": 1, "width_min": 48, "height_min": 16, "width_max": 4096, "height_max": 4096,
+            "mb_num_max": 65536}
+    return {**base, **overrides}
 
 
-def fake_engine_modules(max_batch, width=6, classes=3, clip=(3, 2, 4, 4)):
-    import ctypes
+def test_nvdec_refusal_names_what_nvdec_or_tsf_cannot_do():
+    from tsf.runtime.decode_nvdec import nvdec_refusal
+    from tsf.runtime.probe import VideoInfo
+
+    def info(width=1920, height=1080, colorspace=2):
+        return VideoInfo(path=Path("match.mkv"), size_bytes=1, mtime=0.0, container="matroska", stream_index=0,
+                         codec="h264", width=width, height=height, fps=Fraction(25), time_base=Fraction(1, 1000),
+                         start_time=Fraction(0), duration=Fraction(60), frame_count_estimate=1500,
+                         colorspace=colorspace, color_range=0)
+
+    assert nvdec_refusal(info(), "420", 8, caps()) is None
+    assert nvdec_refusal(info(colorspace=1), "420", 8, caps()) is None
+    refusals = {
+        "444": nvdec_refusal(info(), "444", 8, caps()),
+        "10-bit": nvdec_refusal(info(), "420", 10, caps()),
+        "cannot decode h264 420 8-bit": nvdec_refusal(info(), "420", 8, caps(supported=0)),
+        "outside": nvdec_refusal(info(8192, 4320), "420", 8, caps()),
+        "too small": nvdec_refusal(info(32, 32), "420", 8, caps()),
+        "macroblocks": nvdec_refusal(info(4096, 4096), "420", 8, caps(mb_num_max=36864)),
+        "even frame size": nvdec_refusal(info(1919, 1080), "420", 8, caps()),
+        "colour matrix 8": nvdec_refusal(info(colorspace=8), "420", 8, caps()),
+    }
+    for expected, reason in refusals.items():
+        assert reason is not None and "\n" not in reason, expected
+    assert "4:2:0" in refusals["444"] and "444" in refusals["444"] and "10-bit" in refusals["10-bit"]
+    assert "cannot decode h264 420 8-bit" in refusals["cannot decode h264 420 8-bit"]
+    assert "8192x4320 is outside" in refusals["outside"] and "48x16 to 4096x4096" in refusals["outside"]
+    assert "32x32 is outside" in refusals["too small"]
+    assert "65536 macroblocks" in refusals["macroblocks"] and "36864" in refusals["macroblocks"]
+    assert "even frame size" in refusals["even frame size"] and "colour matrix 8" in refusals["colour matrix 8"]
+
+
+def gpu_backend(gpu_id=0):
+    """What open_decoder and extract read of a Backend (runtime/backends/__init__.py), for a GPU engine."""
     import types
 
-    log = {"allocations": 0, "input_shapes": []}
+    from tsf.runtime.gpu import Device
 
-    def empty(shape, dtype):
-        log["allocations"] += 1
-        return np.empty(shape, dtype).view(FakeDeviceArray)
+    def run(video):
+        rows = len(video)
+        return {"features": np.zeros((rows, 4), np.float32), "logits": np.zeros((rows, 2), np.float32),
+                "event_times": np.zeros((rows, 2), np.float32)}
 
-    cupy = types.SimpleNamespace(
-        ndarray=FakeDeviceArray, float32=np.float32, empty=empty,
-        asarray=lambda a: np.ascontiguousarray(a).view(FakeDeviceArray),
-        ascontiguousarray=lambda a, dtype=None: np.ascontiguousarray(a, dtype).view(FakeDeviceArray),
-        cuda=types.SimpleNamespace(Device=CudaNoop, Stream=CudaNoop, get_current_stream=lambda: CudaNoop()))
-
-    def model(rows):  # what the fake engine computes, per row
-        flat = rows.reshape(len(rows), -1)
-        return {"features": np.repeat(flat.mean(1, keepdims=True), width, 1) + np.arange(width),
-                "logits": np.repeat(flat.max(1, keepdims=True), classes, 1),
-                "event_times": np.repeat(flat.min(1, keepdims=True), classes, 1)}
-
-    def view(ptr, shape):
-        buffer = (ctypes.c_float * int(np.prod(shape))).from_address(ptr)
-        return np.frombuffer(buffer, np.float32).reshape(shape)
-
-    class Context:
-        def __init__(self):
-            self.addresses, self.batch = {}, None
-
-        def set_input_shape(self, name, shape):
-            self.batch = shape[0]
-            log["input_shapes"].append(shape[0])
-            return 1 <= shape[0] <= max_batch
-
-        def get_tensor_shape(self, name):
-            return (self.batch, width) if name == "features" else (self.batch, classes)
-
-        def set_tensor_address(self, name, ptr):
-            self.addresses[name] = ptr
-            return True
-
-        def execute_async_v3(self, stream):
-            rows = view(self.addresses["video"], (self.batch, *clip)).copy()
-            for name, value in model(rows).items():
-                view(self.addresses[name], value.shape)[...] = value
-            return True
-
-    class Engine:
-        num_io_tensors = 4
-
-        def get_tensor_name(self, index):
-            return ("video", "features", "logits", "event_times")[index]
-
-        def get_tensor_mode(self, name):
-            return "INPUT" if name == "video" else "OUTPUT"
-
-        def get_tensor_dtype(self, name):
-            return "FLOAT"
-
-        def get_tensor_profile_shape(self, name, profile):
-            return [(1, *clip), (2, *clip), (max_batch, *clip)]
-
-        def create_execution_context(self):
-            return Context()
-
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = "10.13.0.35"
-    trt.Builder = object
-    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
-    trt.Runtime = type("Runtime", (), {"__init__": lambda self, logger: None,
-                                       "deserialize_cuda_engine": lambda self, plan: Engine()})
-    trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT")
-    trt.DataType = types.SimpleNamespace(FLOAT="FLOAT")
-    return trt, cupy, model, log
+    return types.SimpleNamespace(name="gpu-engine", device=Device("cuda", gpu_id), precision="fp16",
+                                 default_batch_size=2, wants_gpu_input=True, run=run)
 
 
-def test_engine_runner_splits_batches_and_keeps_row_order(monkeypatch):
-    from tsf.runtime.errors import InputError
+@pytest.mark.parametrize("name,options,reason", [
+    ("yuv444", {}, "this stream is h264 444 8-bit"),
+    ("untagged", {"caps": lambda codec, chroma, depth: caps(width_max=128)}, "256x90 is outside"),
+])
+def test_open_decoder_falls_back_to_pyav_saying_why(nvdec_videos, name, options, reason, monkeypatch, caplog):
+    import logging
+
+    from tsf.runtime.pipeline import open_decoder
+    from tsf.runtime.probe import probe_video
+
+    _, log = gpu_stand_ins(monkeypatch, **options)
+    info = probe_video(nvdec_videos[name])
+    with caplog.at_level(logging.INFO, logger="tsf"):
+        decoder = open_decoder(info, "auto", gpu_backend())
+    decoder.close()
+    assert decoder.name == "cpu" and not log["decoders"]  # refused before a decoder was created
+    assert any(reason in r.getMessage() and "decoding on the CPU" in r.getMessage() for r in caplog.records)
+    with pytest.raises(BackendError, match=f"--decoder nvdec: .*{reason}"):
+        open_decoder(info, "nvdec", gpu_backend())
+
+
+def test_nvdec_frames_are_preprocessed_on_the_decoders_gpu(nvdec_videos, monkeypatch):
+    """With the engine on GPU 1, the producer thread decodes and converts on GPU 1, not CuPy's default 0."""
+    from tsf.runtime import decode_nvdec
+    from tsf.runtime.pipeline import extract
+    from tsf.runtime.probe import probe_video
+    from tsf.runtime.sample import plan_windows
+
+    cuda, _ = gpu_stand_ins(monkeypatch, device_count=2)
+    devices = set()
+    convert = decode_nvdec.yuv420_to_rgb
+
+    def converting(*args, **kwargs):
+        devices.add(cuda.current_device())
+        return convert(*args, **kwargs)
+
+    monkeypatch.setattr(decode_nvdec, "yuv420_to_rgb", converting)
+    info = probe_video(nvdec_videos["untagged"])
+    bundle = Bundle(dir=Path("."), meta={}, onnx_path=Path("model.onnx"), class_names=("a", "b"),
+                    architecture={"frames": 4, "depth": 1, "width": 4, "heads": 1, "classes": 2, "image_size": 224,
+                                  "patch_size": 16, "mlp_ratio": 4}, bundle_id="0" * 16, random_init=True)
+    result = extract(info, plan_windows(info, frames=4), bundle, gpu_backend(gpu_id=1))
+    assert result.decoder == "nvdec" and result.rows == 3
+    assert devices == {1}
+
+
+# --- EngineRunner.run against stand-ins for TensorRT 10 and CuPy (tests/gpu_stand_ins.py) ---
+# Checked: batches above the engine's max are split and reassembled in row order, device buffers
+# are allocated once, host and device inputs give the same rows, the host waits once per run,
+# host buffers are pinned (else each copy would wait), shapes are validated.
+
+WIDTH, CLASSES, CLIP = 6, 3, (3, 2, 4, 4)
+
+
+def engine_model(rows):  # what the stand-in engine computes, per row
+    flat = rows.reshape(len(rows), -1)
+    return {"features": np.repeat(flat.mean(1, keepdims=True), WIDTH, 1) + np.arange(WIDTH),
+            "logits": np.repeat(flat.max(1, keepdims=True), CLASSES, 1),
+            "event_times": np.repeat(flat.min(1, keepdims=True), CLASSES, 1)}
+
+
+def test_stand_in_streams_behave_like_cuda():
+    """The stand-in's CUDA semantics the runner test relies on: queued copies land at the wait;
+    a copy to pageable memory waits by itself."""
+    from gpu_stand_ins import Cuda, fake_cupy
+
+    cuda = Cuda()
+    cupy, cupyx = fake_cupy(cuda)
+    stream = cupy.cuda.Stream(non_blocking=True)
+    device = cupy.asarray(np.arange(4, dtype=np.float32))
+    pinned = cupyx.empty_pinned((4,), dtype=np.float32)
+    pinned[...] = -1
+    device.get(stream=stream, out=pinned, blocking=False)
+    assert (pinned == -1).all() and cuda.host_waits == 0  # not there until the stream is waited on
+    stream.synchronize()
+    assert (pinned == np.arange(4)).all() and cuda.host_waits == 1
+    device.get(stream=stream, out=np.empty(4, np.float32), blocking=False)
+    assert cuda.host_waits == 2  # pageable memory: the copy waited
+    with pytest.raises(TypeError):
+        cupy.cuda.Stream(nonblocking=True)
+
+
+def test_engine_runner_splits_batches_waits_once_and_keeps_row_order(monkeypatch):
+    from gpu_stand_ins import Cuda, fake_cupy, fake_tensorrt_runtime
     from tsf.runtime.backends.tensorrt import EngineRunner
+    from tsf.runtime.errors import InputError
 
-    trt, cupy, model, log = fake_engine_modules(max_batch=4)
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    cuda = Cuda()
+    cupy, cupyx = fake_cupy(cuda)
+    trt, log = fake_tensorrt_runtime(cuda, 4, engine_model, {"features": WIDTH, "logits": CLASSES,
+                                                              "event_times": CLASSES}, CLIP)
+    device_allocations = []
+    empty = cupy.empty
+    cupy.empty = lambda shape, dtype=float, order="C": device_allocations.append(shape) or empty(shape, dtype, order)
+    for name, module in (("tensorrt", trt), ("cupy", cupy), ("cupyx", cupyx)):
+        monkeypatch.setitem(sys.modules, name, module)
     runner = EngineRunner(b"plan")
-    assert (runner.min_batch, runner.opt_batch, runner.max_batch, runner.clip_shape) == (1, 2, 4, (3, 2, 4, 4))
-    allocations = log["allocations"]
-    video = np.random.default_rng(0).random((9, 3, 2, 4, 4), dtype=np.float32)
-    expected = model(video)
+    assert (runner.min_batch, runner.opt_batch, runner.max_batch, runner.clip_shape) == (1, 2, 4, CLIP)
+    allocated = len(device_allocations)
+    video = np.random.default_rng(0).random((9, *CLIP), dtype=np.float32)
+    expected = engine_model(video)
+
     log["input_shapes"].clear()
+    waits = cuda.host_waits
     from_host = runner.run(video)
-    assert log["input_shapes"] == [4, 4, 1]
+    assert log["input_shapes"] == [4, 4, 1] and cuda.host_waits == waits + 1
+    pinned = len(cuda.pinned)
     from_device = runner.run(cupy.asarray(video))
-    assert log["allocations"] == allocations  # buffers were allocated once, for the max batch
+    assert cuda.host_waits == waits + 2
+    again = runner.run(video[:5])  # fewer rows: the pinned buffers are reused, not reallocated
+    assert len(device_allocations) == allocated and len(cuda.pinned) == pinned
     for name in NAMES:
         assert from_host[name].dtype == np.float32 and type(from_host[name]) is np.ndarray
         np.testing.assert_allclose(from_host[name], expected[name], rtol=1e-6)
         np.testing.assert_allclose(from_device[name], expected[name], rtol=1e-6)
+        np.testing.assert_allclose(again[name], expected[name][:5], rtol=1e-6)
     with pytest.raises(InputError, match="expects clips of shape"):
         runner.run(np.zeros((2, 3, 2, 4, 5), np.float32))

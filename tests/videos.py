@@ -61,12 +61,17 @@ def make_video(
     audio_seconds: float | None = None,
     pix_fmt: str | None = None,
     rotation: int = 0,
+    colorspace: int | None = None,
+    color_range: int | None = None,
 ) -> Path:
     """Encode a test video; the container follows the suffix (.mkv, .mp4, ...).
 
     `size` is (width, height). `pts_seconds` gives every frame's presentation time for a
     variable-frame-rate file (then `frames` is its length and `fps` only the nominal rate).
     `rotation`: a display matrix turning the picture counter-clockwise (degrees), as phones write.
+    `colorspace` / `color_range` (FFmpeg's AVColorSpace / AVColorRange codes) tag the stream and
+    convert the pictures with that matrix and range; left out, the stream is untagged (BT.601
+    limited range, as FFmpeg converts it).
     """
     path = Path(path)
     fps = Fraction(fps).limit_denominator(1001)
@@ -95,10 +100,17 @@ def make_video(
             stream.options = {"deadline": "realtime", "cpu-used": "8"}
         else:
             stream.options = {"qscale": "2", "g": "50"} if codec == "mpeg4" else {}
+        tagged = colorspace is not None or color_range is not None
+        if colorspace is not None:
+            stream.codec_context.colorspace = colorspace
+        if color_range is not None:
+            stream.codec_context.color_range = color_range
         if with_audio and audio is None:
             audio = container.add_stream("aac", rate=48000)
         for number in range(frames):
             frame = av.VideoFrame.from_ndarray(frame_image(number, width, height), format="rgb24")
+            if tagged:
+                frame = frame.reformat(format=pix_fmt, dst_colorspace=colorspace or 2, dst_color_range=color_range or 1)
             if pts_seconds is not None:
                 frame.pts = int(pts_seconds[number] * 1000)
                 frame.time_base = Fraction(1, 1000)

@@ -199,6 +199,7 @@ class EngineRunner:
         self._input = cupy.empty((self.max_batch, *self.clip_shape), dtype=cupy.float32)
         # Output buffers are allocated once, for the largest batch; each run writes a prefix.
         self._outputs = {}
+        self._host: dict[str, np.ndarray] = {}  # pinned host buffers by tensor name (see `_pinned`)
         self._context.set_input_shape(INPUT_NAME, (self.max_batch, *self.clip_shape))
         for name in OUTPUT_NAMES:
             shape = _dims(self._context.get_tensor_shape(name))
@@ -218,36 +219,56 @@ class EngineRunner:
                 raise EngineUnavailable(f"TensorRT engine: tensor {name!r} is not float32")
 
     def run(self, video) -> dict[str, np.ndarray]:
-        """float32 [B, 3, T, S, S] (NumPy or CuPy, any B) -> NumPy float32 outputs, in row order."""
+        """float32 [B, 3, T, S, S] (NumPy or CuPy, any B) -> NumPy float32 outputs, in row order.
+
+        Every copy and every chunk's inference is queued on one stream and the host waits once,
+        at the end: chunks reuse the device buffers safely because the stream runs them in order.
+        Host memory on either side of a copy is pinned, without which CUDA copies synchronously.
+        """
         cupy = self._cupy
         if tuple(video.shape[1:]) != self.clip_shape:
             raise InputError(f"TensorRT engine expects clips of shape {self.clip_shape}, got {tuple(video.shape[1:])}")
-        on_gpu = isinstance(video, cupy.ndarray)
-        if on_gpu:
-            video = cupy.ascontiguousarray(video, dtype=cupy.float32)
-            # The clips were written on the caller's current stream; TensorRT reads on ours.
-            self._stream.wait_event(cupy.cuda.get_current_stream().record())
-        else:
-            video = np.ascontiguousarray(video, dtype=np.float32)
-        results: dict[str, list[np.ndarray]] = {name: [] for name in OUTPUT_NAMES}
+        total = int(video.shape[0])
         with self._device:
-            for rows in batch_slices(int(video.shape[0]), self.max_batch):
-                count = rows.stop - rows.start
-                if on_gpu:
-                    chunk = video[rows]  # a C-contiguous slice along the batch axis: no copy
-                else:
-                    chunk = self._input[:count]
-                    chunk.set(video[rows], stream=self._stream)
-                if not self._context.set_input_shape(INPUT_NAME, (count, *self.clip_shape)):
-                    raise BackendError(f"TensorRT refused batch size {count} (engine max {self.max_batch})")
-                self._context.set_tensor_address(INPUT_NAME, chunk.data.ptr)
-                if not self._context.execute_async_v3(self._stream.ptr):
-                    raise BackendError("TensorRT inference failed (see the TensorRT log above)")
-                for name in OUTPUT_NAMES:
-                    results[name].append(self._outputs[name][:count].get(stream=self._stream))
-                # The host copies above are asynchronous; the next chunk reuses the buffers.
+            on_gpu = isinstance(video, cupy.ndarray)
+            if on_gpu:
+                video = cupy.ascontiguousarray(video, dtype=cupy.float32)
+                # The clips were written on the caller's current stream; TensorRT reads on ours.
+                self._stream.wait_event(cupy.cuda.get_current_stream().record())
+            else:
+                staged = self._pinned(INPUT_NAME, tuple(video.shape))
+                staged[...] = video
+                video = staged
+            results = {name: self._pinned(name, (total, *self._outputs[name].shape[1:])) for name in OUTPUT_NAMES}
+            try:
+                for rows in batch_slices(total, self.max_batch):
+                    count = rows.stop - rows.start
+                    if on_gpu:
+                        chunk = video[rows]  # a C-contiguous slice along the batch axis: no copy
+                    else:
+                        chunk = self._input[:count]
+                        chunk.set(video[rows], stream=self._stream)
+                    if not self._context.set_input_shape(INPUT_NAME, (count, *self.clip_shape)):
+                        raise BackendError(f"TensorRT refused batch size {count} (engine max {self.max_batch})")
+                    self._context.set_tensor_address(INPUT_NAME, chunk.data.ptr)
+                    if not self._context.execute_async_v3(self._stream.ptr):
+                        raise BackendError("TensorRT inference failed (see the TensorRT log above)")
+                    for name in OUTPUT_NAMES:
+                        self._outputs[name][:count].get(stream=self._stream, out=results[name][rows], blocking=False)
+            finally:
+                # The one wait; also after a failure, so that no queued copy outlives this call.
                 self._stream.synchronize()
-        return {name: np.concatenate(parts).astype(np.float32, copy=False) for name, parts in results.items()}
+        # The pinned buffers are reused by the next run: hand out copies.
+        return {name: np.array(results[name]) for name in OUTPUT_NAMES}
+
+    def _pinned(self, name: str, shape: tuple) -> np.ndarray:
+        """A page-locked float32 host buffer of `shape` for `name`, grown only when a run needs more rows."""
+        held = self._host.get(name)
+        if held is None or held.shape[0] < shape[0]:
+            import cupyx
+
+            held = self._host[name] = cupyx.empty_pinned(shape, dtype=np.float32)
+        return held[:shape[0]]
 
 
 def load(bundle: Bundle, device: Device, precision: str, threads: int) -> TensorRTBackend:

@@ -45,7 +45,7 @@ def test_small_model_nvdec_tensorrt_vs_cpu(small_engines, tmp_path):
     path = videos.make_video(tmp_path / "match.mkv", seconds=12, fps=25, size=(456, 256))
     cpu, pyav_trt, gpu = run_both(bundle_dir, entries["fp16"], path)
     assert row_cosines(pyav_trt.features, cpu.features).min() >= 0.999  # the engine gate, on real frames
-    assert row_cosines(gpu.features, cpu.features).min() >= 0.99  # plus NVDEC's colour conversion
+    assert row_cosines(gpu.features, cpu.features).min() >= 0.999  # NVDEC + tsf's conversion: the CPU's colours
 
 
 @pytest.mark.slow
@@ -55,4 +55,4 @@ def test_full_model_nvdec_tensorrt_vs_cpu(full_engines, tmp_path):
     path = videos.make_video(tmp_path / "match_720p.mkv", seconds=30, fps=25, size=(1280, 720))
     cpu, pyav_trt, gpu = run_both(bundle_dir, entries["fp16"], path)
     assert row_cosines(pyav_trt.features, cpu.features).min() >= 0.999
-    assert row_cosines(gpu.features, cpu.features).min() >= 0.99
+    assert row_cosines(gpu.features, cpu.features).min() >= 0.999

@@ -1,8 +1,10 @@
 """NVDEC (PyNvVideoCodec) frames against PyAV frames of the same generated videos.
 
 The reference is the CPU decoder (FFmpeg through PyAV). Frame identity is checked through the
-barcode every generated frame carries (tests/videos.py) and the timestamps; pixels differ by the
-two libraries' YUV->RGB conversions, so the differences are measured, printed and bounded.
+barcode every generated frame carries (tests/videos.py) and the timestamps. H.264 decoding is
+exact, so NVDEC's NV12 planes must equal FFmpeg's YUV planes bit for bit; the RGB then differs
+only by the conversion (runtime/colour.py against swscale's fixed point: at most 2 levels, the
+bound of tests/test_colour.py), for untagged, BT.709 and full-range streams alike.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ CASES: dict[str, dict[str, Any]] = {
     "h264_bframes_25fps.mkv": dict(seconds=4, fps=25, size=(456, 256), bframes=2),
     "h264_bframes_2997fps.mp4": dict(seconds=4, fps=Fraction(30000, 1001), size=(640, 360), bframes=3),
     "h264_1080p_25fps.mkv": dict(seconds=2, fps=25, size=(1920, 1080), bframes=2),  # 1088-row surfaces
+    "h264_bt709.mkv": dict(seconds=2, fps=25, size=(640, 360), colorspace=1),
+    "h264_full_range.mkv": dict(seconds=2, fps=25, size=(640, 360), color_range=2),
 }
 
 
@@ -37,6 +41,21 @@ def decode_cpu(info):
         return [(f.pts_time, f.to_rgb()) for f in decoder.frames()]
     finally:
         decoder.close()
+
+
+def yuv_planes_cpu(info) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(Y, interleaved UV) of every frame as FFmpeg decodes them: NV12's layout, built from the
+    decoded planes themselves (no conversion that could touch the values)."""
+    decoder = PyAVDecoder(info)
+    planes = []
+    try:
+        for frame in decoder.frames():
+            y, u, v = (np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width]
+                       for p in frame.frame.planes)
+            planes.append((y.copy(), np.stack([u, v], axis=-1).reshape(u.shape[0], -1)))
+    finally:
+        decoder.close()
+    return planes
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -66,7 +85,25 @@ def test_nvdec_frames_equal_pyav_frames(video_dir, name):
     diff = np.stack(diffs)
     print(f"\n{name}: NVDEC vs PyAV RGB over {len(got)} frames: max abs {diff.max()}, "
           f"mean abs {diff.mean():.3f}, 99.9th percentile {np.percentile(diff, 99.9):.0f}")
-    assert diff.mean() < 3.0  # same pictures; only colour conversion and chroma upsampling differ
+    assert diff.max() <= 2 and diff.mean() < 1.0  # the conversion's bound (tests/test_colour.py)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_nvdec_planes_equal_ffmpegs(video_dir, name):
+    """NV12 out of NVDEC, copied out of its padded surfaces, is FFmpeg's decode bit for bit."""
+    import cupy
+
+    from tsf.runtime.decode_nvdec import NvdecDecoder
+
+    info = probe_video(videos.make_video(video_dir / name, **CASES[name]))
+    expected = yuv_planes_cpu(info)
+    decoder = NvdecDecoder(info)
+    got = [(cupy.asnumpy(f.luma), cupy.asnumpy(f.chroma)) for f in decoder.frames()]
+    decoder.close()
+    assert len(got) == len(expected)
+    for (luma, chroma), (cpu_luma, cpu_chroma) in zip(got, expected):
+        np.testing.assert_array_equal(luma, cpu_luma)
+        np.testing.assert_array_equal(chroma, cpu_chroma)
 
 
 def test_nvdec_preprocessed_frames_match_cpu(video_dir):
@@ -88,7 +125,7 @@ def test_nvdec_preprocessed_frames_match_cpu(video_dir):
     decoder.close()
     diff = np.abs(np.stack(got) - np.stack(expected))
     print(f"\npreprocessed NVDEC+CuPy vs PyAV+NumPy: max abs {diff.max():.4f}, mean abs {diff.mean():.5f}")
-    assert diff.mean() < 3.0 / 255
+    assert diff.max() <= 2.0 / 255 + 1e-6 and diff.mean() < 1.0 / 255
 
 
 def test_nvdec_reports_a_truncated_file(video_dir):
