@@ -216,7 +216,9 @@ def another_model(folder):
     meta = json.loads((bundle / "bundle.json").read_text())
     meta["onnx"]["sha256"] = hashlib.sha256(model).hexdigest()
     (bundle / "bundle.json").write_text(json.dumps(meta))
-    return bundle, meta["onnx"]["sha256"][:16]
+    from tsf.runtime.bundle import load_bundle
+
+    return bundle, load_bundle(bundle).bundle_id
 
 
 def test_resume_keeps_only_a_set_with_the_same_settings(tmp_path, capsys):
