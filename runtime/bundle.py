@@ -1,7 +1,7 @@
 """The model bundle contract: what `tsf-export` writes and `tsf-extract` reads (docs/design.md).
 
 A bundle is a directory holding `model.onnx`, `bundle.json` and optionally TensorRT engines under
-`engines/`. This module owns the names and the validation, so the writer (tsf.export) and the
+`engines/` and quantized models (`model.int8.onnx`). This module owns the names and the validation, so the writer (tsf.export) and the
 reader (the runtime) cannot drift apart. It uses only the standard library: `json` for the
 metadata, `hashlib` for the ONNX checksum (the bundle id), `os`/`pathlib` for the paths. It never
 opens the ONNX itself (no `onnx` import): loading a bundle must stay cheap and Paddle/onnx-free.
@@ -178,6 +178,14 @@ def load_bundle(directory: str | os.PathLike, verify: bool = False) -> Bundle:
         _relative_inside(engine.get("file"), "an engine's file", json_path)
         if engine.get("timing_cache") is not None:
             _relative_inside(engine["timing_cache"], "an engine's timing_cache", json_path)
+
+    quantized = meta.get("quantized", {})
+    if not isinstance(quantized, dict) or not all(isinstance(e, dict) for e in quantized.values()):
+        raise InputError(f"{json_path}: quantized must map precisions to objects")
+    for precision, entry in quantized.items():
+        name = _relative_inside(entry.get("file"), f"quantized.{precision}.file", json_path)
+        if not (bundle_dir / name).is_file():
+            raise InputError(f"{bundle_dir} is incomplete: {name} (its {precision} model) is missing")
 
     onnx_path = bundle_dir / onnx_file
     if not onnx_path.is_file():

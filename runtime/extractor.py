@@ -60,6 +60,8 @@ class Extractor:
         if self._backend is None:
             s = self.settings
             self._backend = select_backend(self.bundle, s.backend, s.device, s.precision, s.threads)
+            log.info("engine: %s %s on %s (%s)", self._backend.name, self._backend.precision, self._backend.device,
+                     self._backend.precision_reason)
             if self.bundle.random_init:
                 log.warning("model bundle %s has random weights (exported with --random-init): "
                             "the features are meaningless except for testing", self.bundle.dir)
@@ -137,6 +139,7 @@ class Extractor:
             "backend": backend.name,
             "device": str(backend.device),
             "precision": backend.precision,
+            "precision_reason": backend.precision_reason,
             "engine": backend.describe(),
             "decoder": result.decoder,
             "batch_size": result.batch_size,
