@@ -18,6 +18,7 @@ if str(REPO_ROOT) not in sys.path:  # benchmarks/ is not installed; it lives bes
 
 from benchmarks import baseline, common, run_all  # noqa: E402
 from benchmarks.flops import clip_flops  # noqa: E402
+from tsf.runtime.backends.precision import native_bf16  # noqa: E402
 
 
 def test_reference_model_is_about_0_78_tflop_per_clip():
@@ -120,14 +121,22 @@ def test_smoke_run_of_every_benchmark(tmp_path, bench_cache):
     for plot in results["plots"]:
         assert (tmp_path / plot).stat().st_size > 0
 
-    model_rows = [r for e in results["model_only"]["results"] for r in e["rows"]]
-    assert [r["batch"] for r in model_rows] == [1, 2]
+    # Every CPU engine x precision through the registry, each against its own precision's ceiling.
+    entries = results["model_only"]["results"]
+    variants = [(e["backend"], e["precision"]) for e in entries]
+    expected = [("openvino", "bf16")] * (native_bf16() is not None) + [
+        ("openvino", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+    assert variants == expected
+    model_rows = [r for e in entries for r in e["rows"]]
+    assert [r["batch"] for r in model_rows] == [1, 2] * len(entries)
     assert all(r["clips_per_s"] > 0 and 0 < r["fraction_of_ceiling"] for r in model_rows)
+    assert {"cpu fp32", "cpu int8", "cpu fp32 blas"} <= set(results["model_only"]["ceilings"])
 
     # 3 s of 25 fps video, --align center: 3 windows, every frame decoded; the tsf-extract row too.
     e2e = results["end_to_end"]["rows"]
-    assert [r.get("error") for r in e2e] == [None, None]
-    assert [r["rows"] for r in e2e] == [3, 3]
+    assert [r.get("error") for r in e2e] == [None] * (len(expected) + 1)
+    assert [(r["backend"], r["precision"]) for r in e2e[:-1]] == expected
+    assert [r["rows"] for r in e2e] == [3] * (len(expected) + 1)
     assert e2e[0]["frames_decoded"] == 75 and e2e[0]["peak_rss_bytes"] > 0
     assert {"decode", "preprocess", "inference", "write"} <= set(e2e[0]["stages"])
 

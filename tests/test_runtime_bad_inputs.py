@@ -69,7 +69,7 @@ def test_too_short_for_reference_alignment(tmp_path, capsys):
     ("no-json", "bundle.json is missing"),
     ("no-onnx", "model.onnx is missing"),
     ("version", "format_version 99 is not supported"),
-    ("garbage-onnx", "ONNX Runtime cannot load the model"),
+    ("garbage-onnx", "OpenVINO cannot read the model (Model can't be parsed)"),
 ])
 def test_bad_bundle(damage, message, tmp_path, capsys):
     bundle = tmp_path / "bundle"

@@ -27,6 +27,12 @@ def _import_openvino():
     return openvino
 
 
+def _reason(error: Exception) -> str:
+    """OpenVINO's messages start with the source lines that raised them; the reason is the last line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
 def load(bundle: Bundle, device: Device, precision: str, threads: int) -> OpenVinoBackend:
     return OpenVinoBackend(bundle, device, precision, threads)
 
@@ -40,11 +46,13 @@ class OpenVinoBackend:
 
     def __init__(self, bundle: Bundle, device: Device, precision: str, threads: int):
         ov = _import_openvino()
-        core = ov.Core()
+        # Through the ONNX frontend only: Core.read_model tries every frontend on a file the ONNX one
+        # cannot parse, and TensorFlow's prints its own parse errors to stderr.
+        onnx_frontend = ov.frontend.FrontEndManager().load_by_framework("onnx")
         try:
-            model = core.read_model(str(bundle.onnx_path))
-        except RuntimeError as e:  # OpenVINO reports unreadable or invalid models as RuntimeError
-            raise InputError(f"{bundle.onnx_path}: OpenVINO cannot read the model ({first_line(e)})") from None
+            model = onnx_frontend.convert(onnx_frontend.load(str(bundle.onnx_path)))
+        except Exception as e:  # frontend failures (GeneralFailure, ...) derive from Exception only
+            raise InputError(f"{bundle.onnx_path}: OpenVINO cannot read the model ({_reason(e)})") from None
         inputs = [i.get_any_name() for i in model.inputs]
         outputs = {name for o in model.outputs for name in o.get_names()}
         if inputs != [INPUT_NAME] or not outputs.issuperset(OUTPUT_NAMES):
@@ -52,7 +60,7 @@ class OpenVinoBackend:
                              f"{INPUT_NAME} -> {', '.join(OUTPUT_NAMES)}")
         # LATENCY: one stream using every thread for one request at a time, which is how the
         # pipeline calls it (one batch after another).
-        self.compiled = core.compile_model(model, "CPU", {
+        self.compiled = ov.Core().compile_model(model, "CPU", {
             "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION_HINTS[precision],
             "INFERENCE_NUM_THREADS": int(threads),
             "PERFORMANCE_HINT": "LATENCY",
