@@ -50,8 +50,11 @@ def cpu_matmul_ceiling(n: int = 3072, repeats: int = 5) -> dict:
             "threads": os.environ.get("OPENBLAS_NUM_THREADS"), "library": "numpy"}
 
 
-def cpu_onednn_ceiling(precision: str, threads: int, n: int = 3072, repeats: int = 5) -> dict:
-    """Best GEMM rate of OpenVINO's CPU plugin (oneDNN) at `precision` (fp32 or bf16)."""
+GEMM_N = 3072
+
+
+def onednn_gemm(precision: str, threads: int, n: int = GEMM_N):
+    """(one n x n matrix product by OpenVINO's CPU plugin (oneDNN) at `precision` (fp32, bf16), library)."""
     import numpy as np
     import openvino as ov
     import openvino.opset13 as ops
@@ -63,14 +66,11 @@ def cpu_onednn_ceiling(precision: str, threads: int, n: int = 3072, repeats: int
         "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
         "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
     request, x = compiled.create_infer_request(), rng.standard_normal((n, n), dtype=np.float32)
-    request.infer({0: x})  # warm-up
-    best = min(_timed(lambda: request.infer({0: x})) for _ in range(repeats))
-    return {"n": n, "dtype": precision, "best_s": best, "tflops": 2 * n**3 / best / 1e12, "threads": threads,
-            "library": f"openvino {ov.__version__.split('-')[0]} (oneDNN)"}
+    return (lambda: request.infer({0: x})), f"openvino {ov.__version__.split('-')[0]} (oneDNN)"
 
 
-def cpu_int8_ceiling(threads: int, n: int = 3072, repeats: int = 5) -> dict:
-    """Best GEMM rate of ONNX Runtime's dynamically quantized MatMul (the int8 engine's kernel)."""
+def int8_gemm(threads: int, n: int = GEMM_N):
+    """(one n x n matrix product by ONNX Runtime's dynamically quantized MatMul, the int8 engine's kernel, library)."""
     import tempfile
 
     import numpy as np
@@ -94,10 +94,51 @@ def cpu_int8_ceiling(threads: int, n: int = 3072, repeats: int = 5) -> dict:
         options.intra_op_num_threads = threads
         session = onnxruntime.InferenceSession(str(int8), options, providers=["CPUExecutionProvider"])
     x = rng.standard_normal((n, n), dtype=np.float32)
-    session.run(None, {"a": x})  # warm-up
-    best = min(_timed(lambda: session.run(None, {"a": x})) for _ in range(repeats))
-    return {"n": n, "dtype": "int8", "best_s": best, "tflops": 2 * n**3 / best / 1e12, "threads": threads,
-            "library": f"onnxruntime {onnxruntime.__version__} (dynamic int8)"}
+    return (lambda: session.run(None, {"a": x})), f"onnxruntime {onnxruntime.__version__} (dynamic int8)"
+
+
+def cpu_gemm_ceiling(precision: str, threads: int, repeats: int = 5) -> dict:
+    """Best rate of the CPU matrix product of `precision` (fp32/bf16: oneDNN; int8: ONNX Runtime)."""
+    gemm, library = int8_gemm(threads) if precision == "int8" else onednn_gemm(precision, threads)
+    gemm()  # warm-up
+    best = min(_timed(gemm) for _ in range(repeats))
+    return {"n": GEMM_N, "dtype": precision, "best_s": best, "tflops": 2 * GEMM_N**3 / best / 1e12,
+            "threads": threads, "library": library}
+
+
+def measure_interleaved(bundle: str, variants: list[dict], batch: int, rounds: int, threads: int) -> dict:
+    """Runs in a child: every CPU variant and every CPU precision's matrix product, loaded once, then
+    timed in turn, round after round. Load from other processes falls on all of them alike, so the
+    ratios of their medians hold on a shared machine where separate runs minutes apart do not."""
+    import numpy as np
+
+    from tsf.runtime.bundle import load_bundle
+
+    arch = load_bundle(bundle).architecture
+    clips = np.random.default_rng(0).random((batch, 3, arch["frames"], arch["image_size"], arch["image_size"]),
+                                            dtype=np.float32)
+    steps, described = {}, {}
+    for variant in variants:
+        runner = common.make_backend(bundle, variant["backend"], "cpu", variant["precision"], threads)
+        name = f"{runner.name} {runner.precision}"
+        steps[name] = (lambda r=runner: r.run(clips))
+        described[name] = {"backend": runner.name, "precision": runner.precision,
+                           "precision_reason": runner.precision_reason}
+    for precision in ("fp32", "bf16", "int8"):
+        if precision == "bf16" and native_bf16() is None:
+            continue
+        gemm, library = int8_gemm(threads) if precision == "int8" else onednn_gemm(precision, threads)
+        steps[f"cpu {precision} ceiling"] = gemm
+        described[f"cpu {precision} ceiling"] = {"library": library, "n": GEMM_N}
+    for step in steps.values():
+        step()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            times[name].append(_timed(step))
+    return {"batch": batch, "rounds": rounds, "threads": threads,
+            "steps": {name: {**described[name], "median_s": statistics.median(t), "all_s": t}
+                      for name, t in times.items()}}
 
 
 def _timed(fn) -> float:
@@ -188,18 +229,24 @@ def measure_backend(bundle: str, backend: str, device: str, precision: str, batc
 
 def run(cache_dir: Path, archs: dict[str, dict], batch_sizes: dict[str, list[int]], threads: int | None = None,
         min_time_s: float = 2.0, min_runs: int = 2, backends: list[str] | None = None,
-        engines: bool = False, background_load: int = 0) -> dict:
+        engines: bool = False, background_load: int = 0, interleaved_rounds: int = 0) -> dict:
     """`archs`: label -> arch; `batch_sizes`: label -> sizes (CPU backends), GPU backends use `gpu`.
 
     `background_load`: that many busy processes run beside every backend measurement (not beside
-    the ceilings), the same for each, as on a shared node: engines compared under equal load.
+    the separate ceilings), the same for each, as on a shared node: engines compared under equal load.
+    `interleaved_rounds`: also measure every CPU variant and ceiling in one child, in turn, for
+    that many rounds (`measure_interleaved`), at each model's first batch size.
     """
     threads = threads or len(os.sched_getaffinity(0))
     ceilings = measure_ceilings(threads)
-    results, skipped = [], {}
+    results, skipped, interleaved = [], {}, []
     with common.BusyProcesses(background_load):
         _measure_variants(cache_dir, archs, batch_sizes, threads, min_time_s, min_runs, backends, engines,
                           results, skipped)
+        if interleaved_rounds:
+            for label, arch in archs.items():
+                interleaved.append(_interleaved(cache_dir, label, arch, batch_sizes[label][0], interleaved_rounds,
+                                                threads, backends))
     # Measured again at the end and the better of the two kept: on a shared machine the ceiling
     # taken in a quiet moment is the honest yardstick (the fraction can only come out lower).
     for kind, again in measure_ceilings(threads).items():
@@ -215,7 +262,35 @@ def run(cache_dir: Path, archs: dict[str, dict], batch_sizes: dict[str, list[int
             if "tflops" in row:
                 row["fraction_of_ceiling"] = row["tflops"] / ceiling if ceiling else None
     return {"threads": threads, "ceilings": ceilings, "results": results, "skipped": skipped,
-            "background_load": background_load}
+            "background_load": background_load, "interleaved": interleaved}
+
+
+def _interleaved(cache_dir, label, arch, batch, rounds, threads, backends) -> dict:
+    bundle, _ = common.ensure_bundle(cache_dir, arch)
+    variants = [v for v in common.backend_variants()[0]
+                if v["device"] == "cpu" and (not backends or v["backend"] in backends)]
+    child = common.call_in_child("benchmarks.model_only:measure_interleaved",
+                                 {"bundle": str(bundle), "variants": variants, "batch": batch, "rounds": rounds,
+                                  "threads": threads}, env=blas_env(threads))
+    entry = {"model": label, "peak_rss_bytes": child.peak_rss_bytes}
+    if child.returncode != 0 or child.result is None:
+        return {**entry, "error": (child.stderr.strip().splitlines() or ["?"])[-1]}
+    flops = clip_flops(**{**common.REFERENCE_ARCH, **arch})["total"]
+    steps = child.result["steps"]
+    reference = steps.get("onnxruntime fp32", {}).get("median_s")
+    rows = []
+    for name, step in steps.items():
+        row = {"step": name, "median_s": step["median_s"], "runs": len(step["all_s"]), **step}
+        if "backend" in step:
+            row["tflops"] = batch * flops / step["median_s"] / 1e12
+            row["speedup_vs_onnxruntime_fp32"] = reference / step["median_s"] if reference else None
+            ceiling = steps.get(f"cpu {step['precision']} ceiling")
+            if ceiling:
+                row["fraction_of_ceiling"] = ceiling["median_s"] * row["tflops"] / (2 * GEMM_N**3 / 1e12)
+        else:
+            row["tflops"] = 2 * GEMM_N**3 / step["median_s"] / 1e12
+        rows.append(row)
+    return {**entry, "batch": batch, "rounds": rounds, "rows": rows}
 
 
 def _measure_variants(cache_dir, archs, batch_sizes, threads, min_time_s, min_runs, backends, engines,
@@ -258,13 +333,12 @@ def measure_ceilings(threads: int) -> dict:
     A ceiling whose library is missing is recorded with its error (and its rows get no share)."""
     ceilings = {"cpu fp32 blas": common.call_in_child("benchmarks.model_only:cpu_matmul_ceiling", {},
                                                       env=blas_env(threads)).check().result}
-    for kind, function, kwargs in (("cpu fp32", "cpu_onednn_ceiling", {"precision": "fp32"}),
-                                   ("cpu bf16", "cpu_onednn_ceiling", {"precision": "bf16"}),
-                                   ("cpu int8", "cpu_int8_ceiling", {})):
-        if kind == "cpu bf16" and native_bf16() is None:
+    for precision in ("fp32", "bf16", "int8"):
+        kind = f"cpu {precision}"
+        if precision == "bf16" and native_bf16() is None:
             ceilings[kind] = {"error": "this CPU has no native BF16"}
             continue
-        run_ = common.call_in_child(f"benchmarks.model_only:{function}", {**kwargs, "threads": threads})
+        run_ = common.call_in_child("benchmarks.model_only:cpu_gemm_ceiling", {"precision": precision, "threads": threads})
         ceilings[kind] = run_.result if run_.returncode == 0 else {"error": (run_.stderr.strip().splitlines() or ["?"])[-1]}
     if common.gpu_info():
         run_ = common.call_in_child("benchmarks.model_only:gpu_matmul_ceiling", {})
@@ -304,6 +378,17 @@ def markdown(result: dict) -> str:
                ("peak_rss_mib", "peak RSS MiB", ".0f"), ("peak_gpu_mib", "peak GPU MiB", ".0f"),
                ("error", "error", "")]
     text = "\n".join(lines) + "\n\n" + common.markdown_table(flat_rows(result), columns)
+    for block in result.get("interleaved", []):
+        text += (f"\n**Interleaved, {block['model']} model** (one child; every variant and ceiling loaded once, "
+                 f"then timed in turn for {block.get('rounds')} rounds at batch {block.get('batch')}: other load "
+                 "falls on all alike, so these ratios are the fair ones):\n\n")
+        if "error" in block:
+            text += f"not measured: {block['error']}\n"
+            continue
+        text += common.markdown_table(block["rows"], [
+            ("step", "engine / ceiling", ""), ("median_s", "median s", ".3f"), ("tflops", "TFLOP/s", ".4f"),
+            ("speedup_vs_onnxruntime_fp32", "speed vs onnxruntime fp32", ".2f"),
+            ("fraction_of_ceiling", "of own ceiling", ".0%")])
     if result.get("background_load"):
         text += (f"\n**Loaded machine**: {result['background_load']} busy processes (`while True: pass`) ran beside "
                  "every backend measurement, the same for each; the ceilings were measured without them.\n")
@@ -359,13 +444,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engines", action="store_true", help="build TensorRT engines into the bundles (GPU)")
     parser.add_argument("--background-load", type=int, default=0, metavar="N",
                         help="N busy processes beside every backend measurement (a loaded node)")
+    parser.add_argument("--interleaved", type=int, default=0, metavar="ROUNDS",
+                        help="also time every CPU variant and ceiling in turn in one process, ROUNDS rounds")
     args = parser.parse_args(argv)
     prov = common.provenance()
     archs = {"small": common.SMALL_ARCH, "full": common.REFERENCE_ARCH}
     archs = {k: v for k, v in archs.items() if k in (args.model or ["small", "full"])}
     sizes = {"small": args.batch_sizes or [1, 2, 4], "full": args.batch_sizes or [1, 2], "gpu": args.gpu_batch_sizes}
     result = run(args.cache, archs, sizes, args.threads, args.min_time, backends=args.backend, engines=args.engines,
-                 background_load=args.background_load)
+                 background_load=args.background_load, interleaved_rounds=args.interleaved)
     result["plots"] = plot(result, args.out)
     common.save_report(args.out, "model_only", "Model only", prov, result, markdown)
     return 0
