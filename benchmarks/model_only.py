@@ -106,10 +106,12 @@ def cpu_gemm_ceiling(precision: str, threads: int, repeats: int = 5) -> dict:
             "threads": threads, "library": library}
 
 
-def measure_interleaved(bundle: str, variants: list[dict], batch: int, rounds: int, threads: int) -> dict:
+def measure_interleaved(bundle: str, variants: list[dict], batch: int, rounds: int, threads: int,
+                        background_load: int = 0) -> dict:
     """Runs in a child: every CPU variant and every CPU precision's matrix product, loaded once, then
     timed in turn, round after round. Load from other processes falls on all of them alike, so the
-    ratios of their medians hold on a shared machine where separate runs minutes apart do not."""
+    ratios of their medians hold on a shared machine where separate runs minutes apart do not.
+    With `background_load`, every round is run twice: as it is, and beside that many busy processes."""
     import numpy as np
 
     from tsf.runtime.bundle import load_bundle
@@ -132,13 +134,17 @@ def measure_interleaved(bundle: str, variants: list[dict], batch: int, rounds: i
         described[f"cpu {precision} ceiling"] = {"library": library, "n": GEMM_N}
     for step in steps.values():
         step()  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in steps}
+    loads = [0, background_load] if background_load else [0]
+    times: dict[tuple[str, int], list[float]] = {(name, load): [] for load in loads for name in steps}
     for _ in range(rounds):
-        for name, step in steps.items():
-            times[name].append(_timed(step))
-    return {"batch": batch, "rounds": rounds, "threads": threads,
-            "steps": {name: {**described[name], "median_s": statistics.median(t), "all_s": t}
-                      for name, t in times.items()}}
+        for load in loads:
+            with common.BusyProcesses(load):
+                for name, step in steps.items():
+                    times[name, load].append(_timed(step))
+    return {"batch": batch, "rounds": rounds, "threads": threads, "loads": loads,
+            "steps": [{"name": name, "load": load, **described[name], "median_s": statistics.median(t), "best_s": min(t),
+                       "all_s": t}
+                      for (name, load), t in times.items()]}
 
 
 def _timed(fn) -> float:
@@ -235,18 +241,18 @@ def run(cache_dir: Path, archs: dict[str, dict], batch_sizes: dict[str, list[int
     `background_load`: that many busy processes run beside every backend measurement (not beside
     the separate ceilings), the same for each, as on a shared node: engines compared under equal load.
     `interleaved_rounds`: also measure every CPU variant and ceiling in one child, in turn, for
-    that many rounds (`measure_interleaved`), at each model's first batch size.
+    that many rounds (`measure_interleaved`; with `background_load`, each round without and with
+    the busy processes), at each model's first batch size.
     """
     threads = threads or len(os.sched_getaffinity(0))
     ceilings = measure_ceilings(threads)
-    results, skipped, interleaved = [], {}, []
+    results, skipped = [], {}
     with common.BusyProcesses(background_load):
         _measure_variants(cache_dir, archs, batch_sizes, threads, min_time_s, min_runs, backends, engines,
                           results, skipped)
-        if interleaved_rounds:
-            for label, arch in archs.items():
-                interleaved.append(_interleaved(cache_dir, label, arch, batch_sizes[label][0], interleaved_rounds,
-                                                threads, backends))
+    interleaved = [_interleaved(cache_dir, label, arch, batch_sizes[label][0], interleaved_rounds, threads, backends,
+                                background_load)
+                   for label, arch in archs.items()] if interleaved_rounds else []
     # Measured again at the end and the better of the two kept: on a shared machine the ceiling
     # taken in a quiet moment is the honest yardstick (the fraction can only come out lower).
     for kind, again in measure_ceilings(threads).items():
@@ -265,32 +271,36 @@ def run(cache_dir: Path, archs: dict[str, dict], batch_sizes: dict[str, list[int
             "background_load": background_load, "interleaved": interleaved}
 
 
-def _interleaved(cache_dir, label, arch, batch, rounds, threads, backends) -> dict:
+def _interleaved(cache_dir, label, arch, batch, rounds, threads, backends, background_load) -> dict:
     bundle, _ = common.ensure_bundle(cache_dir, arch)
     variants = [v for v in common.backend_variants()[0]
                 if v["device"] == "cpu" and (not backends or v["backend"] in backends)]
     child = common.call_in_child("benchmarks.model_only:measure_interleaved",
                                  {"bundle": str(bundle), "variants": variants, "batch": batch, "rounds": rounds,
-                                  "threads": threads}, env=blas_env(threads))
+                                  "threads": threads, "background_load": background_load}, env=blas_env(threads))
     entry = {"model": label, "peak_rss_bytes": child.peak_rss_bytes}
     if child.returncode != 0 or child.result is None:
         return {**entry, "error": (child.stderr.strip().splitlines() or ["?"])[-1]}
     flops = clip_flops(**{**common.REFERENCE_ARCH, **arch})["total"]
-    steps = child.result["steps"]
-    reference = steps.get("onnxruntime fp32", {}).get("median_s")
+    steps = {(step["name"], step["load"]): step for step in child.result["steps"]}
     rows = []
-    for name, step in steps.items():
-        row = {"step": name, "median_s": step["median_s"], "runs": len(step["all_s"]), **step}
+    for (name, load), step in steps.items():
+        row = {"step": name, "runs": len(step["all_s"]), **step}
         if "backend" in step:
+            reference = steps.get(("onnxruntime fp32", load), {})
             row["tflops"] = batch * flops / step["median_s"] / 1e12
-            row["speedup_vs_onnxruntime_fp32"] = reference / step["median_s"] if reference else None
-            ceiling = steps.get(f"cpu {step['precision']} ceiling")
+            if reference:
+                row["speedup_vs_onnxruntime_fp32"] = reference["median_s"] / step["median_s"]
+                row["best_speedup_vs_onnxruntime_fp32"] = reference["best_s"] / step["best_s"]
+            ceiling = steps.get((f"cpu {step['precision']} ceiling", load))
             if ceiling:
                 row["fraction_of_ceiling"] = ceiling["median_s"] * row["tflops"] / (2 * GEMM_N**3 / 1e12)
+            quiet = steps.get((name, 0), {}).get("median_s")
+            row["slowdown_vs_no_added_load"] = step["median_s"] / quiet if quiet else None
         else:
             row["tflops"] = 2 * GEMM_N**3 / step["median_s"] / 1e12
         rows.append(row)
-    return {**entry, "batch": batch, "rounds": rounds, "rows": rows}
+    return {**entry, "batch": batch, "rounds": rounds, "background_load": background_load, "rows": rows}
 
 
 def _measure_variants(cache_dir, archs, batch_sizes, threads, min_time_s, min_runs, backends, engines,
@@ -386,12 +396,16 @@ def markdown(result: dict) -> str:
             text += f"not measured: {block['error']}\n"
             continue
         text += common.markdown_table(block["rows"], [
-            ("step", "engine / ceiling", ""), ("median_s", "median s", ".3f"), ("tflops", "TFLOP/s", ".4f"),
-            ("speedup_vs_onnxruntime_fp32", "speed vs onnxruntime fp32", ".2f"),
-            ("fraction_of_ceiling", "of own ceiling", ".0%")])
+            ("step", "engine / ceiling", ""), ("load", "busy processes added", ""), ("median_s", "median s", ".3f"),
+            ("best_s", "best s", ".3f"), ("tflops", "TFLOP/s (median)", ".4f"),
+            ("speedup_vs_onnxruntime_fp32", "speed vs onnxruntime fp32, medians (same load)", ".2f"),
+            ("best_speedup_vs_onnxruntime_fp32", "same, best runs", ".2f"),
+            ("fraction_of_ceiling", "of own ceiling (same load)", ".0%"),
+            ("slowdown_vs_no_added_load", "slowdown from the added load", ".2f")])
     if result.get("background_load"):
         text += (f"\n**Loaded machine**: {result['background_load']} busy processes (`while True: pass`) ran beside "
-                 "every backend measurement, the same for each; the ceilings were measured without them.\n")
+                 "every backend measurement of the first table, the same for each (the separate ceilings were "
+                 "measured without them); the interleaved table runs every round without and with them.\n")
     text += (f"\nFLOPs per clip from the model's shapes (benchmarks/flops.py). CPU backends run with "
              f"{result['threads']} threads, the same as the ceilings; each row's share is of its own precision's "
              "ceiling (`cpu fp32 blas` is NumPy's BLAS, for reference only). Median of timed runs after a warm-up.\n")
