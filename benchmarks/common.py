@@ -100,7 +100,7 @@ def machine_info() -> dict:
         physical = None
         with open("/proc/meminfo") as f:
             ram_gib = int(f.readline().split()[1]) / 2**20
-    packages = ["tsf", "numpy", "av", "onnxruntime", "onnxruntime-gpu", "paddlepaddle", "paddlepaddle-gpu",
+    packages = ["tsf", "numpy", "av", "onnxruntime", "onnxruntime-gpu", "openvino", "paddlepaddle", "paddlepaddle-gpu",
                 "tensorrt", "cupy-cuda12x", "PyNvVideoCodec", "torch"]
     return {
         "cpu_model": cpu_model,

@@ -291,7 +291,6 @@ def _interleaved(cache_dir, label, arch, batch, rounds, threads, backends, backg
             row["tflops"] = batch * flops / step["median_s"] / 1e12
             if reference:
                 row["speedup_vs_onnxruntime_fp32"] = reference["median_s"] / step["median_s"]
-                row["best_speedup_vs_onnxruntime_fp32"] = reference["best_s"] / step["best_s"]
             ceiling = steps.get((f"cpu {step['precision']} ceiling", load))
             if ceiling:
                 row["fraction_of_ceiling"] = ceiling["median_s"] * row["tflops"] / (2 * GEMM_N**3 / 1e12)
@@ -399,7 +398,6 @@ def markdown(result: dict) -> str:
             ("step", "engine / ceiling", ""), ("load", "busy processes added", ""), ("median_s", "median s", ".3f"),
             ("best_s", "best s", ".3f"), ("tflops", "TFLOP/s (median)", ".4f"),
             ("speedup_vs_onnxruntime_fp32", "speed vs onnxruntime fp32, medians (same load)", ".2f"),
-            ("best_speedup_vs_onnxruntime_fp32", "same, best runs", ".2f"),
             ("fraction_of_ceiling", "of own ceiling (same load)", ".0%"),
             ("slowdown_vs_no_added_load", "slowdown from the added load", ".2f")])
     if result.get("background_load"):

@@ -39,8 +39,6 @@ from ..gpu import CPU
 log = logging.getLogger("tsf")
 
 MIN_ROW_COSINE = 0.999
-# What `auto` may choose besides fp32 (in this order); int8 is opt-in only.
-AUTO_REDUCED = ("bf16",)
 # The CPU features the speed and the numerics of reduced precision depend on: a gate measured on a
 # CPU with another set is measured again (e.g. INT8 without VNNI takes a different kernel).
 PRECISION_FLAGS = ("avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni", "amx_int8")
@@ -73,12 +71,12 @@ def cpu_precision(engine: str, bundle: Bundle, offered: tuple[str, ...], request
     """(the precision `engine` runs `bundle` with on the CPU, why): the policy above."""
     if requested == "fp32":
         return "fp32", "asked for"
-    if requested == "auto":
-        candidate = next((p for p in AUTO_REDUCED if p in offered), None)
-        if candidate is None:
-            return "fp32", f"auto: {engine} offers no {' or '.join(AUTO_REDUCED)} (int8 is opt-in)"
+    if requested == "auto":  # bf16 or fp32: int8 is opt-in only
+        if "bf16" not in offered:
+            return "fp32", f"auto: {engine} offers no bf16 (int8 is opt-in)"
         if native_bf16() is None:
             return "fp32", "auto: this CPU has no native BF16 (avx512_bf16 or amx_bf16)"
+        candidate = "bf16"
     else:
         candidate = requested
         if candidate == "bf16" and native_bf16() is None:
