@@ -251,7 +251,7 @@ def test_an_unwritable_cache_is_a_warning_for_records_and_one_error_for_int8(tmp
 
     monkeypatch.setattr(logging.getLogger("tsf"), "propagate", True)  # the CLI turned it off
     monkeypatch.setattr(precision, "measure_fidelity", lambda *a: {**_record(True), "cpu_flags": []})
-    precision.fidelity_record(load_bundle(small_bundle(4)), "openvino", "bf16", 2)
+    precision.fidelity_record(load_bundle(small_bundle(4)), "onnxruntime", "int8", 2)  # none in its bundle.json
     assert any("cannot keep the fidelity record" in r.getMessage() for r in tsf_log.records)
 
 
