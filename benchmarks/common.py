@@ -246,8 +246,9 @@ def test_video(cache_dir: Path, resolution: str | tuple[int, int], seconds: floa
 
 
 def _encode_pitch(path: Path, width: int, height: int, seconds: float, fps: int) -> None:
-    import av
     import numpy as np
+
+    from tsf.runtime.pitch_clip import write_h264_mkv
 
     rng = np.random.default_rng(0)
     pan = width // 2  # the background is wider than the frame and pans like a broadcast camera
@@ -263,25 +264,18 @@ def _encode_pitch(path: Path, width: int, height: int, seconds: float, fps: int)
     # Sensor-like grain that changes every frame keeps the bitrate near a broadcast file's
     # (a few Mbit/s at 1080p); a clean synthetic picture would compress, and decode, unrealistically well.
     grain = [rng.integers(-5, 6, (height, width, 1), dtype=np.int16) for _ in range(7)]
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    with av.open(str(tmp), "w", format="matroska") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": "23"}
+
+    def frames():
+        nonlocal players
         for i in range(int(round(seconds * fps))):
             offset = int(pan / 2 * (1 + np.sin(i / fps / 3)))
             frame = field_[:, offset:offset + width] + grain[i % len(grain)]
             players = np.clip(players + speeds, [size, 2 * size], [width - size, height - 2 * size])
             for k, (px, py) in enumerate(players.astype(int)):
                 frame[py - 2 * size:py + 2 * size, px - size:px + size] = (200, 30, 30) if k < 11 else (30, 60, 200)
-            video_frame = av.VideoFrame.from_ndarray(np.clip(frame, 0, 255).astype(np.uint8), format="rgb24")
-            video_frame.pts = i
-            video_frame.time_base = Fraction(1, fps)
-            for packet in stream.encode(video_frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    os.replace(tmp, path)
+            yield np.clip(frame, 0, 255).astype(np.uint8)
+
+    write_h264_mkv(path, frames(), fps, width, height)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ through the same decode and preprocessing as a match, without shipping a video f
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 
@@ -28,22 +29,31 @@ def draw_pitch_clip(path: Path, seconds: int, fps: int = 25, width: int = 456, h
     rng = np.random.default_rng(7)
     players = rng.uniform([20, 20], [width - 20, height - 20], size=(10, 2))
     velocities = rng.normal(0, 1.5, size=(10, 2))
-    path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}")
-    with av.open(str(tmp), "w", format="matroska") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": "23"}
+
+    def frames():
         for i in range(seconds * fps):
             t = i / fps
             frame = pitch.copy()
             ball = (width / 2 + 150 * np.sin(0.7 * t), height / 2 + 70 * np.sin(1.3 * t))
             frame[np.hypot(xx - ball[0], yy - ball[1]) < 4] = (250, 250, 250)
-            players += velocities
-            np.clip(players, [10, 10], [width - 10, height - 10], out=players)
+            players[:] = np.clip(players + velocities, [10, 10], [width - 10, height - 10])
             for k, (px, py) in enumerate(players):
                 colour = (200, 30, 30) if k < 5 else (30, 60, 200)
                 frame[(abs(xx - px) < 3) & (abs(yy - py) < 7)] = colour
+            yield frame
+
+    write_h264_mkv(path, frames(), fps, width, height)
+
+
+def write_h264_mkv(path: Path, frames: Iterable[np.ndarray], fps: int, width: int, height: int) -> None:
+    """RGB uint8 frames -> an H.264 Matroska file at `fps`, written under a temporary name, then renamed."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    with av.open(str(tmp), "w", format="matroska") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": "23"}
+        for i, frame in enumerate(frames):
             video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
             video_frame.pts = i
             video_frame.time_base = Fraction(1, fps)
