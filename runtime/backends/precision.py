@@ -1,7 +1,7 @@
 """Reduced precision on the CPU: which precision runs, and the fidelity gate that allows it.
 
 On CPUs with native BF16 and INT8 dot products, OpenVINO's BF16 and ONNX Runtime's dynamic INT8
-run the model 2-2.6 times as fast as FP32 (benchmarks/RESULTS.md), and both move the features a
+run the model about twice as fast as FP32 (benchmarks/RESULTS.md), and both move the features a
 little, by an amount that depends on the weights. So a reduced precision runs only once its
 fidelity gate has passed for this bundle on this kind of CPU: the rows of a generated clip
 (`pitch_clip.py`, decoded and preprocessed like a match) through the same engine in FP32 and in
