@@ -1,8 +1,8 @@
 """The model bundle contract: what `tsf-export` writes and `tsf-extract` reads (docs/design.md).
 
 A bundle is a directory holding `model.onnx`, `bundle.json` and optionally TensorRT engines under
-`engines/` and quantized models (`model.int8.onnx`). This module owns the names and the validation, so the writer (tsf.export) and the
-reader (the runtime) cannot drift apart. It uses only the standard library: `json` for the
+`engines/` and quantized models (`model.int8.onnx`). This module owns the names and the
+validation, so the writer (tsf.export) and the reader (the runtime) cannot drift apart. It uses only the standard library: `json` for the
 metadata, `hashlib` for the ONNX checksum (the bundle id), `os`/`pathlib` for the paths. It never
 opens the ONNX itself (no `onnx` import): loading a bundle must stay cheap and Paddle/onnx-free.
 """
