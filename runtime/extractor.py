@@ -75,9 +75,10 @@ class Extractor:
         """One video's features in memory: probe -> plan -> decode, preprocess, batch, infer."""
         info = probe_video(video)
         plan = plan_windows(info, self.settings.align, frames=self.bundle.frames)
+        backend = self.backend  # loaded, and its choice logged, before the progress bar starts
         with VideoProgress(plan.rows, float(info.duration) / plan.rows, Path(video).name,
                            enabled=self.show_progress) as bar:
-            return extract(info, plan, self.bundle, self.backend, decoder=self.settings.decoder,
+            return extract(info, plan, self.bundle, backend, decoder=self.settings.decoder,
                            batch_size=self.settings.batch_size, allow_partial=self.settings.allow_partial,
                            progress=lambda rows, total: bar.update(rows))
 

@@ -303,6 +303,8 @@ def test_threads_option_reaches_the_engine(tmp_path, capsys):
     assert code == 0, err
     meta = json.loads((tmp_path / "f.json").read_text())
     assert meta["engine"]["threads"] == 1 and meta["settings"]["threads"] == 1
+    # OpenVINO's own account of the arithmetic it runs agrees with the precision recorded.
+    assert meta["engine"]["inference_precision"] == {"bf16": "bf16", "fp32": "f32"}[meta["precision"]]
 
 
 def test_the_gate_clip_is_the_demo_clip():

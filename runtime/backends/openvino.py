@@ -75,7 +75,7 @@ class OpenVinoBackend:
 
     def describe(self) -> dict:
         return {"library": "openvino", "version": self.version, "device": "CPU", "threads": self.threads,
-                "inference_precision": str(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
+                "inference_precision": self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
                 "gpu": None}
 
     def run(self, video) -> dict[str, np.ndarray]:
