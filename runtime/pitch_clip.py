@@ -16,8 +16,10 @@ import av
 import numpy as np
 
 
-def draw_pitch_clip(path: Path, seconds: int, fps: int = 25, width: int = 456, height: int = 256) -> None:
-    """A cheap stand-in for a 456x256 broadcast half: green stripes, lines, moving ball and players."""
+def draw_pitch_clip(path: Path, seconds: int, fps: int = 25, width: int = 456, height: int = 256,
+                    crf: int = 23) -> None:
+    """A cheap stand-in for a 456x256 broadcast half: green stripes, lines, moving ball and players.
+    `crf` as for `write_h264_mkv` (0: lossless, the same pixels every time)."""
     yy, xx = np.mgrid[0:height, 0:width]
     pitch = np.zeros((height, width, 3), np.uint8)
     pitch[..., 1] = np.where((xx // 38) % 2 == 0, 140, 120)
@@ -42,17 +44,21 @@ def draw_pitch_clip(path: Path, seconds: int, fps: int = 25, width: int = 456, h
                 frame[(abs(xx - px) < 3) & (abs(yy - py) < 7)] = colour
             yield frame
 
-    write_h264_mkv(path, frames(), fps, width, height)
+    write_h264_mkv(path, frames(), fps, width, height, crf)
 
 
-def write_h264_mkv(path: Path, frames: Iterable[np.ndarray], fps: int, width: int, height: int) -> None:
-    """RGB uint8 frames -> an H.264 Matroska file at `fps`, written under a temporary name, then renamed."""
+def write_h264_mkv(path: Path, frames: Iterable[np.ndarray], fps: int, width: int, height: int, crf: int = 23) -> None:
+    """RGB uint8 frames -> an H.264 Matroska file at `fps`, written under a temporary name, then renamed.
+
+    `crf` 0 is lossless: the decoded pixels are then the same on every run. Lossy libx264 output
+    is not reproducible here (the same frames encoded twice decoded up to 85 levels apart, with
+    one encoder thread as with several)."""
     path = Path(path)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     with av.open(str(tmp), "w", format="matroska") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": "23"}
+        stream.options = {"preset": "veryfast", "crf": str(crf)}
         for i, frame in enumerate(frames):
             video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
             video_frame.pts = i

@@ -114,7 +114,7 @@ def measure_fidelity(bundle: Bundle, engine: str, precision: str, threads: int) 
     outputs = {}
     with tempfile.TemporaryDirectory(prefix="tsf-fidelity-") as tmp:
         clip = Path(tmp) / "pitch.mkv"
-        draw_pitch_clip(clip, GATE_SECONDS)
+        draw_pitch_clip(clip, GATE_SECONDS, crf=0)  # lossless: the same rows, and figures, every time
         info = probe_video(clip)
         plan = plan_windows(info, "center", frames=bundle.frames)
         for run_precision in ("fp32", precision):
@@ -135,7 +135,7 @@ def measure_fidelity(bundle: Bundle, engine: str, precision: str, threads: int) 
         "row_cosines": [round(float(c), 8) for c in row_cosines],
         "threshold": MIN_ROW_COSINE,
         "reference": f"{engine} fp32",
-        "clip": f"generated pitch clip ({GATE_SECONDS} s, 456x256, 25 fps, H.264), {plan.rows} centre-aligned rows",
+        "clip": f"generated pitch clip ({GATE_SECONDS} s, 456x256, 25 fps, lossless H.264), {plan.rows} centre-aligned rows",
         "cpu_flags": list(cpu_flags()),
         "engine_version": engine_version,
         "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
