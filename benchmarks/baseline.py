@@ -124,9 +124,9 @@ class ReferenceStyleExtractor:
 # ---------------------------------------------------------------------------------------------
 # The tsf side, in-process (for the same-process ratio) and as the real command (for memory).
 
-def tsf_extract_command(video: str, bundle: str, out: str, batch_size: int | None = None) -> list[str]:
+def tsf_extract_command(video: str, bundle: str, out: str, threads: int, batch_size: int | None = None) -> list[str]:
     command = [*common.tsf_command("tsf-extract"), video, "-o", out, "--model", bundle,
-               "--align", "reference", "--backend", "onnxruntime", "--device", "cpu", "--decoder", "cpu",
+               "--align", "reference", "--device", "cpu", "--decoder", "cpu", "--threads", str(threads),
                "--overwrite"]
     if batch_size:
         command += ["--batch-size", str(batch_size)]
@@ -136,11 +136,12 @@ def tsf_extract_command(video: str, bundle: str, out: str, batch_size: int | Non
 class TsfExtractor:
     """tsf's `Extractor` with its engine loaded once, outside the timed part."""
 
-    def __init__(self, bundle: str, batch_size: int | None = None):
+    def __init__(self, bundle: str, threads: int, batch_size: int | None = None):
         from tsf.runtime.extractor import ExtractSettings, Extractor
 
-        self.extractor = Extractor(bundle, ExtractSettings(align="reference", decoder="cpu", backend="onnxruntime",
-                                                           device="cpu", batch_size=batch_size))
+        # The default path (auto engine and precision), as a user runs it.
+        self.extractor = Extractor(bundle, ExtractSettings(align="reference", decoder="cpu", device="cpu",
+                                                           threads=threads, batch_size=batch_size))
         self.extractor.backend  # loaded here, not timed
 
     def run(self, video: str) -> tuple:
@@ -161,10 +162,10 @@ def cosine_rows(a, b) -> dict:
             "max_abs": float(abs(a - b).max())}
 
 
-def same_process_pair(video: str, weights: str, bundle: str, repeats: int, list_copy: str,
+def same_process_pair(video: str, weights: str, bundle: str, repeats: int, list_copy: str, threads: int,
                       batch_size: int | None = None) -> dict:
     """Run in a child with Paddle's thread settings in its environment: tsf and baseline alternately."""
-    tsf = TsfExtractor(bundle, batch_size)
+    tsf = TsfExtractor(bundle, threads, batch_size)
     reference = ReferenceStyleExtractor(weights)
     tsf_times, baseline_times, tsf_timings, baseline_timings = [], [], [], []
     for _ in range(repeats):
@@ -176,7 +177,8 @@ def same_process_pair(video: str, weights: str, bundle: str, repeats: int, list_
         baseline_timings.append(timing)
     return {"tsf_s": tsf_times, "baseline_s": baseline_times, "tsf_timings": tsf_timings,
             "baseline_timings": baseline_timings, "rows": int(len(tsf_features)),
-            "agreement": cosine_rows(baseline_features, tsf_features), "tsf_backend": tsf.extractor.backend.name}
+            "agreement": cosine_rows(baseline_features, tsf_features),
+            "tsf_backend": f"{tsf.extractor.backend.name} {tsf.extractor.backend.precision}"}
 
 
 def baseline_alone(video: str, weights: str, list_copy: str) -> dict:
@@ -197,19 +199,19 @@ def run(out_dir: Path, cache_dir: Path, arch: dict, seconds: float = 12, resolut
     bundle, weights = common.ensure_bundle(cache_dir, arch)
     video = str(video or common.test_video(cache_dir, resolution, seconds))
     env = paddle_env(threads)
-    # ONNX Runtime's intra-op pool defaults to the physical core count, Paddle's to OMP_NUM_THREADS:
-    # both see `threads` here (checked in the result via the machine line).
+    # Both sides get `threads`: tsf through --threads, Paddle through OMP_NUM_THREADS.
     pair = common.call_in_child("benchmarks.baseline:same_process_pair",
                                 {"video": video, "weights": str(weights), "bundle": str(bundle),
-                                 "repeats": repeats, "list_copy": list_copy, "batch_size": batch_size},
+                                 "repeats": repeats, "list_copy": list_copy, "threads": threads,
+                                 "batch_size": batch_size},
                                 env=env).check().result
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "features.npy")
-        tsf_run = common.run_child(tsf_extract_command(video, str(bundle), out, batch_size), env=env).check()
+        tsf_run = common.run_child(tsf_extract_command(video, str(bundle), out, threads, batch_size), env=env).check()
         tsf_meta = json.loads(Path(out).with_suffix(".json").read_text())
-        # ONNX Runtime's memory grows with the batch; at batch 1 both sides hold the same activations.
+        # The engine's memory grows with the batch; at batch 1 both sides hold the same activations.
         tsf_batch1 = tsf_run if batch_size == 1 else common.run_child(
-            tsf_extract_command(video, str(bundle), out, 1), env=env).check()
+            tsf_extract_command(video, str(bundle), out, threads, 1), env=env).check()
     base_run = common.call_in_child("benchmarks.baseline:baseline_alone",
                                     {"video": video, "weights": str(weights), "list_copy": list_copy},
                                     env=env).check()

@@ -143,10 +143,11 @@ def headline(results: dict) -> list[dict]:
         rows = [r for r in entry.get("rows", []) if r.get("fraction_of_ceiling")]
         if rows:
             best = max(rows, key=lambda r: r["fraction_of_ceiling"])
-            add(f"model inference, share of the {entry['device']} matrix-product ceiling ({entry['model']} model, "
+            kind = model_only.ceiling_kind(entry["device"], entry["precision"])
+            add(f"model inference, share of the {kind} matrix-product ceiling ({entry['model']} model, "
                 f"{entry['backend']} {entry['precision']})",
                 f"{best['fraction_of_ceiling']:.0%} at batch {best['batch']} ({best['tflops'] * 1e3:.1f} GFLOP/s of "
-                f"{model['ceilings'][entry['device']]['tflops'] * 1e3:.1f})", "model only")
+                f"{model['ceilings'][kind]['tflops'] * 1e3:.1f})", "model only")
     return figures
 
 

@@ -1,4 +1,5 @@
-"""Assemble a verified bundle: weights -> ONNX -> parity gate -> (engine) -> bundle.json, atomically.
+"""Assemble a verified bundle: weights -> ONNX -> parity gate -> (engine, INT8 model) -> the reduced
+CPU precisions' fidelity gates -> bundle.json, atomically.
 
 The bundle also carries the weights the ONNX was converted from, as `weights.safetensors` under
 the reference's names and layout, float32: the ONNX's initializers have paddle2onnx's names, not
@@ -29,6 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tsf.runtime.backends import AUTO_ORDER, cpu_threads, engine_precisions
+from tsf.runtime.backends.precision import measure_fidelity, native_bf16
+from tsf.runtime.backends.quantize import INT8_FILE, quantize_int8
 from tsf.runtime.bundle import (
     ARCHITECTURE_KEYS,
     BUNDLE_FORMAT,
@@ -44,7 +48,7 @@ from tsf.runtime.bundle import (
     reference_preprocessing,
     sha256_file,
 )
-from tsf.runtime.errors import BackendError, InputError, OutputError, TsfError, first_line, install_hint
+from tsf.runtime.errors import BackendError, EngineUnavailable, InputError, OutputError, TsfError, first_line, install_hint
 from tsf.runtime.gpu import GPU_IMPORT_ERRORS
 from tsf.runtime.write import make_directories
 
@@ -213,6 +217,32 @@ def _build_engines(engine, onnx_path: Path, staging: Path, precision: str, max_b
     return [entry]
 
 
+def _cpu_fidelity(bundle, log) -> dict:
+    """bundle.json's `fidelity`: the gate of every reduced precision that the CPU engines `auto` walks
+    can run here (engine -> precision -> record). The runtime measures the others (another CPU, an
+    engine asked for by name) on first use, on the CPU that runs them."""
+    records: dict = {}
+    for engine in AUTO_ORDER["cpu"]:
+        for precision in engine_precisions(engine).get("cpu", ()):
+            if precision == "fp32" or (precision == "int8" and "int8" not in bundle.meta.get("quantized", {})):
+                continue
+            if precision == "bf16" and native_bf16() is None:
+                log(f"{engine} bf16: not measured (this CPU has no native BF16); tsf-extract measures it on first use")
+                continue
+            started = time.perf_counter()
+            try:
+                record = measure_fidelity(bundle, engine, precision, cpu_threads())
+            except EngineUnavailable as exc:
+                log(f"{engine} {precision}: not measured ({exc})")
+                continue
+            verdict = "passed" if record["passed"] else "FAILED: tsf-extract will refuse it and run fp32"
+            log(f"{engine} {precision} fidelity gate (vs fp32, {len(record['row_cosines'])} rows of a generated clip): "
+                f"worst row cos {record['min_row_cosine']:.6f}, rel L2 {record['rel_l2']:.1e}, {verdict} "
+                f"[{time.perf_counter() - started:.0f} s]")
+            records.setdefault(engine, {})[precision] = record
+    return records
+
+
 def _check_arguments(weights, random_init, arch, precision, max_batch, engine, heads) -> None:
     if random_init == (weights is not None):
         raise InputError("give either a weights file or --random-init (not both, not neither)")
@@ -294,6 +324,7 @@ def export_bundle(
     seed: int = 0,
     log=None,
     class_names_source: str = "class_names",
+    int8: bool = False,
 ) -> Path:
     """Export `weights` (or a seeded random-init model) to a bundle at `out_dir`; return its path.
 
@@ -302,6 +333,8 @@ def export_bundle(
     when TensorRT and a GPU are usable). `class_names` None means `class_0 ...` (SoccerNet-v2's names
     for an 18-class random-init model);
     `class_names_source` says where they came from in errors. `log(str)` receives progress lines.
+    `int8` also writes the INT8 model for ONNX Runtime on the CPU. Every reduced CPU precision
+    that can run here is put through its fidelity gate and recorded (bundle.json `fidelity`).
     Bad input and failed gates raise `TsfError` subclasses; no failure leaves anything behind.
     """
     log = log or (lambda message: None)
@@ -351,9 +384,9 @@ def export_bundle(
         figures = measure_parity(model, onnx_path, config.to_dict())
         log(format_parity(figures) + f" [{time.perf_counter() - started:.0f} s]")
         check_parity(figures)
-
         weights_entry = _write_weights(model, staging / WEIGHTS_FILE)
         log(f"{WEIGHTS_FILE}: {weights_entry['tensors']} tensors, {weights_entry['size_bytes'] / 2**20:.1f} MiB")
+        del model  # Paddle's copy of the weights is not needed any more: the gates below load their own
 
         onnx_sha256 = sha256_file(onnx_path)
         kept = _engines_of_replaced_bundle(target, staging, onnx_sha256) if overwrite else []
@@ -383,6 +416,13 @@ def export_bundle(
             "parity": {"onnxruntime-cpu": figures},
             "engines": engines,
         }
+        if int8:
+            log("quantizing the model to INT8 for ONNX Runtime on the CPU ...")
+            meta["quantized"] = {"int8": quantize_int8(onnx_path, staging / INT8_FILE)}
+        _write_json(staging / BUNDLE_JSON, meta)
+        meta["fidelity"] = _cpu_fidelity(load_bundle(staging), log)
+        if not meta["fidelity"].get("onnxruntime", {}).get("int8", {}).get("passed", True):
+            (staging / meta.pop("quantized")["int8"]["file"]).unlink()  # refused: the record says why
         _write_json(staging / BUNDLE_JSON, meta)
         _move_into_place(staging, target, overwrite)
         staging = None

@@ -22,7 +22,9 @@ from .parity import format_parity
 
 HELP = f"""Export WEIGHTS (a reference-layout .pdparams) to a model bundle: model.onnx checked
 against Paddle (ONNX Runtime CPU, batch 1 and 3, relative L2 error <= 1e-4 on every output),
-bundle.json, and TensorRT engines where TensorRT and a GPU are usable.
+bundle.json, and TensorRT engines where TensorRT and a GPU are usable. Each reduced CPU precision
+that runs here (OpenVINO bf16 on a CPU with native BF16, INT8 with --int8) is compared with fp32
+on a generated clip and recorded; tsf-extract refuses one whose worst row has cosine < 0.999.
 
 WEIGHTS is a pickle, and loading a pickle runs code: only export weights from a source you trust.
 
@@ -55,6 +57,9 @@ def _say(message: str) -> None:
               help="Largest batch the TensorRT engine accepts.")
 @click.option("--engine/--no-engine", default=None,
               help="Require / skip the TensorRT engine (default: build it when TensorRT and a GPU are usable).")
+@click.option("--int8", is_flag=True,
+              help="Also write an INT8 model for ONNX Runtime on the CPU (tsf-extract --precision int8; "
+                   "without it, tsf-extract builds one on first use). Kept only if it passes its fidelity gate.")
 @click.option("--random-init", is_flag=True,
               help="No WEIGHTS: a randomly initialised reference-shaped model, for demos and tests. "
                    "The bundle says so and tsf-extract warns about it.")
@@ -65,7 +70,7 @@ def _say(message: str) -> None:
               help="With --random-init: architecture overrides, e.g. depth=2,width=128,heads=2,frames=4.")
 @click.option("--seed", type=int, default=0, hidden=True, help="With --random-init: the initialisation seed.")
 @click.version_option(__version__, prog_name="tsf-export")
-def command(weights, bundle_dir, classes_file, soccernet_classes, precision, max_batch, engine,
+def command(weights, bundle_dir, classes_file, soccernet_classes, precision, max_batch, engine, int8,
             random_init, heads, overwrite, arch, seed):
     if classes_file and soccernet_classes:
         raise click.UsageError("--classes and --soccernet-classes exclude each other")
@@ -85,6 +90,7 @@ def command(weights, bundle_dir, classes_file, soccernet_classes, precision, max
         bundle_dir, weights=weights, random_init=random_init, arch=arch, class_names=class_names,
         heads=heads, engine="auto" if engine is None else engine, precision=precision,
         max_batch=max_batch, overwrite=overwrite, seed=seed, log=_say, class_names_source=class_names_source,
+        int8=int8,
     )
 
     from tsf.runtime.bundle import load_bundle

@@ -1,13 +1,14 @@
 """The model bundle contract: what `tsf-export` writes and `tsf-extract` reads (docs/design.md).
 
 A bundle is a directory holding `model.onnx`, `bundle.json`, `weights.safetensors` (bundles
-exported before it existed lack it) and optionally TensorRT engines under `engines/`. This module
-owns the names and the validation, so the writer (tsf.export) and the reader (the runtime) cannot
-drift apart. Loading verifies the bundle: every file bundle.json names with a sha256 is hashed
-(once: the digest is cached by size and times, in the bundle where it is writable, else under
-TSF_HOME), and the ONNX graph's input and output shapes are read and matched against the
-architecture. It uses only the standard library: `json`, `hashlib`, and a few lines of protobuf
-wire-format reading for the ONNX shapes, so that loading a bundle stays cheap and Paddle/onnx-free.
+exported before it existed lack it) and optionally TensorRT engines under `engines/` and
+quantized models (`model.int8.onnx`). This module owns the names and the validation, so the
+writer (tsf.export) and the reader (the runtime) cannot drift apart. Loading verifies the bundle:
+every file bundle.json names with a sha256 is hashed (once: the digest is cached by size and
+times, in the bundle where it is writable, else under TSF_HOME), and the ONNX graph's input and
+output shapes are read and matched against the architecture. It uses only the standard library:
+`json`, `hashlib`, and a few lines of protobuf wire-format reading for the ONNX shapes, so that
+loading a bundle stays cheap and Paddle/onnx-free.
 """
 
 from __future__ import annotations
@@ -199,6 +200,13 @@ def load_bundle(directory: str | os.PathLike) -> Bundle:
         weights_file = _relative_inside(weights_meta.get("file"), "safetensors.file", json_path)
         if not isinstance(weights_meta.get("sha256"), str) or len(weights_meta["sha256"]) != 64:
             raise InputError(f"{json_path} is incomplete: safetensors.sha256 is missing")
+    quantized = meta.get("quantized", {})
+    if not isinstance(quantized, dict) or not all(isinstance(e, dict) for e in quantized.values()):
+        raise InputError(f"{json_path}: quantized must map precisions to objects")
+    for precision, entry in quantized.items():
+        name = _relative_inside(entry.get("file"), f"quantized.{precision}.file", json_path)
+        if not (bundle_dir / name).is_file():
+            raise InputError(f"{bundle_dir} is incomplete: {name} (its {precision} model) is missing")
 
     onnx_path = bundle_dir / onnx_file
     if not onnx_path.is_file():

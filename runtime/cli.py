@@ -60,11 +60,15 @@ def _lowercase_level(record: logging.LogRecord) -> bool:
 @click.option("--batch-size", type=click.IntRange(min=1), help="Windows per inference batch [default: per engine]")
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
               help="The inference engine. auto: the fastest that runs here (on a GPU: the bundle's TensorRT "
-                   "engine if it fits, else PyTorch, else ONNX Runtime CUDA; on the CPU: ONNX Runtime).")
+                   "engine if it fits, else PyTorch, else ONNX Runtime CUDA; on the CPU: OpenVINO, else ONNX "
+                   "Runtime).")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda|cuda:N",
               help="cuda[:N] fails rather than fall back to the CPU; cpu never touches a GPU.")
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
-              help="Arithmetic of the engine. auto: the engine's best that keeps the features faithful.")
+              help="Arithmetic of the engine. auto: the engine's best that keeps the features faithful (on the "
+                   "CPU: bf16 where the CPU has it natively and the bundle's fidelity gate passed, else fp32). "
+                   "bf16 and int8 (opt-in) run on the CPU only after their gate: worst row cosine >= 0.999 "
+                   "against fp32 (docs/precision.md).")
 @click.option("--threads", type=click.IntRange(min=1),
               help="CPU threads for inference [default: SLURM_CPUS_PER_TASK, else the CPUs this process may use]")
 @click.option("--decoder", type=click.Choice(DECODER_CHOICES), default="auto", show_default=True,

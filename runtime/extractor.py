@@ -67,6 +67,8 @@ class Extractor:
         if self._backend is None:
             s = self.settings
             self._backend = select_backend(self.bundle, s.backend, s.device, s.precision, s.threads)
+            log.info("engine: %s %s on %s (%s)", self._backend.name, self._backend.precision, self._backend.device,
+                     self._backend.precision_reason)
             if self.bundle.random_init:
                 log.warning("model bundle %s has random weights (exported with --random-init): "
                             "the features are meaningless except for testing", self.bundle.dir)
@@ -128,7 +130,7 @@ class Extractor:
         """One video's features in memory: probe -> plan -> decode, preprocess, batch, infer."""
         info = probe_video(video)
         plan = plan_windows(info, self.settings.align, frames=self.bundle.frames)
-        backend = self.backend  # loaded before the progress clock starts, as the pipeline's clock does
+        backend = self.backend  # loaded, and its choice logged, before the progress bar starts
         with VideoProgress(plan.rows, float(info.duration) / plan.rows, Path(video).name,
                            enabled=self.show_progress) as bar:
             return extract(info, plan, self.bundle, backend, decoder=self.settings.decoder,
@@ -200,6 +202,7 @@ class Extractor:
             "backend": backend.name,
             "device": str(backend.device),
             "precision": backend.precision,
+            "precision_reason": backend.precision_reason,
             "engine": backend.describe(),
             "decoder": result.decoder,
             "batch_size": result.batch_size,

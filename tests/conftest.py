@@ -5,11 +5,22 @@ so tests import them as `from reference.numpy_timesformer import forward`.
 """
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import numpy as np
 import pytest
 
 from reference.inputs import random_video
 from reference.pdparams import reference_state, write_pdparams
+
+# The runtime keeps per-bundle records (fidelity gates, INT8 models) under $TSF_HOME/cache: the
+# tests keep theirs in a folder of their own (shared by the session, as a user's would be), never in
+# the home of whoever runs them. Child processes inherit it.
+os.environ["TSF_HOME"] = tempfile.mkdtemp(prefix="tsf-tests-home-")
+atexit.register(shutil.rmtree, os.environ["TSF_HOME"], ignore_errors=True)
 
 FULL_STATE_SEED = 20240
 FULL_CLIP_SEED = 3

@@ -18,6 +18,8 @@ if str(REPO_ROOT) not in sys.path:  # benchmarks/ is not installed; it lives bes
 
 from benchmarks import baseline, common, run_all  # noqa: E402
 from benchmarks.flops import clip_flops  # noqa: E402
+from tsf.runtime.backends import ENGINES, engine_precisions  # noqa: E402
+from tsf.runtime.backends.precision import native_bf16  # noqa: E402
 
 
 def test_reference_model_is_about_0_78_tflop_per_clip():
@@ -120,18 +122,23 @@ def test_smoke_run_of_every_benchmark(tmp_path, bench_cache):
     for plot in results["plots"]:
         assert (tmp_path / plot).stat().st_size > 0
 
-    # Every CPU engine and precision the runtime offers here, each at batch 1 and 2.
+    # Every CPU engine x precision through the registry (BF16 only where the CPU has it natively),
+    # each against its own precision's ceiling.
     entries = results["model_only"]["results"]
-    assert {(e["backend"], e["precision"]) for e in entries} >= {("onnxruntime", "fp32"), ("torch", "fp32"),
-                                                                 ("torch", "bf16")}
-    for entry in entries:
-        assert [r["batch"] for r in entry["rows"]] == [1, 2], entry
-        assert all(r["clips_per_s"] > 0 and 0 < r["fraction_of_ceiling"] for r in entry["rows"])
+    variants = [(e["backend"], e["precision"]) for e in entries]
+    expected = [(engine, precision) for engine in ENGINES for precision in engine_precisions(engine).get("cpu", ())
+                if precision != "bf16" or native_bf16() is not None]
+    assert variants == expected
+    model_rows = [r for e in entries for r in e["rows"]]
+    assert [r["batch"] for r in model_rows] == [1, 2] * len(entries)
+    assert all(r["clips_per_s"] > 0 and 0 < r["fraction_of_ceiling"] for r in model_rows)
+    assert {"cpu fp32", "cpu int8", "cpu fp32 blas"} <= set(results["model_only"]["ceilings"])
 
     # 3 s of 25 fps video, --align center: 3 windows, every frame decoded; the tsf-extract row too.
-    e2e = results["end_to_end"]["rows"]  # every engine and precision, then the command
-    assert len(e2e) >= 2 and [r.get("error") for r in e2e] == [None] * len(e2e)
-    assert [r["rows"] for r in e2e] == [3] * len(e2e)
+    e2e = results["end_to_end"]["rows"]
+    assert [r.get("error") for r in e2e] == [None] * (len(expected) + 1)
+    assert [(r["backend"], r["precision"]) for r in e2e[:-1]] == expected
+    assert [r["rows"] for r in e2e] == [3] * (len(expected) + 1)
     assert e2e[0]["frames_decoded"] == 75 and e2e[0]["peak_rss_bytes"] > 0
     assert {"decode", "preprocess", "inference", "write"} <= set(e2e[0]["stages"])
 

@@ -23,6 +23,7 @@ from tsf.runtime.spotting.classes import SOCCERNET_V2_CLASS_NAMES
 from tsf.export import bundle as bundle_module
 from tsf.export.onnx_export import OnnxExportError, export_onnx
 from tsf.export.parity import MAX_REL_L2, ParityError, check_parity, compare
+from tsf.runtime.backends.precision import native_bf16
 from tsf.runtime.bundle import VERIFIED_CACHE, load_bundle
 from tsf.runtime.errors import InputError, OutputError
 
@@ -309,6 +310,9 @@ def test_full_reference_sized_export(full_reference_bundle, full_reference_pdpar
     for name in NAMES:
         assert meta["parity"]["onnxruntime-cpu"][name]["rel_l2"] <= MAX_REL_L2
     print("full export:", json.dumps(meta["parity"]), f"onnx {meta['onnx']['size_bytes'] / 2**20:.0f} MiB")
+    if native_bf16():  # the reference-sized model's BF16 gate, measured by the export on this CPU
+        gate = meta["fidelity"]["openvino"]["bf16"]
+        assert gate["passed"] and gate["min_row_cosine"] >= 0.999 and len(gate["row_cosines"]) == 6, gate
 
     onnx.checker.check_model(str(bundle.onnx_path))  # by path: no 2 GB protobuf limit
     session = ort_session(bundle.onnx_path)

@@ -16,6 +16,7 @@ import pytest
 from reference.sampling import reference_rows
 from runtime_helpers import (VIDEOS, cosine_rows, decode_all, extract, independent_features, record_selection, run_cli,
                              small_bundle, video)
+from tsf.runtime.backends.precision import native_bf16
 from tsf.runtime.bundle import load_bundle
 from tsf.runtime.decode import PyAVDecoder
 from tsf.runtime.probe import probe_video
@@ -108,19 +109,24 @@ def test_cli_end_to_end_metadata_heads_and_reference_format(tmp_path, capsys):
     assert meta["video"]["fps"] == 25.0 and meta["video"]["duration_seconds"] == 8.0
     assert meta["rows"] == 8 and meta["alignment"] == "center" and meta["window"]["seconds"] == 5.0
     assert meta["bundle"]["id"] == bundle.bundle_id and meta["bundle"]["random_init"] is True
-    assert meta["backend"] == "onnxruntime" and meta["device"] == "cpu" and meta["precision"] == "fp32"
-    assert meta["decoder"] == "cpu" and meta["engine"]["library"] == "onnxruntime"
+    # The CPU's own choice: OpenVINO, in BF16 where the CPU has it natively (the bundle's gate passed).
+    precision = "bf16" if native_bf16() else "fp32"
+    assert meta["backend"] == "openvino" and meta["device"] == "cpu" and meta["precision"] == precision
+    assert meta["precision_reason"].startswith("auto: ") and f"engine: openvino {precision} on cpu (auto: " in err
+    assert meta["decoder"] == "cpu" and meta["engine"]["library"] == "openvino"
     assert meta["partial"] is False and meta["tsf_version"] and meta["batch_size"] == 5
     assert "frame_time_rule" in meta and "total_seconds" in meta["timings"]
     assert meta["features"] == {"format": "npy", "shape": [8, 128], "dtype": "float32", "load": "np.load(path)"}
     # Not a terminal here: progress is plain lines, and the last line and the info line give the
     # one speed figure ("x real time"), the info line naming the file written.
     assert "\r" not in err and "h264_25fps.mkv: 100% (8/8 windows), x" in err
+    # Two info lines: the engine chosen (once per run, with why) and the video done.
     info = [line for line in err.splitlines() if line.startswith("info: ")]
-    assert len(info) == 1 and f"-> {tmp_path / 'out' / 'f.npy'}: 8 rows x 128" in info[0]
-    assert info[0].endswith(format_speed(meta["timings"]["realtime_factor"])) and "windows_per_second" not in meta["timings"]
+    assert len(info) == 2 and info[0].startswith("info: engine: openvino ") and "(auto: " in info[0]
+    assert f"-> {tmp_path / 'out' / 'f.npy'}: 8 rows x 128" in info[1]
+    assert info[1].endswith(format_speed(meta["timings"]["realtime_factor"])) and "windows_per_second" not in meta["timings"]
     # Same features through the library call (the CLI adds nothing to the numbers).
-    direct = extract(path, bundle_dir, device="cpu", backend="onnxruntime")
+    direct = extract(path, bundle_dir, device="cpu", batch_size=5)
     assert np.allclose(direct.features, features, atol=1e-5)
 
     code, err = run_cli(capsys, [str(path), "-o", str(tmp_path / "ref.npy"), "--model", str(bundle_dir), "--device", "cpu",
@@ -203,6 +209,6 @@ def test_ctrl_c_leaves_no_output(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(OnnxRuntimeBackend, "run", run_then_interrupt)
     out = tmp_path / "out"
     code, err = run_cli(capsys, [str(video("h264_25fps.mkv")), "-o", str(out / "f.npy"), "--model", str(small_bundle(4)),
-                         "--device", "cpu", "--batch-size", "2", "-q"])
+                         "--device", "cpu", "--backend", "onnxruntime", "--batch-size", "2", "-q"])
     assert code == 130 and "interrupted" in err
     assert not out.exists()  # not even its directory

@@ -28,3 +28,8 @@ def test_full_size_model_reference_alignment_fidelity(tmp_path):
     cosine = cosine_rows(result.features, reference)
     assert cosine.min() >= 0.9999, cosine
     assert np.abs(result.features - reference).max() < 1e-3
+
+    # The default CPU path (OpenVINO, BF16 where native and the export's gate passed) on the same rows.
+    default = extract(path, bundle_dir, align="reference", device="cpu")
+    assert default.features.shape == (2, 768)
+    assert cosine_rows(default.features, reference).min() >= 0.999

@@ -405,12 +405,11 @@ def test_mismatching_tensorrt_engine_falls_back_to_onnxruntime_with_a_warning(mo
 
     from runtime_helpers import small_bundle
     from tsf.runtime import gpu
-    from tsf.runtime.backends import onnxruntime as ort_engine
-    from tsf.runtime.backends import select_backend, tensorrt
+    from tsf.runtime.backends import AUTO_ORDER, select_backend, tensorrt
     from tsf.runtime.bundle import load_bundle
 
     # A GPU machine where the bundle's only engine was built for another GPU, and ONNX Runtime
-    # has no CUDA provider: auto warns with every reason and runs ONNX Runtime on the CPU.
+    # has no CUDA provider: auto warns with every reason and runs the CPU's first engine.
     monkeypatch.setattr(gpu, "cuda_device_count", lambda: 1)
     monkeypatch.setattr(tensorrt, "tensorrt_support", lambda gpu_id=0: None)
     monkeypatch.setattr(tensorrt, "find_engine", lambda bundle, precision=None, gpu_id=0: (
@@ -419,7 +418,7 @@ def test_mismatching_tensorrt_engine_falls_back_to_onnxruntime_with_a_warning(mo
     monkeypatch.setattr(logging.getLogger("tsf"), "propagate", True)  # the CLI, if run before, turned it off
     with caplog.at_level("WARNING", logger="tsf"):
         backend = select_backend(bundle, "auto", "auto")
-    assert isinstance(backend, ort_engine.OnnxRuntimeBackend) and str(backend.device) == "cpu"
+    assert backend.name == AUTO_ORDER["cpu"][0] and str(backend.device) == "cpu"
     assert any("compute capability 9.0, this GPU is 8.6" in r.getMessage() and "running on the CPU"
                in r.getMessage() for r in caplog.records)
 

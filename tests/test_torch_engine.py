@@ -20,7 +20,7 @@ import pytest
 from reference.inputs import random_video
 from reference.numpy_timesformer import forward as numpy_forward
 from runtime_helpers import cosine_rows, extract, rel_l2, run_cli, video
-from tsf.runtime.backends import select_backend
+from tsf.runtime.backends import AUTO_ORDER, select_backend
 from tsf.runtime.bundle import load_bundle
 from tsf.runtime.errors import BackendError, InputError
 
@@ -39,7 +39,7 @@ def small_bundle_dir(small_export):
 
 def assert_fp32_parity(bundle_dir, video_batch, expected=None):
     bundle = load_bundle(bundle_dir)
-    engine = select_backend(bundle, "torch", "cpu")
+    engine = select_backend(bundle, "torch", "cpu", "fp32")
     ours = engine.run(video_batch)
     onnxruntime = select_backend(bundle, "onnxruntime", "cpu").run(video_batch)
     for name in NAMES:
@@ -63,7 +63,7 @@ def test_fp32_matches_onnxruntime_and_the_numpy_reference(small_bundle_dir, smal
 def test_the_comparison_can_fail(small_bundle_dir, small_state):
     """Weights loaded untransposed, or frames in another order, are caught by the bound above."""
     clips = random_video(np.random.default_rng(3), 1, SMALL["frames"])
-    engine = select_backend(load_bundle(small_bundle_dir), "torch", "cpu")
+    engine = select_backend(load_bundle(small_bundle_dir), "torch", "cpu", "fp32")
     expected = numpy_forward(small_state, clips)[0]
     assert rel_l2(engine.run(clips[:, :, ::-1].copy())["features"], expected) > 100 * FP32_MAX_REL_L2
     qkv = engine.model.backbone.blocks[0].attn.qkv.weight
@@ -89,7 +89,7 @@ def test_tsf_extract_backend_torch_gives_the_onnxruntime_rows(small_bundle_dir, 
     for backend in ("torch", "onnxruntime"):
         out = tmp_path / f"{backend}.npy"
         code, err = run_cli(capsys, [path, "-o", out, "--model", small_bundle_dir, "--backend", backend,
-                                     "--device", "cpu", "--heads", "-q"])
+                                     "--device", "cpu", "--precision", "fp32", "--heads", "-q"])
         assert code == 0, err
         heads = np.load(tmp_path / f"{backend}.heads.npz")
         rows[backend] = {"features": np.load(out), "logits": heads["logits"], "event_times": heads["event_times"]}
@@ -109,7 +109,7 @@ def copy_bundle(source, target):
     return target
 
 
-def test_a_bundle_without_weights_says_to_re_export_and_still_serves_onnxruntime(small_bundle_dir, tmp_path, capsys):
+def test_a_bundle_without_weights_says_to_re_export_and_still_serves_the_other_engines(small_bundle_dir, tmp_path, capsys):
     older = copy_bundle(small_bundle_dir, tmp_path / "older")
     meta = json.loads((older / "bundle.json").read_text())
     del meta["safetensors"]
@@ -119,7 +119,7 @@ def test_a_bundle_without_weights_says_to_re_export_and_still_serves_onnxruntime
     with pytest.raises(BackendError, match=r"^--backend torch: the bundle .* has no weights\.safetensors .*"
                                            r"re-export the bundle with this version's tsf-export$"):
         select_backend(bundle, "torch", "cpu")
-    assert select_backend(bundle, "auto", "cpu").name == "onnxruntime"
+    assert select_backend(bundle, "auto", "cpu").name == AUTO_ORDER["cpu"][0]  # the ONNX engines need no weights file
     code, err = run_cli(capsys, [video("short_5s.mkv"), "-o", tmp_path / "f.npy", "--model", older,
                                  "--backend", "torch", "--device", "cpu"])
     last = err.strip().splitlines()[-1]

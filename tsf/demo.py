@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import subprocess
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 
+from tsf.runtime.pitch_clip import draw_pitch_clip
 from tsf.runtime.progress import format_speed
 
 SMALL_ARCH = "depth=2,width=128,heads=2,frames=4"
@@ -43,44 +41,6 @@ EXPECTED = {
 def default_workdir(small: bool) -> Path:
     """demo-out for the reference-sized model, demo-out-small for --small: neither replaces the other."""
     return Path("demo-out-small" if small else "demo-out")
-
-
-def draw_pitch_clip(path: Path, seconds: int, fps: int = 25, width: int = 456, height: int = 256) -> None:
-    """A cheap stand-in for a 456x256 broadcast half: green stripes, lines, moving ball and players."""
-    yy, xx = np.mgrid[0:height, 0:width]
-    pitch = np.zeros((height, width, 3), np.uint8)
-    pitch[..., 1] = np.where((xx // 38) % 2 == 0, 140, 120)
-    pitch[..., 0] = 30
-    pitch[..., 2] = 40
-    lines = (abs(xx - width // 2) < 2) | (abs(np.hypot(xx - width // 2, yy - height // 2) - 40) < 1.5)
-    lines |= (yy < 6) | (yy > height - 7)
-    pitch[lines] = 235
-    rng = np.random.default_rng(7)
-    players = rng.uniform([20, 20], [width - 20, height - 20], size=(10, 2))
-    velocities = rng.normal(0, 1.5, size=(10, 2))
-    tmp = path.with_name(f".tmp-{path.name}")
-    with av.open(str(tmp), "w", format="matroska") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": "23"}
-        for i in range(seconds * fps):
-            t = i / fps
-            frame = pitch.copy()
-            ball = (width / 2 + 150 * np.sin(0.7 * t), height / 2 + 70 * np.sin(1.3 * t))
-            frame[np.hypot(xx - ball[0], yy - ball[1]) < 4] = (250, 250, 250)
-            players += velocities
-            np.clip(players, [10, 10], [width - 10, height - 10], out=players)
-            for k, (px, py) in enumerate(players):
-                colour = (200, 30, 30) if k < 5 else (30, 60, 200)
-                frame[(abs(xx - px) < 3) & (abs(yy - py) < 7)] = colour
-            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
-            video_frame.pts = i
-            video_frame.time_base = Fraction(1, fps)
-            for packet in stream.encode(video_frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    os.replace(tmp, path)
 
 
 def shown(path: Path) -> str:

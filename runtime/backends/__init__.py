@@ -5,8 +5,10 @@ table (device kind -> the precisions it offers there, the `auto` choice first) a
 `load(bundle, device, precision, threads)` function that returns a backend, or raises
 `EngineUnavailable` saying why this engine cannot run here. `select_backend` is the one place
 that chooses: `auto` walks `AUTO_ORDER` for the device and takes the first engine that loads;
-a named engine either loads or fails with its reason. Engine modules are imported only when
-tried, so a machine pays only for the libraries it uses.
+a named engine either loads or fails with its reason. On the CPU the precision an engine runs
+is decided by `precision.cpu_precision` (reduced precision only behind its fidelity gate) before
+the engine loads. Engine modules are imported only when tried, so a machine pays only for the
+libraries it uses.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from ..bundle import Bundle
 from ..errors import BackendError, EngineUnavailable
 from ..gpu import CPU, Device, resolve_device
+from .precision import cpu_precision
 
 log = logging.getLogger("tsf")
 
@@ -28,21 +31,23 @@ log = logging.getLogger("tsf")
 ENGINES = {
     "tensorrt": "tensorrt",
     "torch": "torch",
+    "openvino": "openvino",
     "onnxruntime": "onnxruntime",
 }
 # What `--backend auto` tries, fastest first.
 AUTO_ORDER = {
     "cuda": ("tensorrt", "torch", "onnxruntime"),
-    "cpu": ("onnxruntime",),
+    "cpu": ("openvino", "onnxruntime"),
 }
 BACKEND_CHOICES = ("auto", *ENGINES)
-PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16")
+PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16", "int8")
 
 
 class Backend(Protocol):
     name: str  # a key of ENGINES
     device: Device
     precision: str  # "fp32", "fp16", ...
+    precision_reason: str  # why this precision: "asked for", "auto: ...", a refusal (set by load_engine)
     default_batch_size: int
     wants_gpu_input: bool  # True when a CuPy batch is read in place (no host round trip)
 
@@ -86,7 +91,14 @@ def load_engine(name: str, bundle: Bundle, device: Device, precision: str, threa
         raise EngineUnavailable(f"{name} runs on {' or '.join(module.PRECISIONS)} only, not on {device.kind}")
     if precision != "auto" and precision not in offered:
         raise EngineUnavailable(f"{name} on {device.kind} runs {', '.join(offered)}, not {precision}")
-    return module.load(bundle, device, precision, cpu_threads(threads))
+    threads = cpu_threads(threads)
+    if device.kind == "cpu":
+        precision, reason = cpu_precision(name, bundle, offered, precision, threads)
+    else:
+        reason = "asked for" if precision != "auto" else f"auto: {name}'s first choice that fits this bundle and GPU"
+    backend = module.load(bundle, device, precision, threads)
+    backend.precision_reason = reason
+    return backend
 
 
 def select_backend(bundle: Bundle, backend: str = "auto", device: str = "auto", precision: str = "auto",

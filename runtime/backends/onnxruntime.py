@@ -1,6 +1,8 @@
 """ONNX Runtime: the portable engine. It runs the bundle's `model.onnx` as exported, on the CPU
 (the `cpu` extra's onnxruntime) or on a GPU through the CUDA execution provider (the `gpu`
-extra's onnxruntime-gpu), and it is the reference the exporter's parity gate compares with.
+extra's onnxruntime-gpu), and it is the reference the exporter's parity gate compares with. On the
+CPU it also runs INT8: the bundle's model with dynamically quantized matrix products
+(`backends/quantize.py`), opt-in only (`--precision int8`).
 
 onnxruntime-gpu imports fine on a machine without a GPU and silently drops the CUDA provider
 (docs/toolchain.md, "The GPU stack"), so the provider that actually started is checked.
@@ -17,7 +19,7 @@ from ..errors import EngineUnavailable, InputError, first_line
 from ..gpu import GPU_IMPORT_ERRORS, Device, gpu_name
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
-PRECISIONS = {"cpu": ("fp32",), "cuda": ("fp32",)}
+PRECISIONS = {"cpu": ("fp32", "int8"), "cuda": ("fp32",)}
 
 
 def _import_onnxruntime():
@@ -30,6 +32,10 @@ def _import_onnxruntime():
 
 
 def load(bundle: Bundle, device: Device, precision: str, threads: int) -> OnnxRuntimeBackend:
+    if precision == "int8":
+        from .quantize import int8_model_path
+
+        return OnnxRuntimeBackend(bundle, device, threads, int8_model_path(bundle), "int8")
     return OnnxRuntimeBackend(bundle, device, threads)
 
 
@@ -37,9 +43,9 @@ class OnnxRuntimeBackend:
     """An InferenceSession with the CPU or the CUDA execution provider."""
 
     name = "onnxruntime"
-    precision = "fp32"
 
-    def __init__(self, bundle: Bundle, device: Device, threads: int):
+    def __init__(self, bundle: Bundle, device: Device, threads: int, model_path=None, precision: str = "fp32"):
+        model_path = model_path or bundle.onnx_path
         ort = _import_onnxruntime()
         wanted = PROVIDERS[device.kind]
         if wanted not in ort.get_available_providers():
@@ -52,15 +58,17 @@ class OnnxRuntimeBackend:
         if device.is_cuda:
             providers.insert(0, (wanted, {"device_id": device.index}))
         try:
-            self.session = ort.InferenceSession(str(bundle.onnx_path), options, providers=providers)
+            self.session = ort.InferenceSession(str(model_path), options, providers=providers)
         except Exception as e:
             # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...; plain Exception
             # subclasses) for unreadable or invalid models.
-            raise InputError(f"{bundle.onnx_path}: ONNX Runtime cannot load the model ({first_line(e)})") from None
+            raise InputError(f"{model_path}: ONNX Runtime cannot load the model ({first_line(e)})") from None
         active = self.session.get_providers()
         if active[0] != wanted:
             raise EngineUnavailable(f"ONNX Runtime could not start {wanted} (active: {', '.join(active)})")
         self.device = device
+        self.precision = precision
+        self.model_path = model_path
         self.threads = threads
         self.version = ort.__version__
         # On the CPU one window is already a large GEMM workload: batching gains no measurable
@@ -69,12 +77,12 @@ class OnnxRuntimeBackend:
         self.wants_gpu_input = device.is_cuda
         names = [o.name for o in self.session.get_outputs()]
         if [n for n in OUTPUT_NAMES if n not in names] or [i.name for i in self.session.get_inputs()] != [INPUT_NAME]:
-            raise InputError(f"{bundle.onnx_path}: the model's inputs/outputs are not "
+            raise InputError(f"{model_path}: the model's inputs/outputs are not "
                              f"{INPUT_NAME} -> {', '.join(OUTPUT_NAMES)}")
 
     def describe(self) -> dict:
         return {"library": "onnxruntime", "version": self.version,
-                "provider": self.session.get_providers()[0], "threads": self.threads,
+                "provider": self.session.get_providers()[0], "threads": self.threads, "model": str(self.model_path),
                 "gpu": gpu_name(self.device)}
 
     def run(self, video) -> dict[str, np.ndarray]:
