@@ -1,6 +1,8 @@
 """Errors a user can cause. Each message is one line naming the problem; the CLIs print it and exit 2."""
 
+import signal
 import sys
+import threading
 from pathlib import Path
 
 
@@ -31,6 +33,45 @@ def install_hint(extra: str) -> str:
     checkout = Path(__file__).resolve().parents[1]  # runtime/ in an editable install of a checkout
     source = str(checkout) if (checkout / "setup.cfg").is_file() else "PATH/TO/YOUR/TSF/CHECKOUT"
     return f"{sys.executable} -m pip install -e '{source}[{extra}]'"
+
+
+class DeferredInterrupt:
+    """Holds Ctrl-C during Paddle work until a safe point: `check()`, or the end of the block.
+
+    Paddle calls back into Python from C++ (`Tensor.numpy()` runs NumPy's version check, for one);
+    a KeyboardInterrupt raised inside such a callback escapes as a C++ exception and aborts the
+    process ("terminate called after throwing pybind11::error_already_set"), skipping every
+    cleanup. So the first Ctrl-C is only noted and raised at the next `check()`, where no C++
+    frame is below; a second one raises at once, for a user who will not wait. A block that fails
+    after Ctrl-C (a child process got the same signal, say) ends in KeyboardInterrupt; one that
+    finishes has done the work Ctrl-C was meant to stop, so callers check at their last safe
+    point. Outside the main thread, where signals cannot be handled, it does nothing.
+    """
+
+    def __init__(self):
+        self.pressed = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._note)
+        return self
+
+    def _note(self, signum, frame):
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+
+    def check(self):
+        if self.pressed:
+            raise KeyboardInterrupt
+
+    def __exit__(self, exc_type, exc, tb):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        if self.pressed and exc_type is not None and exc_type is not KeyboardInterrupt:
+            raise KeyboardInterrupt
+        return False
 
 
 def one_line(message) -> str:

@@ -319,3 +319,33 @@ def test_available_memory_is_read_from_the_system():
 
     available = available_memory()
     assert available is None or 0 < available < 2**50
+
+
+def test_ctrl_c_during_paddle_work_is_held_until_a_safe_point():
+    """DeferredInterrupt: the first SIGINT is raised at `check()`, a second at once, and a block that
+    fails after Ctrl-C ends in KeyboardInterrupt; the previous handler is back afterwards."""
+    from tsf.runtime.errors import DeferredInterrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with DeferredInterrupt() as interrupt:
+            os.kill(os.getpid(), signal.SIGINT)  # Python runs the handler before the next bytecode
+            steps.append("noted, not raised")
+            interrupt.check()
+            steps.append("check() did not raise")
+    assert steps == ["noted, not raised"]
+    with pytest.raises(KeyboardInterrupt):
+        with DeferredInterrupt():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+            steps.append("a second Ctrl-C did not raise at once")
+    assert steps == ["noted, not raised"]
+    with pytest.raises(KeyboardInterrupt):
+        with DeferredInterrupt():
+            os.kill(os.getpid(), signal.SIGINT)
+            raise RuntimeError("a child process died of the same signal")
+    with DeferredInterrupt() as interrupt:
+        pass
+    assert not interrupt.pressed
+    assert signal.getsignal(signal.SIGINT) is before
