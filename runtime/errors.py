@@ -90,21 +90,40 @@ def run_cli(command, prog_name: str, argv=None, *, interrupted: str = "interrupt
     Usage errors, TsfErrors and OS errors (a full disk, a read-only directory) become one
     `error: ...` line and exit 2; Ctrl-C exits 130. click's standalone mode would print usage
     errors in its own multi-line form and let our errors out as tracebacks. Success returns 0
-    (console scripts exit with it), failure exits.
+    (console scripts exit with it), failure exits. `argv` None means a console script: the
+    process ends here (`end_process`).
     """
     import click
 
     try:
         status = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
+        status = status if isinstance(status, int) else 0
     except click.ClickException as exc:
         click.echo(f"error: {one_line(exc.format_message())}", err=True)
-        sys.exit(2)
+        status = 2
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo(f"error: {interrupted}", err=True)
-        sys.exit(130)
+        status = 130
     except (TsfError, OSError) as exc:
         click.echo(f"error: {one_line(exc)}", err=True)
-        sys.exit(2)
-    if isinstance(status, int) and status != 0:
+        status = 2
+    if argv is None:
+        end_process(status)
+    if status != 0:
         sys.exit(status)
     return 0
+
+
+def end_process(status: int):
+    """Exit with `status`. After OpenVINO ran, the process leaves once Python's own exit handlers
+    have run, without the C++ static destructors: OpenVINO's CPU plugin corrupts the heap in
+    them and the process could abort after its outputs were written (docs/toolchain.md)."""
+    if "openvino" in sys.modules:
+        import atexit
+        import os
+
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
