@@ -576,4 +576,6 @@ def build_bundle(arch: dict, seed: int, weights: str, bundle: str, engines: bool
 
 
 if __name__ == "__main__":
-    sys.exit(_child_main(sys.argv[1:]))
+    from tsf.runtime.errors import end_process
+
+    end_process(_child_main(sys.argv[1:]))  # a child that ran OpenVINO must not abort as it exits

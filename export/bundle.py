@@ -48,7 +48,8 @@ from tsf.runtime.bundle import (
     reference_preprocessing,
     sha256_file,
 )
-from tsf.runtime.errors import BackendError, EngineUnavailable, InputError, OutputError, TsfError, first_line, install_hint
+from tsf.runtime.errors import (BackendError, DeferredInterrupt, EngineUnavailable, InputError, OutputError, TsfError,
+                               first_line, install_hint)
 from tsf.runtime.gpu import GPU_IMPORT_ERRORS
 from tsf.runtime.write import make_directories
 
@@ -347,92 +348,99 @@ def export_bundle(
         if reason is not None:
             raise BackendError(f"cannot build a TensorRT engine: {reason}")
 
-    model, config, weights_meta = _load_model(weights, random_init, arch_args, heads, seed, log)
-    if class_names is None:
-        names = default_class_names(config.num_classes, random_init)
-    else:
-        names = check_class_names(class_names, config.num_classes, class_names_source)
-
-    created_parents = make_directories(target.parent)
-    staging = None
-    try:
-        try:
-            # Not mkdtemp: its 0700 mode would become the bundle's; mkdir honours the umask.
-            staging = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:12]}")
-            staging.mkdir()
-        except OSError as exc:
-            raise OutputError(f"cannot write in {target.parent}: {exc.strerror or exc}") from None
-        if random_init:
-            # The conversion runs in a child process that reads weights from a file.
-            from tsf.training.weights import save_pdparams
-
-            child_weights = staging / ".random-init.pdparams"
-            save_pdparams(model, child_weights)
+    # Paddle runs in this block: Ctrl-C is raised at the checks between steps (DeferredInterrupt).
+    with DeferredInterrupt() as interrupt:
+        model, config, weights_meta = _load_model(weights, random_init, arch_args, heads, seed, log)
+        if class_names is None:
+            names = default_class_names(config.num_classes, random_init)
         else:
-            child_weights = weights
-        onnx_path = staging / ONNX_FILE
-        log("converting to ONNX (paddle2onnx, opset 17) ...")
-        started = time.perf_counter()
-        export_onnx(child_weights, config.to_dict(), onnx_path)
-        log(f"model.onnx: {onnx_path.stat().st_size / 2**20:.1f} MiB in {time.perf_counter() - started:.0f} s, "
-            "passes onnx.checker")
-        if random_init:
-            child_weights.unlink()
+            names = check_class_names(class_names, config.num_classes, class_names_source)
 
-        log("checking ONNX Runtime (CPU) against Paddle at batch 1 and 3 ...")
-        started = time.perf_counter()
-        figures = measure_parity(model, onnx_path, config.to_dict())
-        log(format_parity(figures) + f" [{time.perf_counter() - started:.0f} s]")
-        check_parity(figures)
-        weights_entry = _write_weights(model, staging / WEIGHTS_FILE)
-        log(f"{WEIGHTS_FILE}: {weights_entry['tensors']} tensors, {weights_entry['size_bytes'] / 2**20:.1f} MiB")
-        del model  # Paddle's copy of the weights is not needed any more: the gates below load their own
-
-        onnx_sha256 = sha256_file(onnx_path)
-        kept = _engines_of_replaced_bundle(target, staging, onnx_sha256) if overwrite else []
-        if kept:
-            log(f"keeping {len(kept)} engine(s) of the bundle being replaced (same model.onnx)")
-        built = _build_engines(engine, onnx_path, staging, precision, int(max_batch), config, log)
-        engines = [e for e in kept if e["file"] not in {b["file"] for b in built}] + built
-
-        meta = {
-            "format": BUNDLE_FORMAT,
-            "format_version": FORMAT_VERSION,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "bundle_id": bundle_id(onnx_sha256, names),
-            "architecture": {
-                "frames": config.frames, "depth": config.depth, "width": config.width,
-                "heads": config.heads, "classes": config.num_classes, "image_size": config.image_size,
-                "patch_size": config.patch_size, "mlp_ratio": config.mlp_ratio,
-            },
-            "preprocessing": reference_preprocessing(config.image_size),
-            "window": dict(WINDOW, frames=config.frames),
-            "class_names": names,
-            "weights": weights_meta,
-            "onnx": {"file": ONNX_FILE, "sha256": onnx_sha256, "opset": ONNX_OPSET,
-                     "size_bytes": onnx_path.stat().st_size},
-            "safetensors": weights_entry,
-            "versions": _versions(),
-            "parity": {"onnxruntime-cpu": figures},
-            "engines": engines,
-        }
-        if int8:
-            log("quantizing the model to INT8 for ONNX Runtime on the CPU ...")
-            meta["quantized"] = {"int8": quantize_int8(onnx_path, staging / INT8_FILE)}
-        _write_json(staging / BUNDLE_JSON, meta)
-        meta["fidelity"] = _cpu_fidelity(load_bundle(staging), log)
-        if not meta["fidelity"].get("onnxruntime", {}).get("int8", {}).get("passed", True):
-            (staging / meta.pop("quantized")["int8"]["file"]).unlink()  # refused: the record says why
-        _write_json(staging / BUNDLE_JSON, meta)
-        _move_into_place(staging, target, overwrite)
+        created_parents = make_directories(target.parent)
         staging = None
-    except BaseException:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-        for parent in created_parents:  # innermost first; only if still empty
+        try:
             try:
-                parent.rmdir()
-            except OSError:
-                break
-        raise
-    return target
+                # Not mkdtemp: its 0700 mode would become the bundle's; mkdir honours the umask.
+                staging = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:12]}")
+                staging.mkdir()
+            except OSError as exc:
+                raise OutputError(f"cannot write in {target.parent}: {exc.strerror or exc}") from None
+            if random_init:
+                # The conversion runs in a child process that reads weights from a file.
+                from tsf.training.weights import save_pdparams
+
+                child_weights = staging / ".random-init.pdparams"
+                save_pdparams(model, child_weights)
+                interrupt.check()
+            else:
+                child_weights = weights
+            onnx_path = staging / ONNX_FILE
+            log("converting to ONNX (paddle2onnx, opset 17) ...")
+            started = time.perf_counter()
+            export_onnx(child_weights, config.to_dict(), onnx_path)
+            interrupt.check()
+            log(f"model.onnx: {onnx_path.stat().st_size / 2**20:.1f} MiB in {time.perf_counter() - started:.0f} s, "
+                "passes onnx.checker")
+            if random_init:
+                child_weights.unlink()
+
+            log("checking ONNX Runtime (CPU) against Paddle at batch 1 and 3 ...")
+            started = time.perf_counter()
+            figures = measure_parity(model, onnx_path, config.to_dict())
+            log(format_parity(figures) + f" [{time.perf_counter() - started:.0f} s]")
+            check_parity(figures)
+            interrupt.check()
+            weights_entry = _write_weights(model, staging / WEIGHTS_FILE)
+            interrupt.check()
+            log(f"{WEIGHTS_FILE}: {weights_entry['tensors']} tensors, {weights_entry['size_bytes'] / 2**20:.1f} MiB")
+            del model  # Paddle's copy of the weights is not needed any more: the gates below load their own
+
+            onnx_sha256 = sha256_file(onnx_path)
+            kept = _engines_of_replaced_bundle(target, staging, onnx_sha256) if overwrite else []
+            if kept:
+                log(f"keeping {len(kept)} engine(s) of the bundle being replaced (same model.onnx)")
+            built = _build_engines(engine, onnx_path, staging, precision, int(max_batch), config, log)
+            engines = [e for e in kept if e["file"] not in {b["file"] for b in built}] + built
+
+            meta = {
+                "format": BUNDLE_FORMAT,
+                "format_version": FORMAT_VERSION,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "bundle_id": bundle_id(onnx_sha256, names),
+                "architecture": {
+                    "frames": config.frames, "depth": config.depth, "width": config.width,
+                    "heads": config.heads, "classes": config.num_classes, "image_size": config.image_size,
+                    "patch_size": config.patch_size, "mlp_ratio": config.mlp_ratio,
+                },
+                "preprocessing": reference_preprocessing(config.image_size),
+                "window": dict(WINDOW, frames=config.frames),
+                "class_names": names,
+                "weights": weights_meta,
+                "onnx": {"file": ONNX_FILE, "sha256": onnx_sha256, "opset": ONNX_OPSET,
+                         "size_bytes": onnx_path.stat().st_size},
+                "safetensors": weights_entry,
+                "versions": _versions(),
+                "parity": {"onnxruntime-cpu": figures},
+                "engines": engines,
+            }
+            if int8:
+                log("quantizing the model to INT8 for ONNX Runtime on the CPU ...")
+                meta["quantized"] = {"int8": quantize_int8(onnx_path, staging / INT8_FILE)}
+            _write_json(staging / BUNDLE_JSON, meta)
+            meta["fidelity"] = _cpu_fidelity(load_bundle(staging), log)
+            if not meta["fidelity"].get("onnxruntime", {}).get("int8", {}).get("passed", True):
+                (staging / meta.pop("quantized")["int8"]["file"]).unlink()  # refused: the record says why
+            _write_json(staging / BUNDLE_JSON, meta)
+            interrupt.check()
+            _move_into_place(staging, target, overwrite)
+            staging = None
+        except BaseException:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+            for parent in created_parents:  # innermost first; only if still empty
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
+            raise
+        return target

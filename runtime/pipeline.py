@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backends import Backend
+from .backends.registry import Backend
 from .batch import BatchStats, window_batches
 from .bundle import Bundle
 from .decode import Decoder, PyAVDecoder

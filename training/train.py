@@ -35,6 +35,8 @@ import time
 import numpy as np
 import paddle
 
+from tsf.runtime.errors import DeferredInterrupt
+
 from .config import dump_config
 from .dataset import ClipDataset, SamplingSettings, read_sample_list
 from .errors import TrainingError
@@ -153,11 +155,13 @@ def evaluate(model, dataset, class_map: ClassMap, config: dict, use_amp: bool, w
 
 def fit(config: dict, *, resume: bool = False, stop_after_epochs: int | None = None, log=None) -> dict:
     """Train as configured; returns a summary (epochs run, last and best checkpoint, best top-1)."""
-    with paddle.utils.unique_name.guard():
-        return _fit(config, resume, stop_after_epochs, log or (lambda message: print(message, file=sys.stderr)))
+    # Ctrl-C lands between steps (DeferredInterrupt): raised inside Paddle it would abort the process.
+    with paddle.utils.unique_name.guard(), DeferredInterrupt() as interrupt:
+        return _fit(config, resume, stop_after_epochs, log or (lambda message: print(message, file=sys.stderr)),
+                    interrupt)
 
 
-def _fit(config: dict, resume: bool, stop_after_epochs: int | None, log) -> dict:
+def _fit(config: dict, resume: bool, stop_after_epochs: int | None, log, interrupt: DeferredInterrupt) -> dict:
     world, rank = paddle.distributed.get_world_size(), paddle.distributed.get_rank()
     is_main = rank == 0
     use_gpu, use_amp = select_device(config["device"], config["amp"])
@@ -274,6 +278,7 @@ def _fit(config: dict, resume: bool, stop_after_epochs: int | None, log) -> dict
                 _append_metrics(run.metrics, {"kind": "train", "epoch": epoch, "step": state["global_step"],
                                               "loss": values[0], "cross_entropy": values[1],
                                               "event_time_mse": values[2], "lr": lr})
+            interrupt.check()
         if bar is not None:
             bar.close()
 
@@ -297,6 +302,7 @@ def _fit(config: dict, resume: bool, stop_after_epochs: int | None, log) -> dict
         if world > 1:
             paddle.distributed.barrier()
         epochs_run += 1
+        interrupt.check()
         if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
             break
 

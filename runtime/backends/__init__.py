@@ -1,8 +1,9 @@
 """Stage 6: batches of windows -> features, logits and event times, on the fastest engine here.
 
-Every engine is one module of this package with a class that follows `Backend`, a `PRECISIONS`
-table (device kind -> the precisions it offers there, the `auto` choice first) and a
-`load(bundle, device, precision, threads)` function that returns a backend, or raises
+Every engine is one module of this package, named in `registry.ENGINES`, with a class that
+follows `registry.Backend`, a `PRECISIONS` table (device kind -> the precisions it offers there,
+the `auto` choice first) and a `load(bundle, device, precision, threads)` function that returns
+a backend, or raises
 `EngineUnavailable` saying why this engine cannot run here. `select_backend` is the one place
 that chooses: `auto` walks `AUTO_ORDER` for the device and takes the first engine that loads;
 a named engine either loads or fails with its reason. On the CPU the precision an engine runs
@@ -13,27 +14,20 @@ libraries it uses.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-from typing import Protocol
-
-import numpy as np
 
 from ..bundle import Bundle
 from ..errors import BackendError, EngineUnavailable
 from ..gpu import CPU, Device, resolve_device
 from .precision import cpu_precision
+from .registry import ENGINES, Backend, engine_module, engine_precisions
+
+__all__ = ["AUTO_ORDER", "BACKEND_CHOICES", "ENGINES", "PRECISION_CHOICES", "Backend", "cpu_threads",
+           "engine_precisions", "load_engine", "select_backend"]
 
 log = logging.getLogger("tsf")
 
-# name -> module of this package. The names are what --backend takes and what the metadata records.
-ENGINES = {
-    "tensorrt": "tensorrt",
-    "torch": "torch",
-    "openvino": "openvino",
-    "onnxruntime": "onnxruntime",
-}
 # What `--backend auto` tries, fastest first.
 AUTO_ORDER = {
     "cuda": ("tensorrt", "torch", "onnxruntime"),
@@ -41,21 +35,6 @@ AUTO_ORDER = {
 }
 BACKEND_CHOICES = ("auto", *ENGINES)
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16", "int8")
-
-
-class Backend(Protocol):
-    name: str  # a key of ENGINES
-    device: Device
-    precision: str  # "fp32", "fp16", ...
-    precision_reason: str  # why this precision: "asked for", "auto: ...", a refusal (set by load_engine)
-    default_batch_size: int
-    wants_gpu_input: bool  # True when a CuPy batch is read in place (no host round trip)
-
-    def run(self, video) -> dict[str, np.ndarray]:
-        """float32 [B, 3, T, S, S] (NumPy or CuPy) -> float32 NumPy arrays by bundle.OUTPUT_NAMES."""
-
-    def describe(self) -> dict:
-        """What the metadata records about this engine: library versions, provider, GPU name."""
 
 
 def cpu_threads(requested: int | None = None) -> int:
@@ -75,17 +54,8 @@ def cpu_threads(requested: int | None = None) -> int:
         return os.cpu_count() or 1
 
 
-def _engine_module(name: str):
-    return importlib.import_module(f".{ENGINES[name]}", __name__)
-
-
-def engine_precisions(name: str) -> dict[str, tuple[str, ...]]:
-    """Device kind -> the precisions engine `name` offers there (its `auto` choice first)."""
-    return dict(_engine_module(name).PRECISIONS)
-
-
 def load_engine(name: str, bundle: Bundle, device: Device, precision: str, threads: int | None) -> Backend:
-    module = _engine_module(name)
+    module = engine_module(name)
     offered = module.PRECISIONS.get(device.kind, ())
     if not offered:
         raise EngineUnavailable(f"{name} runs on {' or '.join(module.PRECISIONS)} only, not on {device.kind}")

@@ -35,6 +35,7 @@ import numpy as np
 from ..bundle import Bundle, tsf_home
 from ..errors import EngineUnavailable
 from ..gpu import CPU
+from .registry import engine_module
 
 log = logging.getLogger("tsf")
 
@@ -108,9 +109,7 @@ def measure_fidelity(bundle: Bundle, engine: str, precision: str, threads: int) 
     from ..pitch_clip import draw_pitch_clip
     from ..probe import probe_video
     from ..sample import plan_windows
-    from . import _engine_module
-
-    module = _engine_module(engine)
+    module = engine_module(engine)
     outputs = {}
     with tempfile.TemporaryDirectory(prefix="tsf-fidelity-") as tmp:
         clip = Path(tmp) / "pitch.mkv"
