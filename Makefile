@@ -32,8 +32,12 @@ setup-test: $(BIN)/python
 demo: setup-demo
 	$(BIN)/python -m tsf.demo
 
+# The training pipeline's tests run in a pytest process of their own: after the rest of the suite
+# (OpenVINO, PyTorch, Ray and Paddle inference in one process) the first Paddle training step
+# crashed that process (SIGSEGV), a mix no tsf command makes (tsf-train is a process of its own).
 test: setup-test
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS) --ignore=tests/test_training_pipeline.py
+	$(BIN)/python -m pytest $(PYTEST_ARGS) tests/test_training_pipeline.py
 
 clean:
 	rm -rf $(VENV) demo-out demo-out-small build *.egg-info
