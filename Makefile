@@ -35,10 +35,12 @@ demo: setup-demo
 # One pytest process per test file. With the whole suite in one process (OpenVINO, PyTorch, Ray,
 # PyAV and Paddle training and inference together) the process died with SIGSEGV at a varying
 # later test, from heap corruption whose source is not found yet; every file passes in a process
-# of its own, and no tsf command loads that mix. Session fixtures are built once per file.
+# of its own, and no tsf command loads that mix. Session fixtures are built once per file; exit 5
+# is a file whose tests PYTEST_ARGS deselected all of.
 test: setup-test
 	@failed=""; for f in tests/gpu tests/test_*.py; do \
-		echo "== $$f"; $(BIN)/python -m pytest $(PYTEST_ARGS) $$f || failed="$$failed $$f"; \
+		echo "== $$f"; $(BIN)/python -m pytest $(PYTEST_ARGS) $$f; status=$$?; \
+		[ $$status -eq 0 ] || [ $$status -eq 5 ] || failed="$$failed $$f"; \
 	done; if [ -n "$$failed" ]; then echo "failed:$$failed"; exit 1; fi
 
 clean:
