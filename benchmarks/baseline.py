@@ -95,7 +95,10 @@ class ReferenceStyleExtractor:
     def run(self, video: str, list_copy: str = "deep") -> tuple:
         import numpy as np
 
+        from tsf.runtime.bundle import Preprocessing
         from tsf.runtime.preprocess import preprocess_frame
+
+        REFERENCE_PREPROCESSING = Preprocessing.reference()
         from tsf.runtime.probe import probe_video
 
         info = probe_video(video)
@@ -109,7 +112,7 @@ class ReferenceStyleExtractor:
             t0 = time.perf_counter()
             source = [f.copy() for f in frames] if list_copy == "deep" else copy.copy(frames)
             indices = reference_frame_indices(row, info.fps, len(frames), self.model.cfg.frames)
-            clip = np.stack([preprocess_frame(source[i]) for i in indices], axis=1)[None]  # 1,3,T,H,W
+            clip = np.stack([preprocess_frame(source[i], REFERENCE_PREPROCESSING) for i in indices], axis=1)[None]  # 1,3,T,H,W
             del source
             t1 = time.perf_counter()
             with self.paddle.no_grad():

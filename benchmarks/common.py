@@ -512,11 +512,15 @@ def variant_name(variant: dict) -> str:
 
 
 def make_backend(bundle_dir: str | Path, backend: str, device: str, precision: str, threads: int | None = None):
-    """A runtime backend for one variant (raises the runtime's BackendError if it cannot start)."""
-    from tsf.runtime.backends import select_backend
+    """One variant's engine exactly as asked (the engine at that precision, not the precision policy's
+    choice: a benchmark measures every variant). Raises the runtime's errors if it cannot start."""
+    from tsf.runtime.backends import cpu_threads
+    from tsf.runtime.backends.registry import engine_module
     from tsf.runtime.bundle import load_bundle
+    from tsf.runtime.gpu import resolve_device
 
-    return select_backend(load_bundle(bundle_dir), backend, device, precision, threads)
+    return engine_module(backend).load(load_bundle(bundle_dir), resolve_device(device)[0], precision,
+                                       cpu_threads(threads))
 
 
 def tsf_command(name: str) -> list[str]:
@@ -576,6 +580,6 @@ def build_bundle(arch: dict, seed: int, weights: str, bundle: str, engines: bool
 
 
 if __name__ == "__main__":
-    from tsf.runtime.errors import end_process
+    from tsf.runtime.console import end_process
 
     end_process(_child_main(sys.argv[1:]))  # a child that ran OpenVINO must not abort as it exits

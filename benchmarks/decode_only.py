@@ -39,6 +39,7 @@ def _synchronize(kind: str) -> None:
 def consume(video: str, kind: str, mode: str, batch_size: int = 8) -> dict:
     """One pass over `video`; returns frames decoded, frames converted and wall seconds."""
     from tsf.runtime.batch import BatchStats, window_batches
+    from tsf.runtime.bundle import Preprocessing, Window
     from tsf.runtime.decode import PyAVDecoder
     from tsf.runtime.probe import probe_video
     from tsf.runtime.sample import plan_windows
@@ -55,7 +56,8 @@ def consume(video: str, kind: str, mode: str, batch_size: int = 8) -> dict:
     try:
         if mode == "needed":
             stats = BatchStats()
-            for _ in window_batches(decoder.frames(), plan_windows(info, "center"), batch_size, stats=stats):
+            for _ in window_batches(decoder.frames(), plan_windows(info, Window.reference()), batch_size,
+                                      Preprocessing.reference(), stats=stats):
                 pass
             decoded, converted = stats.frames_decoded, stats.frames_preprocessed
         else:

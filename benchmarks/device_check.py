@@ -80,7 +80,7 @@ def random_weights_bundle(directory: str, arch: dict, seed: int = 0):
     model's would not travel, and only the torch engine runs it here."""
     import numpy as np
     from safetensors.numpy import save_file
-    from tsf.runtime.bundle import Bundle
+    from tsf.runtime.bundle import Bundle, Preprocessing, Window
 
     arch = {("classes" if key == "num_classes" else key): value for key, value in arch.items()}  # bundle names
     directory = Path(directory)
@@ -98,7 +98,8 @@ def random_weights_bundle(directory: str, arch: dict, seed: int = 0):
     return Bundle(dir=directory, meta={"architecture": arch}, onnx_path=directory / "model.onnx",
                   architecture=dict(arch), class_names=tuple(f"class{i}" for i in range(arch["classes"])),
                   bundle_id="random-" + "-".join(f"{k}{arch[k]}" for k in ("depth", "width", "frames")),
-                  random_init=True, weights_path=weights)
+                  random_init=True, window=Window.reference(arch["frames"]),
+                  preprocessing=Preprocessing.reference(arch["image_size"]), weights_path=weights)
 
 
 def facts() -> dict:
@@ -123,6 +124,7 @@ def facts() -> dict:
 def clips_from_video(video: str, frames: int, rows: int):
     """`rows` clips of `frames` consecutive decoded frames, preprocessed by the runtime (NumPy)."""
     import numpy as np
+    from tsf.runtime.bundle import Preprocessing
     from tsf.runtime.decode import PyAVDecoder
     from tsf.runtime.preprocess import preprocess_frame
     from tsf.runtime.probe import probe_video
@@ -131,7 +133,7 @@ def clips_from_video(video: str, frames: int, rows: int):
     images = []
     try:
         for frame in decoder.frames():
-            images.append(preprocess_frame(frame.to_rgb()))
+            images.append(preprocess_frame(frame.to_rgb(), Preprocessing.reference()))
             if len(images) == frames * rows:
                 break
     finally:
@@ -143,14 +145,13 @@ def clips_from_video(video: str, frames: int, rows: int):
 def parity(bundle_dir: str, video: str, device: str, precisions: list[str]) -> dict:
     """Torch on `device` against ONNX Runtime on the CPU, on clips of real frames, batch 1 and 3."""
     import numpy as np
-    from tsf.export.parity import compare
-    from tsf.export.tensorrt_engine import (
-        FP16_MIN_FEATURE_COSINE,
-        FP32_MAX_REL_L2,
-        min_row_cosine,
-    )
-    from tsf.runtime.backends import select_backend
     from tsf.runtime.bundle import OUTPUT_NAMES, load_bundle
+    from tsf.runtime.fidelity import MAX_REL_L2, MIN_ROW_COSINE, compare
+
+    from .common import make_backend
+
+    def min_row_cosine(reference, candidate) -> float:
+        return compare(reference, candidate)["min_row_cosine"]
 
     bundle = load_bundle(bundle_dir)
     clips = clips_from_video(video, bundle.frames, 4)
@@ -160,19 +161,19 @@ def parity(bundle_dir: str, video: str, device: str, precisions: list[str]) -> d
         runs = [backend.run(batch) for batch in batches]
         return {name: np.concatenate([run[name] for run in runs]) for name in OUTPUT_NAMES}
 
-    reference = outputs(select_backend(bundle, "onnxruntime", "cpu", "fp32"))
+    reference = outputs(make_backend(bundle_dir, "onnxruntime", "cpu", "fp32"))
     results, fp32 = {}, None
     for precision in precisions:
-        got = outputs(select_backend(bundle, "torch", device, precision))
+        got = outputs(make_backend(bundle_dir, "torch", device, precision))
         row = {"rel_l2": {name: compare(reference[name], got[name])["rel_l2"] for name in OUTPUT_NAMES},
                "min_row_cosine": min_row_cosine(reference["features"], got["features"])}
         if precision == "fp32":
             fp32 = got
-            row["gate"] = f"rel L2 <= {FP32_MAX_REL_L2:g} on every output"
-            row["passed"] = max(row["rel_l2"].values()) <= FP32_MAX_REL_L2
+            row["gate"] = f"rel L2 <= {MAX_REL_L2:g} on every output"
+            row["passed"] = max(row["rel_l2"].values()) <= MAX_REL_L2
         else:
-            row["gate"] = f"features cosine >= {FP16_MIN_FEATURE_COSINE} per row"
-            row["passed"] = row["min_row_cosine"] >= FP16_MIN_FEATURE_COSINE
+            row["gate"] = f"features cosine >= {MIN_ROW_COSINE} per row"
+            row["passed"] = row["min_row_cosine"] >= MIN_ROW_COSINE
             if fp32 is not None:
                 row["min_row_cosine_vs_torch_fp32"] = min_row_cosine(fp32["features"], got["features"])
         results[precision] = row
@@ -205,13 +206,15 @@ def model_only(bundle_dir: str, arch: dict, device: str, precisions: list[str], 
                min_time_s: float = 1.0) -> dict:
     """Clips/s of the torch engine per precision and batch size, on clips already on the device."""
     import numpy as np
-    from tsf.runtime.backends import select_backend
+    from tsf.runtime.backends import cpu_threads
+    from tsf.runtime.backends.registry import engine_module
+    from tsf.runtime.gpu import resolve_device
 
     bundle = random_weights_bundle(bundle_dir, arch)
     tflop = clip_tflop(arch)
     rows = []
     for precision in precisions:
-        backend = select_backend(bundle, "torch", device, precision)
+        backend = engine_module("torch").load(bundle, resolve_device(device)[0], precision, cpu_threads())
         for batch in batches:
             clips = np.random.default_rng(batch).random((batch, 3, arch["frames"], arch["image_size"],
                                                          arch["image_size"]), dtype=np.float32)

@@ -87,7 +87,7 @@ def extract_once(video: str, bundle: str, backend: str, device: str, precision: 
     from tsf.runtime import batch as batch_module
     from tsf.runtime import pipeline
     from tsf.runtime.extractor import ExtractSettings, Extractor
-    from tsf.runtime.write import write_outputs
+    from tsf.runtime.outputs import write_outputs
 
     clock = StageClock()
     started = time.perf_counter()

@@ -20,6 +20,8 @@ import time
 import traceback
 from pathlib import Path
 
+from tsf.runtime.extras import install_hint
+
 from . import baseline, common, decode_only, end_to_end, model_only
 
 SMALL, FULL = common.SMALL_ARCH, common.REFERENCE_ARCH
@@ -90,7 +92,7 @@ def run(mode: str, out: Path, cache: Path, only: list[str] | None = None) -> dic
     if "baseline" in wanted:
         p = plan["baseline"]
         if importlib.util.find_spec("paddle") is None:
-            results["baseline"] = {"error": "Paddle is not installed here (pip install 'tsf[export]'); baseline skipped"}
+            results["baseline"] = {"error": f"Paddle is not installed here ({install_hint('export')}); baseline skipped"}
         else:
             _section("baseline", results, lambda: baseline.run(
                 out, cache, p["arch"], seconds=p["seconds"], repeats=p["repeats"]))

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from tsf.runtime.backends import AUTO_ORDER, cpu_threads, engine_precisions
-from tsf.runtime.backends.precision import measure_fidelity, native_bf16
+from tsf.runtime.fidelity import measure_cpu_gate
+from tsf.runtime.backends.precision import gated_precisions
 from tsf.runtime.backends.quantize import INT8_FILE, quantize_int8
 from tsf.runtime.bundle import (
     ARCHITECTURE_KEYS,
@@ -41,17 +42,18 @@ from tsf.runtime.bundle import (
     ONNX_FILE,
     ONNX_OPSET,
     WEIGHTS_FILE,
-    WINDOW,
     bundle_id,
     default_bundle_dir,
     load_bundle,
     reference_preprocessing,
+    reference_window,
     sha256_file,
 )
-from tsf.runtime.errors import (BackendError, DeferredInterrupt, EngineUnavailable, InputError, OutputError, TsfError,
-                               first_line, install_hint)
+from tsf.runtime.console import DeferredInterrupt
+from tsf.runtime.errors import BackendError, EngineUnavailable, InputError, OutputError, TsfError, first_line
+from tsf.runtime.extras import install_hint
 from tsf.runtime.gpu import GPU_IMPORT_ERRORS
-from tsf.runtime.write import make_directories
+from tsf.runtime.outputs import make_directories
 
 from .classes import check_class_names, default_class_names
 from .onnx_export import export_onnx
@@ -223,16 +225,15 @@ def _cpu_fidelity(bundle, log) -> dict:
     can run here (engine -> precision -> record). The runtime measures the others (another CPU, an
     engine asked for by name) on first use, on the CPU that runs them."""
     records: dict = {}
+    has_int8_model = "int8" in bundle.meta.get("quantized", {})
     for engine in AUTO_ORDER["cpu"]:
-        for precision in engine_precisions(engine).get("cpu", ()):
-            if precision == "fp32" or (precision == "int8" and "int8" not in bundle.meta.get("quantized", {})):
-                continue
-            if precision == "bf16" and native_bf16() is None:
-                log(f"{engine} bf16: not measured (this CPU has no native BF16); tsf-extract measures it on first use")
-                continue
+        offered = engine_precisions(engine).get("cpu", ())
+        if "bf16" in offered and "bf16" not in gated_precisions(offered, has_int8_model):
+            log(f"{engine} bf16: not measured (this CPU has no native BF16); tsf-extract measures it on first use")
+        for precision in gated_precisions(offered, has_int8_model):
             started = time.perf_counter()
             try:
-                record = measure_fidelity(bundle, engine, precision, cpu_threads())
+                record = measure_cpu_gate(bundle, engine, precision, cpu_threads())
             except EngineUnavailable as exc:
                 log(f"{engine} {precision}: not measured ({exc})")
                 continue
@@ -413,7 +414,7 @@ def export_bundle(
                     "patch_size": config.patch_size, "mlp_ratio": config.mlp_ratio,
                 },
                 "preprocessing": reference_preprocessing(config.image_size),
-                "window": dict(WINDOW, frames=config.frames),
+                "window": reference_window(config.frames),
                 "class_names": names,
                 "weights": weights_meta,
                 "onnx": {"file": ONNX_FILE, "sha256": onnx_sha256, "opset": ONNX_OPSET,

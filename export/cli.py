@@ -13,7 +13,7 @@ import click
 
 from tsf import __version__
 from tsf.runtime.bundle import default_bundle_dir
-from tsf.runtime.errors import run_cli
+from tsf.runtime.console import run_cli
 from tsf.runtime.spotting.classes import SOCCERNET_V2_CLASS_NAMES
 
 from .bundle import PRECISIONS, export_bundle

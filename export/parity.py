@@ -2,8 +2,8 @@
 
 Paddle (the model that was exported) and ONNX Runtime on CPU (the runtime's reference backend)
 run the same fresh random inputs in [0, 1] at batch 1 and batch 3 (3 also exercises the dynamic
-batch away from any size seen while tracing). Per output we report max |diff|, relative L2 error
-||ort - paddle|| / ||paddle|| and cosine, over both batches together, computed in float64.
+batch away from any size seen while tracing). Per output: runtime/fidelity.py's measure, over both
+batches together, held to its bar for the same arithmetic (relative L2 <= 1e-4).
 """
 
 from __future__ import annotations
@@ -14,29 +14,13 @@ import numpy as np
 
 from tsf.runtime.bundle import INPUT_NAME, OUTPUT_NAMES
 from tsf.runtime.errors import TsfError
+from tsf.runtime.fidelity import MAX_REL_L2, compare, same_arithmetic_failures
 
 PARITY_BATCH_SIZES = (1, 3)
-MAX_REL_L2 = 1e-4
 
 
 class ParityError(TsfError):
     """The exported model does not reproduce the Paddle model within the gate."""
-
-
-def compare(reference: np.ndarray, candidate: np.ndarray) -> dict:
-    """max_abs, rel_l2 and cosine of `candidate` against `reference` (flattened, float64)."""
-    ref = np.asarray(reference, dtype=np.float64).ravel()
-    cand = np.asarray(candidate, dtype=np.float64).ravel()
-    if ref.shape != cand.shape:
-        raise ParityError(f"output shapes differ: {np.shape(reference)} vs {np.shape(candidate)}")
-    diff = cand - ref
-    ref_norm, cand_norm = np.linalg.norm(ref), np.linalg.norm(cand)
-    tiny = np.finfo(np.float64).tiny
-    return {
-        "max_abs": float(np.max(np.abs(diff))) if diff.size else 0.0,
-        "rel_l2": float(np.linalg.norm(diff) / max(ref_norm, tiny)),
-        "cosine": float(ref @ cand / max(ref_norm * cand_norm, tiny)),
-    }
 
 
 def random_videos(config: dict, rng: np.random.Generator, batch_sizes=PARITY_BATCH_SIZES) -> list[np.ndarray]:
@@ -85,12 +69,11 @@ def measure_parity(model, onnx_path, config: dict, seed: int | None = None) -> d
     return figures
 
 
-def check_parity(figures: dict, max_rel_l2: float = MAX_REL_L2) -> None:
-    failing = [f"{name} rel_l2 {figures[name]['rel_l2']:.2e}" for name in OUTPUT_NAMES
-               if not figures[name]["rel_l2"] <= max_rel_l2]  # `not <=` also catches NaN
+def check_parity(figures: dict) -> None:
+    failing = same_arithmetic_failures(figures)
     if failing:
         raise ParityError(
-            f"ONNX Runtime does not reproduce Paddle (gate: rel_l2 <= {max_rel_l2:g}): " + ", ".join(failing)
+            f"ONNX Runtime does not reproduce Paddle (gate: rel L2 <= {MAX_REL_L2:g}): " + ", ".join(failing)
         )
 
 

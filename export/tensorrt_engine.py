@@ -30,6 +30,8 @@ import numpy as np
 
 from tsf.runtime.bundle import ENGINES_DIR, INPUT_NAME, OUTPUT_NAMES
 from tsf.runtime.errors import BackendError, TsfError
+from tsf.runtime.fidelity import (MAX_REL_L2, MIN_ROW_COSINE, compare_outputs, reduced_precision_passes,
+                                  same_arithmetic_failures)
 from tsf.runtime.backends.tensorrt import (
     EngineRunner,
     current_gpu,
@@ -38,17 +40,12 @@ from tsf.runtime.backends.tensorrt import (
     tensorrt_version,
 )
 
-from .parity import compare
 
 if TYPE_CHECKING:  # mypy with tensorrt-stubs checks every TensorRT call below
     import tensorrt as trt
 
 PRECISIONS = ("fp16", "fp32")
 PARITY_BATCH_SIZES = (1, 3)
-# FP16 engine gate (issue 3): every row's feature vector within cosine 0.999 of ONNX Runtime's.
-FP16_MIN_FEATURE_COSINE = 0.999
-# FP32 engine gate: TF32 is switched off for FP32 builds, so only summation order differs.
-FP32_MAX_REL_L2 = 1e-3
 # ONNX ops that stay FP32 in the FP16 ONNX for strongly typed (TensorRT >= 11) builds.
 FP32_ONNX_OPS = ("LayerNormalization", "Softmax")
 
@@ -169,33 +166,22 @@ def reference_session(onnx_path: Path):
     return session, "onnxruntime-cpu"
 
 
-def min_row_cosine(reference: np.ndarray, candidate: np.ndarray) -> float:
-    ref = np.asarray(reference, np.float64).reshape(len(reference), -1)
-    cand = np.asarray(candidate, np.float64).reshape(len(candidate), -1)
-    norms = np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1), np.finfo(np.float64).tiny)
-    return float(np.min(np.sum(ref * cand, axis=1) / norms))
-
-
 def parity_gate(precision: str, reference: dict[str, np.ndarray], engine: dict[str, np.ndarray],
                 reference_name: str, batch_sizes: list[int]) -> dict:
-    """The engine's parity figures; raises EngineParityError when the gate fails."""
-    figures: dict = {"reference": reference_name, "batch_sizes": batch_sizes}
-    for name in OUTPUT_NAMES:
-        figures[name] = compare(reference[name], engine[name])
-    figures["features"]["min_row_cosine"] = min_row_cosine(reference["features"], engine["features"])
+    """The engine's parity figures (runtime/fidelity.py's measure and bars: FP16 keeps every feature
+    row at cosine >= 0.999, FP32, built without TF32, every output at relative L2 <= 1e-4); raises
+    EngineParityError when the gate fails."""
+    figures: dict = {"reference": reference_name, "batch_sizes": batch_sizes, **compare_outputs(reference, engine)}
     if precision == "fp16":
-        worst = figures["features"]["min_row_cosine"]
-        if not worst >= FP16_MIN_FEATURE_COSINE:  # also refuses NaN
+        if not reduced_precision_passes(figures):
             raise EngineParityError(
-                f"TensorRT fp16 engine refused: features cosine {worst:.5f} < {FP16_MIN_FEATURE_COSINE} "
-                f"against {reference_name}")
+                f"TensorRT fp16 engine refused: features cosine {figures['features']['min_row_cosine']:.5f} "
+                f"< {MIN_ROW_COSINE} against {reference_name}")
     else:
-        for name in OUTPUT_NAMES:
-            rel = figures[name]["rel_l2"]
-            if not rel <= FP32_MAX_REL_L2:
-                raise EngineParityError(
-                    f"TensorRT fp32 engine refused: {name} relative L2 error {rel:.2e} > {FP32_MAX_REL_L2:g} "
-                    f"against {reference_name}")
+        failing = same_arithmetic_failures(figures)
+        if failing:
+            raise EngineParityError(f"TensorRT fp32 engine refused: {', '.join(failing)} > {MAX_REL_L2:g} "
+                                    f"against {reference_name}")
     return figures
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from .bundle import Preprocessing
 from .decode import DecodeError
 from .preprocess import array_module, preprocess_frame
 from .sample import FrameSelector, WindowPlan, unique_targets
@@ -19,7 +20,7 @@ from .sample import FrameSelector, WindowPlan, unique_targets
 @dataclass
 class WindowBatch:
     rows: list[int]
-    video: Any  # float32 [B, 3, T, 224, 224], NumPy or CuPy
+    video: Any  # float32 [B, 3, T, S, S], NumPy or CuPy
 
 
 @dataclass
@@ -30,8 +31,8 @@ class BatchStats:
     partial: DecodeError | None = None  # set when --allow-partial kept the rows before a break
 
 
-def window_batches(frames: Iterator, plan: WindowPlan, batch_size: int, *, allow_partial: bool = False,
-                   stats: BatchStats | None = None, image_size: int = 224) -> Iterator[WindowBatch]:
+def window_batches(frames: Iterator, plan: WindowPlan, batch_size: int, preprocessing: Preprocessing, *,
+                   allow_partial: bool = False, stats: BatchStats | None = None) -> Iterator[WindowBatch]:
     """Batches of up to `batch_size` consecutive rows, in row order."""
     stats = stats if stats is not None else BatchStats()
     targets, row_targets = unique_targets(plan.row_times)
@@ -51,7 +52,7 @@ def window_batches(frames: Iterator, plan: WindowPlan, batch_size: int, *, allow
         nonlocal latest
         for j, frame in settled:
             if latest[0] != frame.number:
-                latest = (frame.number, preprocess_frame(frame.to_rgb(), size=image_size))
+                latest = (frame.number, preprocess_frame(frame.to_rgb(), preprocessing))
                 stats.frames_preprocessed += 1
             buffer[j] = latest[1]
         stats.peak_buffered_frames = max(stats.peak_buffered_frames, len({id(a) for a in buffer.values()}))

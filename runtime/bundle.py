@@ -13,11 +13,14 @@ loading a bundle stays cheap and Paddle/onnx-free.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 from .errors import InputError
@@ -36,26 +39,70 @@ OUTPUT_NAMES = ("features", "logits", "event_times")
 BUNDLE_ID_HEX_DIGITS = 16
 VERIFIED_CACHE = ".tsf-verified.json"  # relative file -> size, times and sha256 when last hashed
 
-# The reference window (docs/reference.md §3): 16 frames over 5 s, one row per second.
-WINDOW = {"frames": 16, "seconds": 5.0, "stride_seconds": 1.0}
+CACHE_RECORDS = "records.json"  # in $TSF_HOME/cache/<bundle id>/: what a read-only bundle cannot hold
 
 ARCHITECTURE_KEYS = ("frames", "depth", "width", "heads", "classes", "image_size", "patch_size", "mlp_ratio")
 
 
+@dataclass(frozen=True)
+class Window:
+    """What one row of features looks at: `frames` frames spread over `seconds`; consecutive rows
+    are `stride_seconds` apart unless a run asks for another rate (rows per second)."""
+
+    frames: int
+    seconds: Fraction
+    stride_seconds: Fraction
+
+    @classmethod
+    def reference(cls, frames: int = 16) -> "Window":
+        """The reference's (docs/reference.md §3): `frames` frames over 5 s, one row per second."""
+        return cls(frames, Fraction(5), Fraction(1))
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a decoded RGB frame becomes the model's input (docs/reference.md §4), as bundle.json says:
+    resize so the short side is `short_side` (bilinear, half-pixel centres, no antialiasing), crop
+    `crop_size` square from the centre (offset rounded half to even), then per channel
+    `(value * value_scale - mean) / std`, channels in `channel_order`. The runtime runs exactly
+    this; a bundle.json asking for anything else is refused when it is loaded."""
+
+    short_side: int
+    crop_size: int
+    value_scale: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    channel_order: str  # "RGB" or "BGR"
+
+    @classmethod
+    def reference(cls, image_size: int = 224) -> "Preprocessing":
+        """The reference's (docs/reference.md §4): what `reference_preprocessing` writes into bundle.json."""
+        return cls(image_size, image_size, 1 / 255, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "RGB")
+
+    @property
+    def normalises(self) -> bool:
+        """False when mean is 0 and std is 1 (the reference's): only the value scale applies."""
+        return any(self.mean) or any(v != 1 for v in self.std)
+
+
+# What the runtime's preprocessing can do besides its numbers: anything else is refused.
+SUPPORTED_PREPROCESSING = {"resize": "bilinear-half-pixel-no-antialias", "crop": "center",
+                           "crop_offset_rounding": "half-even", "layout": "NCTHW"}
+CHANNEL_ORDERS = ("RGB", "BGR")
+
+
+def reference_window(frames: int = 16) -> dict:
+    """The reference window as bundle.json records it."""
+    window = Window.reference(frames)
+    return {"frames": window.frames, "seconds": float(window.seconds), "stride_seconds": float(window.stride_seconds)}
+
+
 def reference_preprocessing(image_size: int = 224) -> dict:
     """The reference preprocessing (docs/reference.md §4) as bundle.json records it."""
-    return {
-        "channel_order": "RGB",
-        "value_scale": 1.0 / 255.0,
-        "mean": [0, 0, 0],
-        "std": [1, 1, 1],
-        "short_side": image_size,
-        "resize": "bilinear-half-pixel-no-antialias",
-        "crop": "center",
-        "crop_size": image_size,
-        "crop_offset_rounding": "half-even",
-        "layout": "NCTHW",
-    }
+    spec = Preprocessing.reference(image_size)
+    return {"channel_order": spec.channel_order, "value_scale": spec.value_scale, "mean": list(spec.mean),
+            "std": list(spec.std), "short_side": spec.short_side, "crop_size": spec.crop_size,
+            **SUPPORTED_PREPROCESSING}
 
 
 def tsf_home() -> Path:
@@ -98,6 +145,8 @@ class Bundle:
     class_names: tuple[str, ...]
     bundle_id: str
     random_init: bool
+    window: Window
+    preprocessing: Preprocessing
     engines: list[dict] = field(default_factory=list)
     weights_path: Path | None = None  # WEIGHTS_FILE; None in bundles exported before it existed
 
@@ -167,8 +216,7 @@ def load_bundle(directory: str | os.PathLike) -> Bundle:
         value = architecture.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise InputError(f"{json_path} is incomplete: architecture.{key} is missing or not a positive integer")
-    section("preprocessing")
-    section("window")
+    preprocessing_section, window_section = section("preprocessing"), section("window")
     weights = section("weights")
     if not isinstance(weights.get("random_init"), bool):
         raise InputError(f"{json_path} is incomplete: weights.random_init is missing")
@@ -213,6 +261,9 @@ def load_bundle(directory: str | os.PathLike) -> Bundle:
         raise InputError(f"{bundle_dir} is incomplete: {onnx_file} is missing")
     verify_files(bundle_dir, meta, json_path)
     check_model_shapes(onnx_path, architecture)
+    # After the ONNX: where bundle.json contradicts itself, the model's own shapes say which side is wrong.
+    preprocessing = _read_preprocessing(preprocessing_section, architecture, json_path)
+    window = _read_window(window_section, architecture, json_path)
 
     return Bundle(
         dir=bundle_dir,
@@ -222,9 +273,62 @@ def load_bundle(directory: str | os.PathLike) -> Bundle:
         class_names=tuple(class_names),
         bundle_id=bundle_id(onnx_sha256, class_names),
         random_init=weights["random_init"],
+        window=window,
+        preprocessing=preprocessing,
         engines=list(engines),
         weights_path=bundle_dir / weights_file if weights_file else None,
     )
+
+
+def _read_window(section: dict, architecture: dict, json_path: Path) -> Window:
+    def number(key: str) -> Fraction:
+        value = section.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise InputError(f"{json_path}: window.{key} must be a positive number, got {value!r}")
+        return Fraction(value).limit_denominator(1000)
+
+    frames = section.get("frames")
+    if frames != architecture["frames"]:
+        raise InputError(f"{json_path}: window.frames is {frames!r}, but the model takes {architecture['frames']} "
+                         "frames (architecture.frames)")
+    return Window(frames, number("seconds"), number("stride_seconds"))
+
+
+def _read_preprocessing(section: dict, architecture: dict, json_path: Path) -> Preprocessing:
+    for key, supported in SUPPORTED_PREPROCESSING.items():
+        if section.get(key) != supported:
+            raise InputError(f"{json_path}: preprocessing.{key} is {section.get(key)!r}; this tsf runs "
+                             f"{supported!r} only")
+    if section.get("channel_order") not in CHANNEL_ORDERS:
+        raise InputError(f"{json_path}: preprocessing.channel_order is {section.get('channel_order')!r}; this tsf "
+                         f"runs {' or '.join(CHANNEL_ORDERS)}")
+
+    def integer(key: str) -> int:
+        value = section.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise InputError(f"{json_path}: preprocessing.{key} must be a positive integer, got {value!r}")
+        return value
+
+    def triple(key: str, positive: bool) -> tuple[float, float, float]:
+        value = section.get(key)
+        if (not isinstance(value, list) or len(value) != 3 or
+                not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value) or
+                (positive and not all(v > 0 for v in value))):
+            raise InputError(f"{json_path}: preprocessing.{key} must be three {'positive ' if positive else ''}"
+                             f"numbers, got {value!r}")
+        return tuple(float(v) for v in value)
+
+    short_side, crop_size = integer("short_side"), integer("crop_size")
+    if crop_size != architecture["image_size"]:
+        raise InputError(f"{json_path}: preprocessing.crop_size is {crop_size}, but the model takes "
+                         f"{architecture['image_size']}-pixel images (architecture.image_size)")
+    if crop_size > short_side:
+        raise InputError(f"{json_path}: preprocessing.crop_size {crop_size} is larger than its short_side {short_side}")
+    scale = section.get("value_scale")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+        raise InputError(f"{json_path}: preprocessing.value_scale must be a positive number, got {scale!r}")
+    return Preprocessing(short_side, crop_size, float(scale), triple("mean", False), triple("std", True),
+                         section["channel_order"])
 
 
 def named_files(meta: dict) -> dict[str, str]:
@@ -389,3 +493,40 @@ def _varint(f) -> int:
         shift += 7
         if shift > 63:
             raise ValueError("a varint longer than 64 bits")
+
+
+# ---------------------------------------------------------------------------------------------
+# The bundle cache: what a read-only bundle cannot hold, in bundle.json's own layout
+
+def bundle_cache_dir(bundle: Bundle) -> Path:
+    """$TSF_HOME/cache/<bundle id>/: the fidelity records and INT8 model measured or built on first use."""
+    return tsf_home() / "cache" / bundle.bundle_id
+
+
+def cached_records(bundle: Bundle) -> dict:
+    try:
+        records = json.loads((bundle_cache_dir(bundle) / CACHE_RECORDS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return records if isinstance(records, dict) else {}
+
+
+def update_cached_records(bundle: Bundle, keys: tuple[str, ...], value) -> None:
+    """Set records[k1][k2]... = value in the cache's records.json, atomically; concurrent processes
+    (shards of one job on one node) take turns through a lock file."""
+    directory = bundle_cache_dir(bundle)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        records = cached_records(bundle)
+        node = records
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+        tmp = directory / f".{CACHE_RECORDS}.{os.getpid()}.tmp"
+        try:
+            tmp.write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
+            os.replace(tmp, directory / CACHE_RECORDS)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()

@@ -18,31 +18,18 @@ import click
 from .. import __version__
 from .backends import BACKEND_CHOICES, PRECISION_CHOICES
 from .bundle import default_bundle_dir
-from .errors import run_cli
+from .console import run_cli, setup_logging
 from .extractor import ExtractSettings, Extractor
 from .pipeline import DECODER_CHOICES
 from .sample import ALIGNMENTS
-from .scale.jobs import expand_jobs, run_jobs
+from .jobs import run_jobs
+from .scale.inputs import expand_jobs
 from .scale.ray_pool import run_on_ray
 from .scale.report import RunReport
 from .scale.slurm import select_share, slurm_script_for
-from .write import FORMATS, output_paths
+from .outputs import FORMATS, output_paths
 
 log = logging.getLogger("tsf")
-
-
-def _setup_logging(quiet: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname_lower)s: %(message)s"))
-    handler.addFilter(_lowercase_level)
-    log.handlers[:] = [handler]
-    log.setLevel(logging.WARNING if quiet else logging.INFO)
-    log.propagate = False
-
-
-def _lowercase_level(record: logging.LogRecord) -> bool:
-    record.levelname_lower = record.levelname.lower()
-    return True
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -99,7 +86,7 @@ def _lowercase_level(record: logging.LogRecord) -> bool:
 def command(videos, output, list_file, model, quiet, shard, print_slurm_script, ray_address, ray_cpus_per_worker,
             report_path, **extract_options):
     """Extract one TimeSformer feature per second from each VIDEO (files or directories)."""
-    _setup_logging(quiet)
+    setup_logging(quiet)
     settings = ExtractSettings(**extract_options)
     jobs = expand_jobs(videos, output, list_file)
     if print_slurm_script:

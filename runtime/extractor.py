@@ -29,9 +29,10 @@ from .errors import OutputError
 from .pipeline import Result, extract
 from .probe import probe_video
 from .progress import VideoProgress, format_speed
-from .sample import STRIDE_SECONDS, WINDOW_SECONDS, plan_windows
-from .scale.jobs import Job
-from .write import (ABSENT, FINISHED, FOREIGN, OutputSet, check_outputs, clear_unfinished, feature_file_description,
+from .fidelity import FidelityGate
+from .sample import plan_windows
+from .jobs import Job
+from .outputs import (ABSENT, FINISHED, FOREIGN, OutputSet, check_outputs, clear_unfinished, feature_file_description,
                     inspect_outputs, write_outputs)
 
 log = logging.getLogger("tsf")
@@ -66,7 +67,8 @@ class Extractor:
     def backend(self) -> Backend:
         if self._backend is None:
             s = self.settings
-            self._backend = select_backend(self.bundle, s.backend, s.device, s.precision, s.threads)
+            self._backend = select_backend(self.bundle, s.backend, s.device, s.precision, s.threads,
+                                           FidelityGate(self.bundle))
             log.info("engine: %s %s on %s (%s)", self._backend.name, self._backend.precision, self._backend.device,
                      self._backend.precision_reason)
             if self.bundle.random_init:
@@ -81,8 +83,8 @@ class Extractor:
         which numbers (within the precision)."""
         s = self.settings
         return {"bundle_id": self.bundle.bundle_id, "alignment": s.align, "format": s.fmt,
-                "window": {"frames": self.bundle.frames, "seconds": float(WINDOW_SECONDS),
-                           "stride_seconds": float(STRIDE_SECONDS)},
+                "window": {"frames": self.bundle.window.frames, "seconds": float(self.bundle.window.seconds),
+                           "stride_seconds": float(self.bundle.window.stride_seconds)},
                 "precision": precision}
 
     def is_done(self, job: Job) -> bool:
@@ -129,7 +131,7 @@ class Extractor:
     def extract(self, video: str | Path) -> Result:
         """One video's features in memory: probe -> plan -> decode, preprocess, batch, infer."""
         info = probe_video(video)
-        plan = plan_windows(info, self.settings.align, frames=self.bundle.frames)
+        plan = plan_windows(info, self.bundle.window, self.settings.align)
         backend = self.backend  # loaded, and its choice logged, before the progress bar starts
         with VideoProgress(plan.rows, float(info.duration) / plan.rows, Path(video).name,
                            enabled=self.show_progress) as bar:

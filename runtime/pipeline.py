@@ -158,8 +158,8 @@ def extract(info: VideoInfo, plan: WindowPlan, bundle: Bundle, backend: Backend,
         try:
             # NVDEC frames live on the decoder's GPU, which this thread must make current.
             with device_scope(video_decoder.device):
-                for batch in window_batches(video_decoder.frames(), plan, batch_size, allow_partial=allow_partial,
-                                            stats=stats, image_size=bundle.image_size):
+                for batch in window_batches(video_decoder.frames(), plan, batch_size, bundle.preprocessing,
+                                            allow_partial=allow_partial, stats=stats):
                     if not isinstance(batch.video, np.ndarray):
                         # A CuPy batch: its kernels ran on this thread's stream; finish them before
                         # another thread (with another current stream) reads the batch.

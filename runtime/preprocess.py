@@ -1,16 +1,19 @@
-"""Stage 4: one RGB frame -> the model's float32 [3, 224, 224] input. The one definition of the math.
+"""Stage 4: one RGB frame -> the model's float32 [3, S, S] input. The one definition of the math.
 
-Section 4 of the reference facts: /255, resize so the short side is 224 (bilinear, half-pixel
-centres, no antialiasing; the long side becomes floor(long / short * 224); skipped when the short
-side is already 224), centre crop 224 at offset round((long' - 224) / 2) with Python's
-round-half-to-even, channels first.
+What runs is the bundle's `Preprocessing` (runtime/bundle.py), which for the reference is section 4
+of the reference facts: /255, resize so the short side is 224 (bilinear, half-pixel centres, no
+antialiasing; the long side becomes floor(long / short * 224); skipped when the short side is
+already 224), centre crop 224 at offset round((long' - 224) / 2) with Python's round-half-to-even,
+channels first. Bundles may ask for another short side and crop, a mean and std, or BGR.
 
 Written against the array API subset that NumPy and CuPy share (`xp` is either module), so the
 CPU and GPU paths run the same lines. The resize is separable and computed as two gathers of the
 two neighbouring source rows/columns plus a weighted sum (not a dense interpolation matrix), and
 only for the output pixels that survive the crop. The gathers read the uint8 frame directly and
 the /255 is applied once at the end: the maths is linear, so this equals /255-then-resize up to
-float32 rounding (~1e-7) while touching each source pixel once in float.
+float32 rounding (~1e-7) while touching each source pixel once in float. The scale is applied as a
+division by 1 / value_scale when that is a whole number (255 for the reference), which is what the
+reference computes.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import functools
 
 import numpy as np
 
-SIZE = 224
+from .bundle import Preprocessing
 
 
 def array_module(array):
@@ -31,13 +34,13 @@ def array_module(array):
     return np
 
 
-def resized_long_side(long: int, short: int, size: int = SIZE) -> int:
+def resized_long_side(long: int, short: int, size: int) -> int:
     # floor(long / short * size) in integers: in floats, a ratio whose exact result is an integer
     # can land just below it and floor to one pixel less.
     return (long * size) // short
 
 
-def crop_offset(resized: int, size: int = SIZE) -> int:
+def crop_offset(resized: int, size: int) -> int:
     return round((resized - size) / 2)  # Python's round: half to even, as the reference
 
 
@@ -58,29 +61,30 @@ def axis_taps(in_size: int, out_size: int, first: int, count: int):
 
 # Every frame of a video has the same size: the taps are computed once, not per frame.
 @functools.lru_cache(maxsize=16)
-def resize_plan(height: int, width: int, size: int = SIZE):
+def resize_plan(height: int, width: int, short_side: int, crop: int):
     """Per axis (rows, columns): None when the axis is only cropped, else its gather taps, plus the crop offset."""
     short = min(height, width)
-    if short == size:
+    if short == short_side:
         out_h, out_w = height, width
     elif height <= width:
-        out_h, out_w = size, resized_long_side(width, height, size)
+        out_h, out_w = short_side, resized_long_side(width, height, short_side)
     else:
-        out_h, out_w = resized_long_side(height, width, size), size
-    top, left = crop_offset(out_h, size), crop_offset(out_w, size)
-    if short == size:
+        out_h, out_w = resized_long_side(height, width, short_side), short_side
+    top, left = crop_offset(out_h, crop), crop_offset(out_w, crop)
+    if short == short_side:
         return None, None, top, left
-    return axis_taps(height, out_h, top, size), axis_taps(width, out_w, left, size), top, left
+    return axis_taps(height, out_h, top, crop), axis_taps(width, out_w, left, crop), top, left
 
 
-def preprocess_frame(rgb, xp=None, size: int = SIZE):
-    """H x W x 3 uint8 RGB -> float32 [3, size, size] in [0, 1]."""
+def preprocess_frame(rgb, spec: Preprocessing, xp=None):
+    """H x W x 3 uint8 RGB -> float32 [3, crop, crop], as the bundle's `spec` says."""
     if xp is None:
         xp = array_module(rgb)
     height, width = rgb.shape[0], rgb.shape[1]
     if min(height, width) < 1:
         raise ValueError("empty frame")
-    rows, cols, top, left = resize_plan(height, width, size)
+    size = spec.crop_size
+    rows, cols, top, left = resize_plan(height, width, spec.short_side, size)
     if rows is None:
         result = rgb[top:top + size, left:left + size].astype(xp.float32)
     else:
@@ -91,8 +95,20 @@ def preprocess_frame(rgb, xp=None, size: int = SIZE):
         else:
             tmp = _gather_axis(xp, rgb, rows, axis=0)
             result = _gather_axis(xp, tmp, cols, axis=1)
-    result = xp.transpose(result, (2, 0, 1)) / xp.float32(255)
+    if spec.channel_order == "BGR":
+        result = result[..., ::-1]
+    result = _scaled(xp, xp.transpose(result, (2, 0, 1)), spec.value_scale)
+    if spec.normalises:
+        result = (result - xp.asarray(spec.mean, dtype=xp.float32)[:, None, None]) / \
+            xp.asarray(spec.std, dtype=xp.float32)[:, None, None]
     return xp.ascontiguousarray(result, dtype=xp.float32)
+
+
+def _scaled(xp, values, scale: float):
+    divisor = 1 / scale
+    if divisor == round(divisor):
+        return values / xp.float32(divisor)  # the reference's /255, exactly
+    return values * xp.float32(scale)
 
 
 def _gather_axis(xp, image, taps, axis: int):

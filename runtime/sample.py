@@ -19,20 +19,10 @@ from typing import Iterable
 import numpy as np
 
 from .errors import InputError
+from .bundle import Window
 from .probe import VideoInfo
 
-WINDOW_SECONDS = Fraction(5)
-STRIDE_SECONDS = Fraction(1)
 ALIGNMENTS = ("center", "reference")
-
-FRAME_TIME_RULES = {
-    "center": "row i is the window centred on i + 0.5 s; its frames are spaced window/(frames-1) apart; "
-              "each takes the frame shown at that time (last frame with pts <= t + frame_duration/4); "
-              "times before the first or after the last frame take the first or last frame",
-    "reference": "rows i = 0 .. int(L - 5) - 1 (L = whole seconds); frame indices "
-                 "int(linspace(floor(i*fps), floor((i+5)*fps) [-1 if == frame count], frames)); "
-                 "index k is the frame shown at start + k/fps",
-}
 
 
 @dataclass(frozen=True)
@@ -40,8 +30,9 @@ class WindowPlan:
     align: str
     frames_per_window: int
     window_seconds: Fraction
-    stride_seconds: Fraction
-    row_times: list[tuple[Fraction, ...]]  # per row, its frame times (non-decreasing)
+    stride_seconds: Fraction  # 1 / rows per second
+    row_times: list[tuple[Fraction, ...]]  # per row, its frame times on the stream clock (non-decreasing)
+    row_centres: list[Fraction]  # per row, its window's centre in seconds from the start of the video
     tolerance: Fraction  # a quarter of the nominal frame duration
     frame_time_rule: str
     reference_indices: list[tuple[int, ...]] | None = field(default=None)  # parity mode only
@@ -50,43 +41,69 @@ class WindowPlan:
     def rows(self) -> int:
         return len(self.row_times)
 
-
-def center_times(info: VideoInfo, frames: int = 16, window: Fraction = WINDOW_SECONDS) -> list[tuple[Fraction, ...]]:
-    rows = math.ceil(info.duration)
-    spacing = window / (frames - 1)
-    return [
-        tuple(info.start_time + i + Fraction(1, 2) - window / 2 + k * spacing for k in range(frames))
-        for i in range(rows)
-    ]
+    @property
+    def rate(self) -> Fraction:
+        """Rows per second."""
+        return 1 / self.stride_seconds
 
 
-def reference_indices(length_seconds: int, fps: Fraction, frame_count: int, frames: int = 16) -> list[tuple[int, ...]]:
-    """Section 3 of the reference facts, exactly: left-aligned windows, truncated inclusive linspace."""
-    rows = int(length_seconds - 5)
+def center_times(info: VideoInfo, window: Window, stride: Fraction) -> tuple[list[tuple[Fraction, ...]], list[Fraction]]:
+    """Row i is the 1/rate-second slot [i, i + 1) * stride: its window is centred on the slot's middle."""
+    rows = math.ceil(info.duration / stride)
+    spacing = window.seconds / (window.frames - 1)
+    centres = [(i + Fraction(1, 2)) * stride for i in range(rows)]
+    return [tuple(info.start_time + c - window.seconds / 2 + k * spacing for k in range(window.frames))
+            for c in centres], centres
+
+
+def reference_indices(length_seconds: int, fps: Fraction, frame_count: int, window: Window,
+                      stride: Fraction) -> list[tuple[int, ...]]:
+    """Section 3 of the reference facts, exactly at its stride of 1 s, and the same rule at others:
+    window i covers [i * stride, i * stride + seconds]; the windows end at least a second before the
+    whole seconds L (one 5-s window needs 6 s); frame indices are the truncated inclusive linspace."""
+    rows = math.floor((length_seconds - 1 - window.seconds) / stride) + 1 if length_seconds - 1 >= window.seconds else 0
     out = []
-    for i in range(max(rows, 0)):
-        start = math.floor(i * fps)
-        end = math.floor((i + 5) * fps)
+    for i in range(rows):
+        start = math.floor(i * stride * fps)
+        end = math.floor((i * stride + window.seconds) * fps)
         if end == frame_count:
             end -= 1
-        out.append(tuple(int(v) for v in np.linspace(start, end, frames).astype(int)))
+        out.append(tuple(int(v) for v in np.linspace(start, end, window.frames).astype(int)))
     return out
 
 
-def plan_windows(info: VideoInfo, align: str = "center", frames: int = 16) -> WindowPlan:
-    tolerance = info.frame_duration / 4
+def frame_time_rule(align: str, window: Window, stride: Fraction) -> str:
+    """How the plan picks each row's frames, in words (the metadata records it)."""
+    seconds, step = f"{float(window.seconds):g}", f"{float(stride):g}"
     if align == "center":
-        return WindowPlan("center", frames, WINDOW_SECONDS, STRIDE_SECONDS, center_times(info, frames),
-                          tolerance, FRAME_TIME_RULES["center"])
+        return (f"row i is the window of {seconds} s centred on (i + 0.5) x {step} s; its {window.frames} frames are "
+                "spaced window/(frames-1) apart; each takes the frame shown at that time (last frame with "
+                "pts <= t + frame_duration/4); times before the first or after the last frame take the first "
+                "or last frame")
+    return (f"row i covers [i x {step}, i x {step} + {seconds}] s, rows while the window ends a second before the "
+            f"whole seconds L; frame indices int(linspace(floor(start*fps), floor(end*fps) [-1 if == frame "
+            f"count], {window.frames})); index k is the frame shown at start + k/fps")
+
+
+def plan_windows(info: VideoInfo, window: Window, align: str = "center", rate: int | None = None) -> WindowPlan:
+    """The rows of `info` for a model looking through `window`; `rate` rows per second (default the
+    window's own stride, one per second for the reference)."""
+    stride = Fraction(1, rate) if rate else window.stride_seconds
+    tolerance = info.frame_duration / 4
+    rule = frame_time_rule(align, window, stride)
+    if align == "center":
+        times, centres = center_times(info, window, stride)
+        return WindowPlan("center", window.frames, window.seconds, stride, times, centres, tolerance, rule)
     if align == "reference":
-        length = int(info.duration)
-        indices = reference_indices(length, info.fps, info.frame_count_estimate, frames)
+        indices = reference_indices(int(info.duration), info.fps, info.frame_count_estimate, window, stride)
         if not indices:
             raise InputError(f"{info.path}: {float(info.duration):.1f} s is too short for --align reference "
-                             f"(needs at least 6 s: one 5-s window plus the reference's last second)")
+                             f"(needs at least {float(window.seconds) + 1:g} s: one {float(window.seconds):g}-s "
+                             "window plus the reference's last second)")
         times = [tuple(info.start_time + Fraction(k) / info.fps for k in row) for row in indices]
-        return WindowPlan("reference", frames, WINDOW_SECONDS, STRIDE_SECONDS, times, tolerance,
-                          FRAME_TIME_RULES["reference"], reference_indices=indices)
+        centres = [i * stride + window.seconds / 2 for i in range(len(indices))]
+        return WindowPlan("reference", window.frames, window.seconds, stride, times, centres, tolerance, rule,
+                          reference_indices=indices)
     raise InputError(f"unknown alignment {align!r} (center or reference)")
 
 

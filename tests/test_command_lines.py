@@ -39,7 +39,7 @@ def test_install_hints_name_this_checkout_and_this_python():
     import sys
     from pathlib import Path
 
-    from tsf.runtime.errors import install_hint
+    from tsf.runtime.extras import install_hint
 
     checkout = Path(__file__).resolve().parents[1]
     assert install_hint("plot") == f"{sys.executable} -m pip install -e '{checkout}[plot]'"

@@ -22,8 +22,9 @@ from tsf.export import export_bundle
 from tsf.runtime.spotting.classes import SOCCERNET_V2_CLASS_NAMES
 from tsf.export import bundle as bundle_module
 from tsf.export.onnx_export import OnnxExportError, export_onnx
-from tsf.export.parity import MAX_REL_L2, ParityError, check_parity, compare
+from tsf.export.parity import ParityError, check_parity
 from tsf.runtime.backends.precision import native_bf16
+from tsf.runtime.fidelity import MAX_REL_L2, compare
 from tsf.runtime.bundle import VERIFIED_CACHE, load_bundle
 from tsf.runtime.errors import InputError, OutputError
 
@@ -234,7 +235,7 @@ def test_parity_gate():
     rng = np.random.default_rng(0)
     reference = rng.standard_normal(1000)
     exact = compare(reference, reference)
-    assert exact == {"max_abs": 0.0, "rel_l2": 0.0, "cosine": pytest.approx(1.0)}
+    assert exact == {"max_abs": 0.0, "rel_l2": 0.0, "cosine": pytest.approx(1.0)}  # one-dimensional: no rows
     noise = rng.standard_normal(1000)
     noisy = reference + 1e-3 * noise
     figures = compare(reference, noisy)

@@ -19,17 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tsf.export.tensorrt_engine import (
-    FP16_MIN_FEATURE_COSINE,
-    FP32_MAX_REL_L2,
-    EngineParityError,
-    build_engine,
-    engine_support,
-    min_row_cosine,
-    parity_gate,
-)
-from tsf.runtime.bundle import Bundle
+from tsf.export.tensorrt_engine import EngineParityError, build_engine, engine_support, parity_gate
+from tsf.runtime.bundle import Bundle, Preprocessing, Window
 from tsf.runtime.errors import BackendError
+from tsf.runtime.fidelity import MAX_REL_L2, MIN_ROW_COSINE, compare
 from tsf.runtime.backends.tensorrt import (
     GpuIdentity,
     batch_slices,
@@ -105,7 +98,7 @@ def test_min_row_cosine_matches_a_float64_reference():
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((5, 7)), rng.standard_normal((5, 7))
     expected = min(float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y))) for x, y in zip(a, b))
-    assert min_row_cosine(a, b) == pytest.approx(expected, abs=1e-12)
+    assert compare(a, b)["min_row_cosine"] == pytest.approx(expected, abs=1e-12)
 
 
 def test_parity_gate_fp16():
@@ -113,7 +106,7 @@ def test_parity_gate_fp16():
     reference = outputs(rng)
     close = perturbed(reference, 0.01, rng)  # cosine ~ 0.99995
     figures = parity_gate("fp16", reference, close, "onnxruntime-cpu", [1, 3])
-    assert figures["features"]["min_row_cosine"] >= FP16_MIN_FEATURE_COSINE
+    assert figures["features"]["min_row_cosine"] >= MIN_ROW_COSINE
     assert figures["reference"] == "onnxruntime-cpu" and set(NAMES) <= set(figures)
     one_bad_row = {k: v.copy() for k, v in close.items()}
     one_bad_row["features"][2] = rng.standard_normal(one_bad_row["features"].shape[1])
@@ -128,7 +121,7 @@ def test_parity_gate_fp16():
 def test_parity_gate_fp32_is_tight():
     rng = np.random.default_rng(2)
     reference = outputs(rng)
-    parity_gate("fp32", reference, perturbed(reference, FP32_MAX_REL_L2 / 10, rng), "onnxruntime-cuda", [1, 3])
+    parity_gate("fp32", reference, perturbed(reference, MAX_REL_L2 / 10, rng), "onnxruntime-cuda", [1, 3])
     # An FP16-grade error (cosine still above the FP16 gate) is not good enough for an FP32 engine.
     fp16_grade = perturbed(reference, 0.01, rng)
     with pytest.raises(EngineParityError, match="fp32 engine refused"):
@@ -163,12 +156,14 @@ def test_type_stubs_are_not_mistaken_for_tensorrt(tmp_path, monkeypatch):
 def test_find_engine_without_tensorrt_falls_back_with_reasons(tmp_path):
     entry = entry_for(H100, "10.13.0.35")
     bundle = Bundle(dir=tmp_path, meta={}, onnx_path=tmp_path / "model.onnx", architecture={},
-                    class_names=(), bundle_id="0" * 16, random_init=True, engines=[entry])
+                    class_names=(), bundle_id="0" * 16, random_init=True, window=Window.reference(),
+                    preprocessing=Preprocessing.reference(), engines=[entry])
     if tensorrt_support() is not None:
         found, reasons = find_engine(bundle)
         assert found is None and reasons and all("\n" not in r for r in reasons)
     empty = Bundle(dir=tmp_path, meta={}, onnx_path=tmp_path / "model.onnx", architecture={},
-                   class_names=(), bundle_id="0" * 16, random_init=True, engines=[])
+                   class_names=(), bundle_id="0" * 16, random_init=True, window=Window.reference(),
+                   preprocessing=Preprocessing.reference(), engines=[])
     found, reasons = find_engine(empty)
     assert found is None and "no TensorRT engine" in reasons[0]
 
@@ -608,8 +603,9 @@ def test_nvdec_frames_are_preprocessed_on_the_decoders_gpu(nvdec_videos, monkeyp
     info = probe_video(nvdec_videos["untagged"])
     bundle = Bundle(dir=Path("."), meta={}, onnx_path=Path("model.onnx"), class_names=("a", "b"),
                     architecture={"frames": 4, "depth": 1, "width": 4, "heads": 1, "classes": 2, "image_size": 224,
-                                  "patch_size": 16, "mlp_ratio": 4}, bundle_id="0" * 16, random_init=True)
-    result = extract(info, plan_windows(info, frames=4), bundle, gpu_backend(gpu_id=1))
+                                  "patch_size": 16, "mlp_ratio": 4}, bundle_id="0" * 16, random_init=True,
+                    window=Window.reference(4), preprocessing=Preprocessing.reference())
+    result = extract(info, plan_windows(info, bundle.window), bundle, gpu_backend(gpu_id=1))
     assert result.decoder == "nvdec" and result.rows == 3
     assert devices == {1}
 

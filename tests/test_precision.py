@@ -25,7 +25,9 @@ from reference.pdparams import reference_state, write_pdparams
 from runtime_helpers import cosine_rows, run_cli, small_bundle, video
 from tsf.runtime import backends
 from tsf.runtime.backends import precision
-from tsf.runtime.backends.precision import MIN_ROW_COSINE, cpu_precision, measure_fidelity, native_bf16
+from tsf.runtime import fidelity
+from tsf.runtime.backends.precision import cpu_precision, native_bf16
+from tsf.runtime.fidelity import MIN_ROW_COSINE, FidelityGate, measure_cpu_gate
 from tsf.runtime.bundle import load_bundle
 from tsf.runtime.errors import BackendError, EngineUnavailable, InputError
 
@@ -83,43 +85,42 @@ def _record(passed: bool, cosine: float = 0.99999) -> dict:
 def test_auto_takes_bf16_on_a_native_bf16_cpu_once_the_gate_passed(monkeypatch):
     monkeypatch.setattr(precision, "cpu_flags", lambda: ("avx512_bf16", "avx512_vnni"))
     asked = []
-    monkeypatch.setattr(precision, "fidelity_record", lambda bundle, engine, p, threads: asked.append((engine, p))
-                        or _record(True))
-    chosen, why = cpu_precision("openvino", None, ("bf16", "fp32"), "auto", 2)
+    chosen, why = cpu_precision("openvino", ("bf16", "fp32"), "auto", 2,
+                                lambda engine, p, threads: asked.append((engine, p)) or _record(True))
     assert (chosen, asked) == ("bf16", [("openvino", "bf16")])
     assert why.startswith("auto: native BF16 (avx512_bf16), fidelity gate passed: worst row cos 0.999990")
 
 
 def test_auto_stays_fp32_without_native_bf16_and_never_takes_int8(monkeypatch):
     monkeypatch.setattr(precision, "cpu_flags", lambda: ("avx512_vnni", "avx_vnni"))
-    monkeypatch.setattr(precision, "fidelity_record", lambda *a: pytest.fail("nothing to measure"))
-    assert cpu_precision("openvino", None, ("bf16", "fp32"), "auto", 2) == (
+    def nothing_to_measure(*args):
+        pytest.fail("nothing to measure")
+
+    assert cpu_precision("openvino", ("bf16", "fp32"), "auto", 2, nothing_to_measure) == (
         "fp32", "auto: this CPU has no native BF16 (avx512_bf16 or amx_bf16)")
     monkeypatch.setattr(precision, "cpu_flags", lambda: ("amx_bf16", "avx512_bf16", "avx512_vnni"))
-    assert cpu_precision("onnxruntime", None, ("fp32", "int8"), "auto", 2) == (
+    assert cpu_precision("onnxruntime", ("fp32", "int8"), "auto", 2, nothing_to_measure) == (
         "fp32", "auto: onnxruntime offers no bf16 (int8 is opt-in)")
-    assert cpu_precision("openvino", None, ("bf16", "fp32"), "fp32", 2) == ("fp32", "asked for")
+    assert cpu_precision("openvino", ("bf16", "fp32"), "fp32", 2, nothing_to_measure) == ("fp32", "asked for")
+    # Without the bundle's gate no reduced precision runs.
+    assert cpu_precision("openvino", ("bf16", "fp32"), "auto", 2, None) == (
+        "fp32", "auto: no fidelity gate was given to allow bf16")
 
 
 def test_a_failed_gate_is_refused_with_a_warning_and_fp32_runs(monkeypatch, tsf_log):
     monkeypatch.setattr(precision, "cpu_flags", lambda: ("avx512_bf16",))
-    monkeypatch.setattr(precision, "fidelity_record", lambda *a: _record(False, 0.9871))
-
-    class Bundle:
-        bundle_id = "0123456789abcdef"
-
     for engine, offered, asked in (("openvino", ("bf16", "fp32"), "auto"), ("onnxruntime", ("fp32", "int8"), "int8")):
-        chosen, why = cpu_precision(engine, Bundle(), offered, asked, 2)
+        chosen, why = cpu_precision(engine, offered, asked, 2, lambda *a: _record(False, 0.9871))
         candidate = "bf16" if asked == "auto" else asked
         assert chosen == "fp32" and why.startswith(f"{candidate} refused, fidelity gate failed: worst row cos 0.987100")
-        assert any(r.levelname == "WARNING" and f"{engine} {candidate} refused for bundle 0123456789abcdef" in r.getMessage()
+        assert any(r.levelname == "WARNING" and f"{engine} {candidate} refused (fidelity gate failed" in r.getMessage()
                    for r in tsf_log.records)
 
 
 def test_bf16_asked_for_on_a_cpu_without_it_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(precision, "cpu_flags", lambda: ())
     with pytest.raises(EngineUnavailable, match="no native BF16"):
-        cpu_precision("openvino", None, ("bf16", "fp32"), "bf16", 2)
+        cpu_precision("openvino", ("bf16", "fp32"), "bf16", 2, None)
     with pytest.raises(BackendError) as error:
         backends.select_backend(load_bundle(small_bundle(4)), "auto", "cpu", "bf16")
     assert "openvino: this CPU has no native BF16" in str(error.value)
@@ -145,12 +146,12 @@ def test_the_gate_measures_what_the_features_are(engine, reduced, int8_bundle, t
     from tsf.runtime.pitch_clip import draw_pitch_clip
 
     bundle = load_bundle(int8_bundle)
-    record = measure_fidelity(bundle, engine, reduced, threads=2)
+    record = measure_cpu_gate(bundle, engine, reduced, threads=2)
     assert record["passed"] and record["min_row_cosine"] >= MIN_ROW_COSINE and len(record["row_cosines"]) == 6
     assert record["cpu_flags"] == list(precision.cpu_flags()) and record["reference"] == f"{engine} fp32"
 
     clip = tmp_path / "pitch.mkv"
-    draw_pitch_clip(clip, precision.GATE_SECONDS, crf=0)
+    draw_pitch_clip(clip, fidelity.GATE_SECONDS, crf=0)
     features = {p: Extractor(bundle, ExtractSettings(backend=engine, device="cpu", precision=p)).extract(clip).features
                 for p in ("fp32", reduced)}
     cosines = cosine_rows(features["fp32"], features[reduced])
@@ -171,7 +172,8 @@ def test_export_records_each_gate_and_the_int8_model(int8_bundle):
 
 @needs_native_bf16
 def test_bundle_int8_model_runs_without_building_anything(int8_bundle, own_cache):
-    backend = backends.select_backend(load_bundle(int8_bundle), "auto", "cpu", "int8")
+    bundle = load_bundle(int8_bundle)
+    backend = backends.select_backend(bundle, "auto", "cpu", "int8", gate=FidelityGate(bundle))
     assert (backend.name, backend.precision) == ("onnxruntime", "int8")
     assert backend.precision_reason.startswith("asked for, fidelity gate passed")
     assert backend.describe()["model"] == str(Path(int8_bundle) / "model.int8.onnx")
@@ -197,7 +199,7 @@ def test_tsf_extract_refuses_a_failed_precision_and_runs_fp32(asked, engine, fra
                                  "--device", "cpu", "--precision", asked])
     assert code == 0, err
     reduced = "bf16" if asked == "auto" else asked
-    assert f"warning: {engine} {reduced} refused for bundle" in err
+    assert f"warning: {engine} {reduced} refused (fidelity gate failed" in err
     meta = json.loads((tmp_path / "f.json").read_text())
     assert (meta["backend"], meta["precision"]) == (engine, "fp32")
     assert meta["precision_reason"].startswith(f"{reduced} refused, fidelity gate failed: worst row cos 0.")
@@ -208,7 +210,7 @@ def test_int8_on_first_use_is_built_gated_and_cached_outside_the_bundle(own_cach
 
     bundle = load_bundle(small_bundle(4))
     before = sorted(p.name for p in bundle.dir.iterdir())
-    backend = backends.select_backend(bundle, "onnxruntime", "cpu", "int8")
+    backend = backends.select_backend(bundle, "onnxruntime", "cpu", "int8", gate=FidelityGate(bundle))
     assert (backend.precision, backend.precision_reason[:31]) == ("int8", "asked for, fidelity gate passed")
     cache = own_cache / "cache" / bundle.bundle_id
     assert backend.describe()["model"] == str(cache / "model.int8.onnx")
@@ -222,20 +224,20 @@ def test_int8_on_first_use_is_built_gated_and_cached_outside_the_bundle(own_cach
 
     # The second time: the cached model and record, nothing rebuilt or measured.
     monkeypatch.setattr(quantize, "quantize_int8", lambda *a: pytest.fail("rebuilt"))
-    monkeypatch.setattr(precision, "measure_fidelity", lambda *a: pytest.fail("measured again"))
-    again = backends.select_backend(bundle, "onnxruntime", "cpu", "int8")
+    monkeypatch.setattr(fidelity, "measure_cpu_gate", lambda *a: pytest.fail("measured again"))
+    again = backends.select_backend(bundle, "onnxruntime", "cpu", "int8", gate=FidelityGate(bundle))
     assert again.describe()["model"] == str(cache / "model.int8.onnx")
 
 
 def test_a_record_from_another_kind_of_cpu_is_measured_again(own_cache, monkeypatch):
     bundle = load_bundle(small_bundle(4))
     calls = []
-    monkeypatch.setattr(precision, "measure_fidelity",
+    monkeypatch.setattr(fidelity, "measure_cpu_gate",
                         lambda *a: calls.append(a) or {**_record(True), "cpu_flags": list(precision.cpu_flags())})
     stored = {"fidelity": {"openvino": {"bf16": {**_record(True), "cpu_flags": ["amx_bf16", "amx_int8"]}}}}
-    other_cpu = dataclasses.replace(bundle, meta={**bundle.meta, **stored})
-    precision.fidelity_record(other_cpu, "openvino", "bf16", 2)
-    precision.fidelity_record(other_cpu, "openvino", "bf16", 2)  # now cached for this CPU
+    gate = FidelityGate(dataclasses.replace(bundle, meta={**bundle.meta, **stored}))
+    gate("openvino", "bf16", 2)
+    gate("openvino", "bf16", 2)  # now cached for this CPU
     assert len(calls) == 1
 
 
@@ -250,8 +252,8 @@ def test_an_unwritable_cache_is_a_warning_for_records_and_one_error_for_int8(tmp
     assert "tsf-export --int8" in errors[0] and not (tmp_path / "f.npy").exists()
 
     monkeypatch.setattr(logging.getLogger("tsf"), "propagate", True)  # the CLI turned it off
-    monkeypatch.setattr(precision, "measure_fidelity", lambda *a: {**_record(True), "cpu_flags": []})
-    precision.fidelity_record(load_bundle(small_bundle(4)), "onnxruntime", "int8", 2)  # none in its bundle.json
+    monkeypatch.setattr(fidelity, "measure_cpu_gate", lambda *a: {**_record(True), "cpu_flags": []})
+    FidelityGate(load_bundle(small_bundle(4)))("onnxruntime", "int8", 2)  # none in its bundle.json
     assert any("cannot keep the fidelity record" in r.getMessage() for r in tsf_log.records)
 
 
@@ -284,10 +286,10 @@ def test_every_cpu_engine_runs_the_threads_it_is_given(engine, asked, monkeypatc
     bundle = load_bundle(small_bundle(4))
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {1})  # e.g. taskset -c 1, or a container
-    backend = backends.select_backend(bundle, engine, "cpu", asked)
+    backend = backends.select_backend(bundle, engine, "cpu", asked, gate=FidelityGate(bundle))
     assert backend.describe()["threads"] == 1 == _engine_threads(backend)
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")
-    assert _engine_threads(backends.select_backend(bundle, engine, "cpu", asked)) == 2
+    assert _engine_threads(backends.select_backend(bundle, engine, "cpu", asked, gate=FidelityGate(bundle))) == 2
 
 
 def _engine_threads(backend) -> int:

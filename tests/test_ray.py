@@ -12,7 +12,7 @@ import pytest
 
 from runtime_helpers import run_cli, small_bundle, video
 from tsf.runtime.extractor import ExtractSettings
-from tsf.runtime.scale.jobs import Job
+from tsf.runtime.jobs import Job
 from tsf.runtime.scale.ray_pool import ExtractWorker, run_on_ray
 
 ray = pytest.importorskip("ray")

@@ -25,7 +25,7 @@ from runtime_helpers import (cosine_rows, decode_all, extract, independent_featu
                              small_bundle, video)
 from tsf.runtime.decode import DecodeError, FrameTimeChecker, PyAVDecoder
 from tsf.runtime.probe import VideoInfo, probe_video
-from tsf.runtime.scale.jobs import expand_jobs
+from tsf.runtime.scale.inputs import expand_jobs
 
 
 @functools.cache
@@ -325,7 +325,7 @@ def test_available_memory_is_read_from_the_system():
 def test_ctrl_c_during_paddle_work_is_held_until_a_safe_point():
     """DeferredInterrupt: the first SIGINT is raised at `check()`, a second at once, and a block that
     fails after Ctrl-C ends in KeyboardInterrupt; the previous handler is back afterwards."""
-    from tsf.runtime.errors import DeferredInterrupt
+    from tsf.runtime.console import DeferredInterrupt
 
     before = signal.getsignal(signal.SIGINT)
     steps = []

@@ -16,14 +16,18 @@ import pytest
 
 from reference.numpy_preprocess import reference_preprocess
 from reference.sampling import OFFSETS_AT_25_FPS, reference_rows
-from tsf.runtime import write
+from tsf.runtime import outputs as write
 from tsf.runtime.batch import BatchStats, window_batches
+from tsf.runtime.bundle import Preprocessing, Window
 from tsf.runtime.errors import InputError, OutputError
-from tsf.runtime.scale.jobs import JobError, Job, expand_jobs, run_jobs
+from tsf.runtime.jobs import Job, run_jobs
+from tsf.runtime.scale.inputs import JobError, expand_jobs
 from tsf.runtime.preprocess import preprocess_frame
 from tsf.runtime.probe import VideoInfo
 from tsf.runtime.progress import LINE_EVERY_PERCENT, VideoProgress, format_speed, realtime_factor
 from tsf.runtime.sample import FrameSelector, plan_windows, reference_indices, unique_targets
+
+REFERENCE = Window.reference()
 
 
 # ---------------------------------------------------------------- preprocessing
@@ -43,7 +47,7 @@ from tsf.runtime.sample import FrameSelector, plan_windows, reference_indices, u
 def test_preprocess_matches_float64_reference(height, width):
     rng = np.random.default_rng(height * 10007 + width)
     rgb = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
-    ours = preprocess_frame(rgb)
+    ours = preprocess_frame(rgb, Preprocessing.reference())
     expected = reference_preprocess(rgb)
     assert ours.dtype == np.float32 and ours.shape == (3, 224, 224)
     assert np.abs(ours.astype(np.float64) - expected).max() < 2e-6
@@ -65,13 +69,13 @@ def info_for(duration, fps, frames=None, start=Fraction(0)) -> VideoInfo:
 @pytest.mark.parametrize("seconds", [6, 7, 11, 60, 2700])
 def test_reference_indices_match_section_3(fps, seconds):
     frames = math.floor(seconds * fps)
-    ours = reference_indices(seconds, fps, frames)
+    ours = reference_indices(seconds, fps, frames, REFERENCE, Fraction(1))
     theirs = reference_rows(seconds, float(fps), frames)
     assert np.array_equal(np.array(ours, dtype=np.int64).reshape(-1, 16), theirs)
 
 
 def test_reference_indices_worked_example_at_25_fps():
-    rows = reference_indices(60, Fraction(25), 1500)
+    rows = reference_indices(60, Fraction(25), 1500, REFERENCE, Fraction(1))
     assert len(rows) == 55
     for i, row in enumerate(rows):
         assert row == tuple(25 * i + o for o in OFFSETS_AT_25_FPS)
@@ -109,7 +113,7 @@ def test_reference_times_select_reference_indices(fps, rounding):
     pts = [Fraction(k) / fps for k in range(count)]
     if rounding:
         pts = [Fraction(round(p / rounding)) * rounding for p in pts]
-    plan = plan_windows(info_for(Fraction(count) / fps, fps, count), "reference")
+    plan = plan_windows(info_for(Fraction(count) / fps, fps, count), REFERENCE, "reference")
     targets, row_targets = unique_targets(plan.row_times)
     picked = select(pts, targets, plan.tolerance)
     selected = [[picked[j] for j in row] for row in row_targets]
@@ -120,7 +124,7 @@ def test_reference_times_select_reference_indices(fps, rounding):
                                           (Fraction(996, 100), 25), (3, 5), (Fraction(1, 2), 25)])
 def test_center_rows_and_frame_times(duration, fps):
     info = info_for(duration, fps)
-    plan = plan_windows(info, "center")
+    plan = plan_windows(info, REFERENCE, "center")
     assert plan.rows == math.ceil(Fraction(duration))
     for i, times in enumerate(plan.row_times):
         assert len(times) == 16
@@ -140,15 +144,15 @@ def test_selection_follows_timestamps_for_variable_frame_rate():
         pts.append(t)
         t += Fraction(int(rng.choice([10, 20, 40, 120, 500])), 1000)
     info = info_for(pts[-1] + Fraction(1, 25), 25, len(pts))
-    plan = plan_windows(info, "center")
+    plan = plan_windows(info, REFERENCE, "center")
     targets, _ = unique_targets(plan.row_times)
     assert select(pts, targets, plan.tolerance) == [last_frame_at(pts, t, plan.tolerance) for t in targets]
 
 
 def test_reference_alignment_refuses_short_video():
     with pytest.raises(InputError, match="too short"):
-        plan_windows(info_for(Fraction(59, 10), 25), "reference")
-    assert plan_windows(info_for(6, 25), "reference").rows == 1
+        plan_windows(info_for(Fraction(59, 10), 25), REFERENCE, "reference")
+    assert plan_windows(info_for(6, 25), REFERENCE, "reference").rows == 1
 
 
 # ---------------------------------------------------------------- frame buffer
@@ -158,10 +162,10 @@ def test_buffer_converts_each_frame_once_and_stays_bounded(monkeypatch):
 
     fps, seconds = Fraction(25), 120
     frames = [FakeFrame(k, Fraction(k) / fps) for k in range(seconds * 25)]
-    plan = plan_windows(info_for(seconds, fps), "reference")
+    plan = plan_windows(info_for(seconds, fps), REFERENCE, "reference")
     stats = BatchStats()
     picks = record_selection(monkeypatch)
-    batches = list(window_batches(iter(frames), plan, 4, stats=stats))
+    batches = list(window_batches(iter(frames), plan, 4, Preprocessing.reference(), stats=stats))
     rows = [r for b in batches for r in b.rows]
     assert rows == list(range(plan.rows))
     distinct = {number for _, number in picks}
@@ -169,7 +173,7 @@ def test_buffer_converts_each_frame_once_and_stays_bounded(monkeypatch):
     # About one window (5 s at 3 frames/s) plus one batch of rows: independent of the length.
     assert stats.peak_buffered_frames <= 3 * (5 + 4) + 4
     # Each batch holds the right frames: FakeFrame's pixels carry its number.
-    indices = reference_indices(seconds, fps, seconds * 25)
+    indices = reference_indices(seconds, fps, seconds * 25, REFERENCE, Fraction(1))
     for batch in batches:
         for b, row in enumerate(batch.rows):
             got = np.round(batch.video[b, 0, :, 0, 0] * 255).astype(int)
@@ -393,7 +397,7 @@ def test_frame_time_checker_finds_gaps_and_early_ends():
 
 def test_preprocess_other_sizes_match_reference():
     rgb = np.random.default_rng(5).integers(0, 256, size=(180, 320, 3), dtype=np.uint8)
-    assert np.abs(preprocess_frame(rgb, size=112) - reference_preprocess(rgb, size=112)).max() < 2e-6
+    assert np.abs(preprocess_frame(rgb, Preprocessing.reference(112)) - reference_preprocess(rgb, size=112)).max() < 2e-6
 
 
 # ---------------------------------------------------------------- backend choice

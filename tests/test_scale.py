@@ -16,7 +16,7 @@ import pytest
 
 from runtime_helpers import run_cli, small_bundle, video
 from tsf.runtime.errors import InputError
-from tsf.runtime.scale.jobs import Job
+from tsf.runtime.jobs import Job
 from tsf.runtime.scale.slurm import parse_shard, shard_from_environment, shard_jobs
 
 

@@ -170,6 +170,6 @@ def main(argv=None):
     # missing; that line would precede every tsf-train message.
     warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
     # The shared console-script wrapper: usage errors as one `error:` line like every tsf command.
-    from tsf.runtime.errors import run_cli
+    from tsf.runtime.console import run_cli
 
     return run_cli(cli, "tsf-train", argv, interrupted="interrupted; finished clips and checkpoints are kept: run it again to resume")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from importlib import resources
 
-from tsf.runtime.errors import install_hint
+from tsf.runtime.extras import install_hint
 
 from .errors import TrainingError
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-from tsf.runtime.errors import install_hint
+from tsf.runtime.extras import install_hint
 
 from .errors import TrainingError
 

@@ -35,7 +35,7 @@ import time
 import numpy as np
 import paddle
 
-from tsf.runtime.errors import DeferredInterrupt
+from tsf.runtime.console import DeferredInterrupt
 
 from .config import dump_config
 from .dataset import ClipDataset, SamplingSettings, read_sample_list

@@ -16,19 +16,11 @@ import numpy as np
 
 from ..bundle import INPUT_NAME, OUTPUT_NAMES, Bundle
 from ..errors import EngineUnavailable, InputError, first_line
-from ..gpu import GPU_IMPORT_ERRORS, Device, gpu_name
+from ..extras import install_hint, require
+from ..gpu import Device, gpu_name
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 PRECISIONS = {"cpu": ("fp32", "int8"), "cuda": ("fp32",)}
-
-
-def _import_onnxruntime():
-    try:
-        import onnxruntime
-    except GPU_IMPORT_ERRORS as e:
-        raise EngineUnavailable(f"ONNX Runtime is not installed ({first_line(e)}); "
-                                "pip install 'tsf[cpu]' (or 'tsf[gpu]' for its CUDA build)") from None
-    return onnxruntime
 
 
 def load(bundle: Bundle, device: Device, precision: str, threads: int) -> OnnxRuntimeBackend:
@@ -46,10 +38,11 @@ class OnnxRuntimeBackend:
 
     def __init__(self, bundle: Bundle, device: Device, threads: int, model_path=None, precision: str = "fp32"):
         model_path = model_path or bundle.onnx_path
-        ort = _import_onnxruntime()
+        ort = require("onnxruntime", "gpu" if device.is_cuda else "cpu", "the onnxruntime engine")
         wanted = PROVIDERS[device.kind]
         if wanted not in ort.get_available_providers():
-            raise EngineUnavailable(f"this ONNX Runtime has no {wanted} (pip install 'tsf[gpu]' for onnxruntime-gpu)")
+            raise EngineUnavailable(f"this ONNX Runtime has no {wanted}: onnxruntime-gpu brings it, "
+                                    f"{install_hint('gpu')}")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads

@@ -12,19 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..bundle import INPUT_NAME, OUTPUT_NAMES, Bundle
-from ..errors import EngineUnavailable, InputError, first_line
+from ..errors import InputError
+from ..extras import require
 from ..gpu import Device
 
 PRECISIONS = {"cpu": ("bf16", "fp32")}
 INFERENCE_PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
-
-
-def _import_openvino():
-    try:
-        import openvino
-    except ImportError as e:
-        raise EngineUnavailable(f"OpenVINO is not installed ({first_line(e)}); pip install 'tsf[cpu]'") from None
-    return openvino
 
 
 def _reason(error: Exception) -> str:
@@ -45,7 +38,7 @@ class OpenVinoBackend:
     wants_gpu_input = False
 
     def __init__(self, bundle: Bundle, device: Device, precision: str, threads: int):
-        ov = _import_openvino()
+        ov = require("openvino", "cpu", "the openvino engine")
         # Through the ONNX frontend only: Core.read_model tries every frontend on a file the ONNX one
         # cannot parse, and TensorFlow's prints its own parse errors to stderr.
         onnx_frontend = ov.frontend.FrontEndManager().load_by_framework("onnx")

@@ -17,9 +17,9 @@ import logging
 import os
 from pathlib import Path
 
-from ..bundle import Bundle, sha256_file
-from ..errors import EngineUnavailable, first_line
-from .precision import cache_dir, cached_records, update_cached_records
+from ..bundle import Bundle, bundle_cache_dir, cached_records, sha256_file, update_cached_records
+from ..errors import EngineUnavailable
+from ..extras import require
 
 log = logging.getLogger("tsf")
 
@@ -32,7 +32,7 @@ def int8_model_path(bundle: Bundle) -> Path:
     entry = bundle.meta.get("quantized", {}).get("int8")
     if entry:
         return bundle.path(entry["file"])  # load_bundle checked that it exists
-    path = cache_dir(bundle) / INT8_FILE
+    path = bundle_cache_dir(bundle) / INT8_FILE
     if cached_records(bundle).get("quantized", {}).get("int8") and path.is_file():
         return path
     log.info("building the INT8 model of bundle %s (once; kept in %s)", bundle.bundle_id, path.parent)
@@ -48,12 +48,9 @@ def int8_model_path(bundle: Bundle) -> Path:
 
 def quantize_int8(onnx_path: Path, out_path: Path) -> dict:
     """Write the INT8 model of `onnx_path` to `out_path` (atomically); returns its `quantized` entry."""
-    try:
-        import onnxruntime
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-    except ImportError as e:
-        raise EngineUnavailable(f"building the INT8 model needs onnxruntime and onnx ({first_line(e)}); "
-                                "pip install 'tsf[cpu]'") from None
+    onnxruntime = require("onnxruntime", "cpu", "building the INT8 model")
+    require("onnx", "cpu", "building the INT8 model")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
     out_path = Path(out_path)
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
     try:

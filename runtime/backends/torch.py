@@ -24,24 +24,16 @@ compiling does not make faster; on a GPU nothing has been measured yet.
 from __future__ import annotations
 
 import contextlib
-import importlib
 
 import numpy as np
 
 from ..bundle import OUTPUT_NAMES, WEIGHTS_FILE, Bundle
 from ..errors import EngineUnavailable, InputError, first_line
-from ..gpu import GPU_IMPORT_ERRORS, Device, gpu_name
+from ..extras import require
+from ..gpu import Device, gpu_name
 
 PRECISIONS = {"cuda": ("fp16", "bf16", "fp32"), "cpu": ("fp32", "bf16")}
 REEXPORT = "re-export the bundle with this version's tsf-export"
-
-
-def _require(*names: str) -> None:
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except GPU_IMPORT_ERRORS as e:
-            raise EngineUnavailable(f"{name} is not installed ({first_line(e)}); pip install 'tsf[torch]'") from None
 
 
 def load(bundle: Bundle, device: Device, precision: str, threads: int) -> TorchBackend:
@@ -54,8 +46,8 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, bundle: Bundle, device: Device, precision: str, threads: int):
-        _require("torch", "safetensors")
-        import torch
+        torch = require("torch", "torch", "the torch engine")
+        require("safetensors", "torch", "the torch engine")
 
         if bundle.weights_path is None:
             raise EngineUnavailable(f"the bundle {bundle.dir} has no {WEIGHTS_FILE} (exported by an older "

@@ -22,9 +22,10 @@ from collections import deque
 from dataclasses import replace
 from typing import Callable
 
-from ..errors import BackendError, TsfError, install_hint
+from ..errors import BackendError, TsfError
+from ..extras import require
 from ..extractor import ExtractSettings, Extractor
-from .jobs import Job, Summary
+from ..jobs import Job, Summary
 
 log = logging.getLogger("tsf")
 
@@ -53,14 +54,6 @@ class ExtractWorker:
         return "done", None, time.monotonic() - started, self.host, rows
 
 
-def _import_ray():
-    try:
-        import ray
-    except ImportError as e:
-        raise BackendError(f"--ray needs Ray ({e}); {install_hint('cluster')}") from None
-    return ray
-
-
 def worker_plan(resources: dict, device: str, cpus_per_worker: int) -> tuple[int, dict]:
     """(number of workers, resources per worker): one per GPU, else one per CPU slot."""
     gpus = int(resources.get("GPU", 0))
@@ -84,7 +77,7 @@ def run_on_ray(jobs: list[Job], model: str, settings: ExtractSettings, *, addres
     `record(job, status, seconds=, error=, rows=, worker=host, attempts=n)` hears each outcome (the run report).
     `worker_class`: the actor's body (tests substitute one that fails on purpose).
     """
-    ray = _import_ray()
+    ray = require("ray", "cluster", "--ray", BackendError)
     record = record or (lambda *args, **kwargs: None)
     summary = Summary()
     todo = deque()

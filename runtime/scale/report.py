@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import OutputError
-from ..write import os_error_reason, output_paths
-from .jobs import Job
+from ..outputs import os_error_reason, output_paths
+from ..jobs import Job
 
 
 def metadata_rows(job: Job) -> int | None:

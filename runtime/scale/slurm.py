@@ -16,7 +16,7 @@ import sys
 from datetime import datetime, timezone
 
 from ..errors import InputError
-from .jobs import Job
+from ..jobs import Job
 
 SLURM_ARRAY_MAX_DEFAULT = 100  # shards in a printed script when --shard does not say
 

@@ -14,7 +14,8 @@ import os
 import click
 
 from ... import __version__
-from ..errors import InputError, run_cli
+from ..console import run_cli
+from ..errors import InputError
 from . import average_map
 from .spot import (DEFAULT_BACKGROUND, DEFAULT_NMS_WINDOW_S, DEFAULT_THRESHOLD, RESULTS_FILE, find_game_halves,
                    find_games, load_half, results_document, spot_half, write_json_atomically)

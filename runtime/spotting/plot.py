@@ -20,11 +20,13 @@ from pathlib import Path
 import click
 
 from ... import __version__
-from ..errors import InputError, TsfError, install_hint, run_cli
+from ..console import run_cli
+from ..errors import InputError, TsfError
+from ..extras import require
 from .spot import (DEFAULT_BACKGROUND, DEFAULT_NMS_WINDOW_S, RESULTS_FILE, HalfHeads, class_probabilities,
                    find_game_halves, half_number, heads_and_metadata_paths, load_half, spot_half,
                    window_centre_times)
-from ..write import write_files_atomically
+from ..outputs import write_files_atomically
 
 DEFAULT_SIZE = (1600, 900)
 DEFAULT_DPI = 100
@@ -75,12 +77,10 @@ def _read_soccernet_file(path: str) -> list[MarkedEvent]:
 def render_match(halves: dict[int, HalfHeads], spotted: list[MarkedEvent], truth: list[MarkedEvent] | None = None,
                  background: str = DEFAULT_BACKGROUND, title: str = "", size=DEFAULT_SIZE, dpi: int = DEFAULT_DPI) -> bytes:
     """The PNG bytes of the match picture, exactly size[0] x size[1] pixels."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-        from matplotlib.lines import Line2D
-    except ImportError as exc:
-        raise TsfError(f"tsf-plot needs matplotlib ({exc}); {install_hint('plot')}") from None
+    require("matplotlib", "plot", "tsf-plot", TsfError)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
     if not halves:
         raise InputError("nothing to plot: no halves")
     first = next(iter(halves.values()))

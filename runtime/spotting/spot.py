@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, OutputError
-from ..write import write_files_atomically
+from ..outputs import write_files_atomically
 from .classes import BACKGROUND
 
 HEADS_SUFFIX = ".heads.npz"

@@ -12,11 +12,12 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(REASON is not None, reason=str
 @pytest.mark.parametrize("size", [(256, 456), (1080, 1920), (224, 398), (500, 224)])
 def test_preprocessing_on_cupy_equals_numpy(size):
     import cupy
+    from tsf.runtime.bundle import Preprocessing
     from tsf.runtime.preprocess import preprocess_frame
 
     rgb = np.random.default_rng(sum(size)).integers(0, 256, (*size, 3), dtype=np.uint8)
-    expected = preprocess_frame(rgb)
-    got = preprocess_frame(cupy.asarray(rgb))
+    expected = preprocess_frame(rgb, Preprocessing.reference())
+    got = preprocess_frame(cupy.asarray(rgb), Preprocessing.reference())
     assert isinstance(got, cupy.ndarray) and got.dtype == cupy.float32 and got.shape == expected.shape
     np.testing.assert_allclose(cupy.asnumpy(got), expected, rtol=0, atol=1e-5)
 

@@ -111,15 +111,16 @@ def test_nvdec_preprocessed_frames_match_cpu(video_dir):
     import cupy
 
     from tsf.runtime.decode_nvdec import NvdecDecoder
+    from tsf.runtime.bundle import Preprocessing
     from tsf.runtime.preprocess import preprocess_frame
 
     name = "h264_bframes_25fps.mkv"
     info = probe_video(videos.make_video(video_dir / name, **CASES[name]))
-    expected = [preprocess_frame(rgb) for _, rgb in decode_cpu(info)[:20]]
+    expected = [preprocess_frame(rgb, Preprocessing.reference()) for _, rgb in decode_cpu(info)[:20]]
     decoder = NvdecDecoder(info)
     got = []
     for frame in decoder.frames():
-        got.append(cupy.asnumpy(preprocess_frame(frame.to_rgb())))
+        got.append(cupy.asnumpy(preprocess_frame(frame.to_rgb(), Preprocessing.reference())))
         if len(got) == len(expected):
             break
     decoder.close()

@@ -89,9 +89,10 @@ def test_select_backend_picks_the_engine(small_engines):
 
 def test_refused_engine_leaves_nothing_behind(small_engines, tmp_path, monkeypatch):
     from tsf.export import tensorrt_engine
+    from tsf.runtime import fidelity
 
     bundle_dir, _ = small_engines
-    monkeypatch.setattr(tensorrt_engine, "FP16_MIN_FEATURE_COSINE", 1.5)  # a gate nothing passes
+    monkeypatch.setattr(fidelity, "MIN_ROW_COSINE", 1.5)  # a gate nothing passes
     with pytest.raises(tensorrt_engine.EngineParityError, match="fp16 engine refused"):
         tensorrt_engine.build_engine(bundle_dir / "model.onnx", tmp_path, precision="fp16", max_batch=2,
                                      frames=4, image_size=224)

@@ -16,7 +16,7 @@ from gpu_helpers import rel_l2, row_cosines
 from reference.inputs import random_video
 from reference.pdparams import reference_state
 from tsf.runtime.backends import select_backend
-from tsf.runtime.bundle import WEIGHTS_FILE, Bundle
+from tsf.runtime.bundle import WEIGHTS_FILE, Bundle, Preprocessing, Window
 
 
 def torch_cuda_reason() -> str | None:
@@ -45,7 +45,8 @@ def weights_only_bundle(directory, depth, width, frames) -> Bundle:
                     "image_size": 224, "patch_size": 16, "mlp_ratio": 4}
     return Bundle(dir=directory, meta={}, onnx_path=directory / "model.onnx", architecture=architecture,
                   class_names=tuple(f"class_{i}" for i in range(18)), bundle_id="weights-only",
-                  random_init=True, weights_path=directory / WEIGHTS_FILE)
+                  random_init=True, window=Window.reference(frames), preprocessing=Preprocessing.reference(),
+                  weights_path=directory / WEIGHTS_FILE)
 
 
 @pytest.fixture(scope="module")

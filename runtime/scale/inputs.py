@@ -1,18 +1,13 @@
-"""Many videos: which output each input gets, and running the list with resume and per-file failures.
-
-The plain command, a Slurm share (--shard K/N) and the Ray pool all take the same expanded
-(video, output) list; the plain command and each shard run it with `run_jobs`.
-"""
+"""Many videos: which output each input gets (files, directories, `--list`), as a list of jobs."""
 
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Iterable
 
 from ..errors import TsfError
+from ..jobs import Job
 
 VIDEO_SUFFIXES = {".mkv", ".mp4", ".avi", ".mov", ".webm", ".ts", ".m4v", ".mpg", ".mpeg", ".mts", ".m2ts",
                   ".flv", ".wmv"}
@@ -20,26 +15,6 @@ VIDEO_SUFFIXES = {".mkv", ".mp4", ".avi", ".mov", ".webm", ".ts", ".m4v", ".mpg"
 
 class JobError(TsfError):
     """The inputs and outputs given cannot be turned into a list of jobs (bad combination, collisions)."""
-
-
-@dataclass(frozen=True)
-class Job:
-    video: Path
-    output: Path  # the features .npy; sidecars sit beside it
-
-
-@dataclass
-class Summary:
-    done: list[Job] = field(default_factory=list)
-    skipped: list[Job] = field(default_factory=list)
-    failed: list[tuple[Job, str]] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def line(self) -> str:
-        return f"{len(self.done)} done, {len(self.skipped)} skipped (already extracted), {len(self.failed)} failed"
 
 
 def find_videos(directory: Path) -> list[Path]:
@@ -145,42 +120,3 @@ def unique_jobs(jobs: list[Job]) -> list[Job]:
             seen.add(key)
             out.append(job)
     return out
-
-
-class Outcome(Protocol):
-    rows: int
-
-
-def run_jobs(jobs: list[Job], process: Callable[[Job], Outcome], *, is_done: Callable[[Job], bool],
-             report: Callable[[str], None], keep_going_on_bugs: bool = True,
-             record: Callable[..., None] | None = None) -> Summary:
-    """Run `process` on each job not already done; a failing job is reported and the rest go on.
-
-    `process` raises TsfError for bad input; any other exception is a bug, reported the same way
-    (one line) unless `keep_going_on_bugs` is False. KeyboardInterrupt stops everything.
-    `record(job, status, seconds=, error=, rows=)`, if given, hears every job's outcome ("done",
-    "skipped", "failed") as it happens (the run report).
-    """
-    summary = Summary()
-    for job in jobs:
-        if is_done(job):
-            summary.skipped.append(job)
-            if record:
-                record(job, "skipped")
-            continue
-        started = time.monotonic()
-        try:
-            outcome = process(job)
-        except Exception as e:
-            if not isinstance(e, TsfError) and not keep_going_on_bugs:
-                raise
-            message = str(e) if isinstance(e, TsfError) else f"{job.video}: internal error: {type(e).__name__}: {e}"
-            summary.failed.append((job, message))
-            report(f"error: {message}")
-            if record:
-                record(job, "failed", seconds=time.monotonic() - started, error=message)
-            continue
-        summary.done.append(job)
-        if record:
-            record(job, "done", seconds=time.monotonic() - started, rows=outcome.rows)
-    return summary
