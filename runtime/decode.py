@@ -25,6 +25,7 @@ import av
 from .errors import InputError
 from .preprocess import array_module
 from .gpu import CPU, Device
+from .decode_segments import Keyframe, first_keyframe_after_seek
 from .probe import VideoInfo, open_container
 
 log = logging.getLogger("tsf")
@@ -182,13 +183,17 @@ class FrameTimeChecker:
 
 
 class PyAVDecoder:
-    """FFmpeg via PyAV, frame and slice threading on; only the few frames in flight are in memory."""
+    """FFmpeg via PyAV, frame and slice threading on; only the few frames in flight are in memory.
+
+    With a `keyframe` (decode_segments.py), decoding starts there instead of at the start of the
+    file, and frames shown before that keyframe are not yielded."""
 
     name = "cpu"
     device = CPU
 
-    def __init__(self, info: VideoInfo, threads: int = 0):
+    def __init__(self, info: VideoInfo, threads: int = 0, keyframe: Keyframe | None = None):
         self.info = info
+        self.keyframe = keyframe
         self.container = open_container(info.path)
         self.stream = self.container.streams[info.stream_index]
         self.stream.thread_type = "AUTO"
@@ -199,11 +204,13 @@ class PyAVDecoder:
         checker = FrameTimeChecker(info, damage_visible=damage_visible(info.container))
         tiles = info.container in TILING_CONTAINERS
         time_base = Fraction(self.stream.time_base)
+        keyframe = self.keyframe
+        start = keyframe.pts * time_base if keyframe is not None else None
         number = 0
         try:
             # Every stream's packets: in a container that tiles the file, bytes skipped between
             # any two packets are lost data.
-            for packet in self.container.demux():
+            for packet in self._packets():
                 video = packet.stream.index == self.stream.index  # (flush packets carry no stream_index)
                 if video and packet.is_corrupt:
                     checker.damaged("the demuxer marked a packet corrupt")
@@ -213,6 +220,8 @@ class PyAVDecoder:
                     continue
                 for frame in packet.decode():
                     pts_time = checker.frame_time(frame.pts * time_base if frame.pts is not None else None)
+                    if start is not None and pts_time < start:
+                        continue  # a leading picture of an open GOP: the previous segment's
                     if not checker.accept(pts_time):
                         continue
                     yield PyAVFrame(pts_time, number, frame, info.rotation)
@@ -220,6 +229,19 @@ class PyAVDecoder:
         except (av.error.FFmpegError, ValueError, OSError) as e:
             raise checker.broke(getattr(e, "strerror", None) or str(e) or type(e).__name__) from None
         checker.finish()
+
+    def _packets(self):
+        """The file's packets from the start, or from the segment's keyframe: sought as the plan
+        sought it, so what the demuxer read (or skipped) before it is the previous segment's."""
+        if self.keyframe is not None:
+            packet = first_keyframe_after_seek(self.container, self.stream, self.keyframe.seek_pts)
+            if packet is None or packet.pts != self.keyframe.pts:
+                start = self.keyframe.pts * Fraction(self.stream.time_base)
+                raise DecodeError(f"{self.info.path}: seeking to the keyframe at {float(start):.1f} s reached "
+                                  f"{'the end' if packet is None else f'pts {packet.pts}'} instead",
+                                  start - self.info.start_time)
+            yield packet
+        yield from self.container.demux()
 
     def close(self) -> None:
         self.container.close()

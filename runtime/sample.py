@@ -12,7 +12,7 @@ same float arithmetic so that parity mode picks exactly the reference's frame in
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Iterable
 
@@ -45,6 +45,12 @@ class WindowPlan:
     def rate(self) -> Fraction:
         """Rows per second."""
         return 1 / self.stride_seconds
+
+    def subset(self, rows: range) -> "WindowPlan":
+        """The plan of `rows` alone: its row i is row rows[i] of this one (a decoder's share, decode_segments.py)."""
+        part = slice(rows.start, rows.stop)
+        return replace(self, row_times=self.row_times[part], row_centres=self.row_centres[part],
+                       reference_indices=None if self.reference_indices is None else self.reference_indices[part])
 
 
 def center_times(info: VideoInfo, window: Window, stride: Fraction) -> tuple[list[tuple[Fraction, ...]], list[Fraction]]:

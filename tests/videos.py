@@ -63,6 +63,8 @@ def make_video(
     rotation: int = 0,
     colorspace: int | None = None,
     color_range: int | None = None,
+    gop: int = 50,
+    open_gop: bool = False,
 ) -> Path:
     """Encode a test video; the container follows the suffix (.mkv, .mp4, ...).
 
@@ -72,6 +74,10 @@ def make_video(
     `colorspace` / `color_range` (FFmpeg's AVColorSpace / AVColorRange codes) tag the stream and
     convert the pictures with that matrix and range; left out, the stream is untagged (BT.601
     limited range, as FFmpeg converts it).
+    `gop`: frames from one keyframe to the next (libx264, mpeg4). `open_gop`: libx264 makes its
+    keyframes recovery points instead of IDRs, so the B-frames coded after a keyframe but shown
+    before it reference the previous GOP (x264 places them when the keyframe does not fall on the
+    end of a run of B-frames: `bframes=3` with the default `gop` does).
     """
     path = Path(path)
     fps = Fraction(fps).limit_denominator(1001)
@@ -95,11 +101,13 @@ def make_video(
             stream.set_display_rotation(rotation)
         if codec == "libx264":
             stream.options = {"crf": "12", "preset": "ultrafast" if bframes == 0 else "veryfast",
-                              "bf": str(bframes), "g": "50"}
+                              "bf": str(bframes), "g": str(gop)}
+            if open_gop:
+                stream.options["x264-params"] = "open-gop=1"
         elif codec.startswith("libvpx"):  # VP8/VP9 for WebM, at their fastest settings
             stream.options = {"deadline": "realtime", "cpu-used": "8"}
         else:
-            stream.options = {"qscale": "2", "g": "50"} if codec == "mpeg4" else {}
+            stream.options = {"qscale": "2", "g": str(gop)} if codec == "mpeg4" else {}
         tagged = colorspace is not None or color_range is not None
         if colorspace is not None:
             stream.codec_context.colorspace = colorspace
