@@ -18,6 +18,13 @@ EngineUnavailable with the reason, and the pipeline decodes with PyAV instead.
 Streaming: one packet in, the frames it completes out; memory does not grow with the video.
 Timestamps and damage detection go through the same `FrameTimeChecker` as the CPU decoder.
 
+Segments (decode_segments.py): a decoder given a keyframe reads the demuxer's packets up to it
+without decoding them, then decodes from it and drops the pictures shown before it (an open
+GOP's leading pictures, which NVDEC would output damaged). It reads rather than seeks because
+PyNvVideoCodec's demuxer seeks to an index entry by number, which is a frame only in some
+containers. `engines` is the GPU's NVDEC engine count (`GetDecoderCaps`' num_decoder_engines):
+the pipeline gives a video that many decoders.
+
 Each frame's planes are copied once on the GPU (device to device, 3 MB for 1080p) into CuPy
 arrays the frame owns: NVDEC hands out surfaces from a small pool that later Decode calls reuse,
 while the window selector holds a frame until it has seen the next one. Nothing here waits on
@@ -35,6 +42,7 @@ from typing import Any, Iterator, Mapping
 
 from .colour import matrix_supported, yuv420_to_rgb
 from .decode import FrameTimeChecker, upright
+from .decode_segments import Keyframe
 from .errors import EngineUnavailable, first_line
 from .gpu import GPU_IMPORT_ERRORS, Device, cupy_support
 from .probe import VideoInfo
@@ -123,7 +131,7 @@ class NvdecDecoder:
 
     name = "nvdec"
 
-    def __init__(self, info: VideoInfo, gpu_id: int = 0):
+    def __init__(self, info: VideoInfo, gpu_id: int = 0, keyframe: Keyframe | None = None):
         reason = nvdec_support(gpu_id)
         if reason is not None:
             raise EngineUnavailable(reason)
@@ -157,6 +165,8 @@ class NvdecDecoder:
         reason = nvdec_refusal(info, chroma_format.name, bit_depth, caps)
         if reason is not None:
             raise EngineUnavailable(reason)
+        self.engines = max(1, int(caps.get("num_decoder_engines") or 1))
+        self.keyframe = keyframe
         try:
             self._decoder = nvc.CreateDecoder(
                 gpuid=gpu_id, codec=codec, cudacontext=context, cudastream=self._stream.ptr,
@@ -182,6 +192,10 @@ class NvdecDecoder:
         checker = FrameTimeChecker(self.info)
         number = 0
         packets = iter(self._demuxer)
+        start = None
+        if self.keyframe is not None:
+            start = self.keyframe.pts * self._time_base
+            packets = self._from_keyframe(packets)
         while True:
             try:
                 packet = next(packets, None)
@@ -198,6 +212,8 @@ class NvdecDecoder:
             for pts, (luma, chroma) in ready:
                 has_pts = pts is not None and pts != AV_NOPTS_VALUE
                 pts_time = checker.frame_time(pts * self._time_base if has_pts else None)
+                if start is not None and pts_time < start:
+                    continue  # a leading picture of an open GOP: the previous segment's
                 if not checker.accept(pts_time):
                     continue
                 yield NvdecFrame(pts_time, number, luma, chroma, self.info)
@@ -205,6 +221,15 @@ class NvdecDecoder:
             if packet is None:
                 break
         checker.finish()
+
+    def _from_keyframe(self, packets) -> Iterator:
+        """The packets from the segment's keyframe on; those before it are read, not decoded."""
+        for packet in packets:
+            if packet.key and packet.pts == self.keyframe.pts:
+                yield packet
+                yield from packets
+                return
+        raise RuntimeError(f"the demuxer found no keyframe at pts {self.keyframe.pts}")
 
     def _flush(self) -> list:
         """After the last packet, an empty packet makes NVDEC hand out the frames it holds back."""

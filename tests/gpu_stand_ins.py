@@ -15,7 +15,10 @@ here too) and the behaviour tsf relies on, read from the libraries themselves:
   cudastream=0, usedevicememory=..., ...)`, `Decode(packet) -> [DecodedFrame]`,
   `WaitOnCUStream(stream)`, NV12 frames (luma rows, padded to 16, then interleaved U/V rows)
   through DLPack. PyAV decodes the packets; NVDEC's surfaces are reused by the next Decode call.
-  Only what tsf asks for is modelled: NATIVE (NV12) output in device memory.
+  Only what tsf asks for is modelled: NATIVE (NV12) output in device memory. The demuxer's
+  packets carry `key`, `pts`, `dts`, `pos` and `bsl` as its PacketData does; Decode releases
+  the GIL (PyNvDecoder::Decode drops it around the hardware decode), so decoders in several
+  threads run at once, sharing the GPU's engines (`NvdecEngines`, in simulated time).
 - TensorRT 10 (tensorrt-stubs 10.13): an execution context whose `execute_async_v3(stream_handle)`
   queues the engine's work on that stream.
 """
@@ -25,6 +28,7 @@ import ctypes
 import enum
 import itertools
 import threading
+import time
 import types
 
 import numpy as np
@@ -256,16 +260,78 @@ def hopper_caps(codec, chroma, bit_depth) -> dict:
             "width_min": 48 if width else 0, "height_min": 16 if width else 0}
 
 
-def fake_pynvvideocodec(cuda: Cuda, caps=hopper_caps, fail_after: int | None = None):
+class NvdecEngines:
+    """A GPU's NVDEC engines in simulated time, shared by every decoder created on it.
+
+    Each Decode call with a packet is one frame of work: one tick of one engine. Every decoder
+    decodes at the same fixed rate, one frame per tick while it holds an engine, and a tick
+    serves at most `engines` decoders (those that waited longest first). Time moves only when
+    every decoder in use waits in Decode, that is when nothing but the engines could make
+    progress. A decoder is in use from its creation while the thread that created it, or last
+    called its Decode, lives: a decoder being set up (or reading its way to its first packet)
+    holds time still, so no decoder starts late in simulated time. So `ticks` counts engine time
+    alone, however slowly (and however loaded) the host runs, and `frames / ticks` is the decode
+    rate in frames per tick. If tsf held a decoder back outside Decode while another waited (a
+    lock, one thread feeding two decoders, a decoder created and left unused by a thread that
+    goes on), time would stop: after `stall_seconds` of real time without a tick, Decode raises
+    instead of hanging.
+    """
+
+    def __init__(self, engines: int, stall_seconds: float = 120.0):
+        self.engines = engines
+        self.stall_seconds = stall_seconds
+        self.ticks = 0
+        self.frames = 0
+        self.busiest_tick = 0  # the most decoders one tick served
+        self._waiting: list = []  # decoders in Decode, longest waiting first
+        self._callers: dict = {}  # decoder -> the thread that last called its Decode
+        self._condition = threading.Condition()
+
+    def created(self, decoder) -> None:
+        with self._condition:
+            self._callers[decoder] = threading.current_thread()
+
+    def decode_one_frame(self, decoder) -> None:
+        with self._condition:
+            self._callers[decoder] = threading.current_thread()
+            self._waiting.append(decoder)
+            last_tick, since = self.ticks, time.monotonic()
+            while decoder in self._waiting:
+                self._tick_if_all_wait()
+                if decoder not in self._waiting:
+                    break
+                self._condition.wait(timeout=0.02)  # callers' threads end without telling us
+                if self.ticks != last_tick:
+                    last_tick, since = self.ticks, time.monotonic()
+                elif time.monotonic() - since > self.stall_seconds:
+                    self._waiting.remove(decoder)
+                    held = sum(1 for d, t in self._callers.items() if t.is_alive() and d not in self._waiting)
+                    raise RuntimeError(f"NVDEC stand-in: time stopped at tick {self.ticks}: {held} decoder(s) in "
+                                       f"use are held outside Decode while {len(self._waiting) + 1} wait")
+
+    def _tick_if_all_wait(self) -> None:
+        in_use = [d for d, thread in self._callers.items() if thread.is_alive() or d in self._waiting]
+        if not self._waiting or any(d not in self._waiting for d in in_use):
+            return
+        served, self._waiting = self._waiting[:self.engines], self._waiting[self.engines:]
+        self.ticks += 1
+        self.frames += len(served)
+        self.busiest_tick = max(self.busiest_tick, len(served))
+        self._condition.notify_all()
+
+
+def fake_pynvvideocodec(cuda: Cuda, caps=hopper_caps, fail_after: int | None = None,
+                        engines: NvdecEngines | None = None):
     """PyNvVideoCodec 2.2.4 over PyAV. `caps(codec, chroma, bit_depth) -> dict` plays
-    GetDecoderCaps; `fail_after` makes Decode raise after that many calls (a broken stream)."""
+    GetDecoderCaps; `fail_after` makes Decode raise after that many calls (a broken stream);
+    `engines`, when given, times the decoders' work and is the engine count GetDecoderCaps reports."""
     import av
 
     log = {"decoders": [], "dlpack_streams": [], "waits": []}
 
     class PacketData:
         def __init__(self):
-            self.bsl, self.pts, self.dts, self.key = 0, 0, 0, 0
+            self.bsl, self.pts, self.dts, self.key, self.pos = 0, 0, 0, 0, 0
             self.av_packet = None
 
     class PyNvDemuxer:
@@ -307,6 +373,7 @@ def fake_pynvvideocodec(cuda: Cuda, caps=hopper_caps, fail_after: int | None = N
                 if av_packet.size:  # PyAV ends with an empty flush packet; NVDEC's demuxer does not
                     packet = PacketData()
                     packet.bsl, packet.pts, packet.av_packet = av_packet.size, av_packet.pts or 0, av_packet
+                    packet.dts, packet.pos, packet.key = av_packet.dts or 0, av_packet.pos, int(av_packet.is_keyframe)
                     yield packet
 
     class DecodedFrame:
@@ -346,6 +413,8 @@ def fake_pynvvideocodec(cuda: Cuda, caps=hopper_caps, fail_after: int | None = N
             self.calls += 1
             if fail_after is not None and self.calls > fail_after:
                 raise RuntimeError("HW decode failed\ncuvid detail")
+            if engines is not None and packet.bsl:
+                engines.decode_one_frame(self)
             frames = self._codec.decode(packet.av_packet)
             for surface in self.surfaces:  # NVDEC reuses its surfaces on the next Decode call
                 surface[:] = 0
@@ -376,7 +445,10 @@ def fake_pynvvideocodec(cuda: Cuda, caps=hopper_caps, fail_after: int | None = N
     def GetDecoderCaps(gpuid: int = 0, codec=cudaVideoCodec.H264, chromaformat=cudaVideoChromaFormat["420"],
                        bitdepth: int = 8) -> dict:
         cuda.check_device(gpuid)
-        return caps(codec, chromaformat, bitdepth)
+        reported = caps(codec, chromaformat, bitdepth)
+        if engines is not None and reported["supported"]:
+            reported["num_decoder_engines"] = engines.engines
+        return reported
 
     def CreateDecoder(*, gpuid: int = 0, codec=cudaVideoCodec.H264, cudacontext: int = 0, cudastream: int = 0,
                       usedevicememory: bool = False, enableasyncallocations: bool | None = None, maxwidth: int = 0,
@@ -389,6 +461,8 @@ def fake_pynvvideocodec(cuda: Cuda, caps=hopper_caps, fail_after: int | None = N
             raise TypeError("CreateDecoder(): incompatible function arguments")
         decoder = PyNvDecoder(demuxers[-1], gpuid, codec, cudacontext, cudastream, usedevicememory, outputColorType)
         log["decoders"].append(decoder)
+        if engines is not None:
+            engines.created(decoder)
         return decoder
 
     nvc = types.ModuleType("PyNvVideoCodec")
