@@ -60,6 +60,14 @@ log = logging.getLogger("tsf")
               help="CPU threads for inference [default: SLURM_CPUS_PER_TASK, else the CPUs this process may use]")
 @click.option("--decoder", type=click.Choice(DECODER_CHOICES), default="auto", show_default=True,
               help="auto: NVDEC (GPU) when PyNvVideoCodec and a GPU are present and inference runs there, else PyAV.")
+@click.option("--decoders", type=click.IntRange(min=1), metavar="K",
+              help="Decode each video with K decoders at once, each from its own keyframe (same features). "
+                   "Default: the GPU's NVDEC engines, shared among the videos at once; on the CPU, the CPUs "
+                   "that CPU inference leaves (usually 1).")
+@click.option("--videos-at-once", type=click.IntRange(min=1), metavar="N",
+              help="Process N videos at once, sharing one model. Default: with NVDEC, as many as the GPU has "
+                   "NVDEC engines (up to the number of videos), else 1. With --ray: N workers per GPU, each "
+                   "with 1/N of it.")
 @click.option("--heads", is_flag=True, help="Also write OUT.heads.npz with logits and event_times (N, classes).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="npy", show_default=True,
               help="npy: OUT.npy, float32 (N, width). reference: OUT.pkl, the reference's pickled dict "
@@ -111,9 +119,11 @@ def command(videos, output, list_file, model, quiet, shard, print_slurm_script, 
                                  is_done=extractor.is_done, report=report, record=run_report.record,
                                  cpus_per_worker=ray_cpus_per_worker)
         else:
+            pending = sum(not extractor.is_done(job) for job in jobs) if len(jobs) > 1 else len(jobs)
+            at_once = extractor.share_among(pending) if pending > 1 else 1
             summary = run_jobs(jobs, extractor.process, is_done=extractor.is_done, report=report,
                                record=run_report.record,
-                               keep_going_on_bugs=len(jobs) > 1 and not os.environ.get("TSF_DEBUG"))
+                               keep_going_on_bugs=len(jobs) > 1 and not os.environ.get("TSF_DEBUG"), at_once=at_once)
     finally:
         run_report.close()
     if len(jobs) == 1 and summary.skipped:

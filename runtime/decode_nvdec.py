@@ -83,6 +83,18 @@ def nvdec_support(gpu_id: int = 0) -> str | None:
     return cupy_support(Device("cuda", gpu_id))
 
 
+def nvdec_engines(gpu_id: int = 0) -> int | None:
+    """The NVDEC engines of GPU `gpu_id` (GetDecoderCaps' num_decoder_engines, asked for H.264
+    4:2:0 8-bit, which every NVDEC decodes), or None when NVDEC cannot run there."""
+    if nvdec_support(gpu_id) is not None:
+        return None
+    try:
+        engines = _import_pynvvideocodec().GetDecoderCaps(gpuid=gpu_id).get("num_decoder_engines")
+    except Exception:  # PyNvVideoCodec raises its own (PyNvVCException) or RuntimeError
+        return None
+    return int(engines) if engines else None
+
+
 def nvdec_refusal(info: VideoInfo, chroma_format: str, bit_depth: int, caps: Mapping[str, int]) -> str | None:
     """Why NVDEC should not decode this stream on this GPU, or None when it can.
 

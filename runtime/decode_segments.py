@@ -83,6 +83,19 @@ def choose_decoders(requested: int | None, decoder_name: str, engines: int | Non
                                        f"{shared}")
 
 
+def choose_videos_at_once(requested: int | None, videos: int, engines: int | None) -> tuple[int, str]:
+    """How many videos one process runs at once, sharing its engine, and why: with NVDEC, one per
+    engine (each then gets engines // videos decoders, `choose_decoders`); else one, since CPU
+    inference takes every core and one video's decoders already fill the GPU's engines."""
+    if requested:
+        return min(requested, max(videos, 1)), f"--videos-at-once {requested}"
+    if videos <= 1:
+        return 1, "one video"
+    if not engines:
+        return 1, "decoding on the CPU, where inference takes the cores"
+    return min(videos, engines), f"this GPU has {engines} NVDEC engine{'s' * (engines > 1)}"
+
+
 def keyframe_starts(info: VideoInfo, count: int) -> list[Keyframe]:
     """Up to `count - 1` keyframes near k/count of the video (k = 1 .. count-1), strictly after
     its first frame and in increasing order; fewer when keyframes are scarce (duplicates are

@@ -9,6 +9,11 @@ The engine is chosen and loaded once, on the first video that needs it (a bad fi
 costs no model load). The command line, the Slurm shards and the Ray workers all call this
 object; none of them probes, plans or checks outputs on its own.
 
+Several videos at once (`share_among`, from threads of `jobs.run_jobs`) share the one engine:
+one model in GPU memory, running one batch at a time (`SharedEngine`), while the videos'
+decoders and preprocessing run side by side. Decoding, not the model, is what a GPU waits for
+(docs/design.md, "Many decoders"), and a second copy of the model would only take memory.
+
 Resume (docs/design.md, "Outputs"): a job is done when its output set is finished and its
 settings fingerprint is this extractor's; a finished set with another fingerprint is an error
 saying what differs (`--overwrite` replaces it whole), and the debris of an interrupted run is
@@ -18,12 +23,14 @@ removed and redone.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import __version__
-from .backends import ENGINES, Backend, engine_precisions, select_backend
+from .backends import ENGINES, Backend, cpu_threads, engine_precisions, select_backend
+from .decode_segments import choose_videos_at_once
 from .bundle import Bundle, default_bundle_dir, load_bundle
 from .errors import OutputError
 from .pipeline import Result, extract
@@ -49,6 +56,8 @@ class ExtractSettings:
     precision: str = "auto"
     threads: int | None = None
     decoder: str = "auto"
+    decoders: int | None = None  # per video; None: decode_segments.choose_decoders
+    videos_at_once: int | None = None  # None: decode_segments.choose_videos_at_once
     heads: bool = False
     fmt: str = "npy"
     overwrite: bool = False
@@ -61,20 +70,48 @@ class Extractor:
         self.bundle = model if isinstance(model, Bundle) else load_bundle(model or default_bundle_dir())
         self.settings = settings
         self.show_progress = show_progress
+        self.sharing = 1  # videos this process runs at once (share_among)
         self._backend: Backend | None = None
+        self._loading = threading.Lock()
 
     @property
     def backend(self) -> Backend:
-        if self._backend is None:
-            s = self.settings
-            self._backend = select_backend(self.bundle, s.backend, s.device, s.precision, s.threads,
-                                           FidelityGate(self.bundle))
-            log.info("engine: %s %s on %s (%s)", self._backend.name, self._backend.precision, self._backend.device,
-                     self._backend.precision_reason)
-            if self.bundle.random_init:
-                log.warning("model bundle %s has random weights (exported with --random-init): "
-                            "the features are meaningless except for testing", self.bundle.dir)
+        with self._loading:
+            if self._backend is None:
+                s = self.settings
+                backend = select_backend(self.bundle, s.backend, s.device, s.precision, s.threads,
+                                         FidelityGate(self.bundle))
+                log.info("engine: %s %s on %s (%s)", backend.name, backend.precision, backend.device,
+                         backend.precision_reason)
+                if self.bundle.random_init:
+                    log.warning("model bundle %s has random weights (exported with --random-init): "
+                                "the features are meaningless except for testing", self.bundle.dir)
+                self._backend = backend
         return self._backend
+
+    def share_among(self, videos: int) -> int:
+        """How many of `videos` to run at once (`choose_videos_at_once`, logged with its reason);
+        from then on each video's decoders are chosen for that share of the machine, the engine
+        runs one batch at a time for all of them, and progress bars give way to per-video lines."""
+        engines = None
+        if videos > 1 and not self.settings.videos_at_once:
+            engines = self.nvdec_engines()
+        at_once, reason = choose_videos_at_once(self.settings.videos_at_once, videos, engines)
+        if at_once > 1:
+            log.info("%d videos at once (%s), sharing one %s engine", at_once, reason, self.backend.name)
+            self._backend = SharedEngine(self.backend)
+            self.show_progress = False
+        self.sharing = at_once
+        return at_once
+
+    def nvdec_engines(self) -> int | None:
+        """The NVDEC engines of the engine's GPU when videos decode there, else None."""
+        s, backend = self.settings, self.backend
+        if s.decoder == "cpu" or not backend.device.is_cuda or (s.decoder == "auto" and not backend.wants_gpu_input):
+            return None
+        from .decode_nvdec import nvdec_engines
+
+        return nvdec_engines(backend.device.index)
 
     def fingerprint(self, precision: str) -> dict:
         """The settings that shape the numbers of an output set, with the `precision` the engine
@@ -135,9 +172,12 @@ class Extractor:
         backend = self.backend  # loaded, and its choice logged, before the progress bar starts
         with VideoProgress(plan.rows, float(info.duration) / plan.rows, Path(video).name,
                            enabled=self.show_progress) as bar:
-            return extract(info, plan, self.bundle, backend, decoder=self.settings.decoder,
-                           batch_size=self.settings.batch_size, allow_partial=self.settings.allow_partial,
-                           progress=lambda rows, total: bar.update(rows))
+            s = self.settings
+            # CPU inference takes its threads' cores; a GPU engine leaves every core to decoding.
+            cpus_left = cpu_threads() - (0 if backend.device.is_cuda else cpu_threads(s.threads))
+            return extract(info, plan, self.bundle, backend, decoder=s.decoder, decoders=s.decoders,
+                           cpus_left=cpus_left, sharing=self.sharing, batch_size=s.batch_size,
+                           allow_partial=s.allow_partial, progress=lambda rows, total: bar.update(rows))
 
     def process(self, job: Job) -> Result:
         """One job: its outputs checked (before any decoding), extracted, written atomically."""
@@ -150,9 +190,10 @@ class Extractor:
                               fmt=s.fmt, replace=replace)
         if result.stats.partial is not None:
             log.warning("%s: kept %d rows decoded before the break (%s)", job.video, result.rows, result.stats.partial)
-        log.info("%s -> %s: %d rows x %d, %s %s on %s, %s decoder, %s", job.video, paths["features"],
+        log.info("%s -> %s: %d rows x %d, %s %s on %s, %s, %s", job.video, paths["features"],
                  result.rows, result.features.shape[1], self.backend.name, self.backend.precision,
-                 self.backend.device, result.decoder, format_speed(result.timings.get("realtime_factor")))
+                 self.backend.device, f"{result.decoders} {result.decoder} decoders" if result.decoders > 1
+                 else f"{result.decoder} decoder", format_speed(result.timings.get("realtime_factor")))
         return result
 
     def metadata(self, result: Result) -> dict:
@@ -207,12 +248,29 @@ class Extractor:
             "precision_reason": backend.precision_reason,
             "engine": backend.describe(),
             "decoder": result.decoder,
+            "decoders": result.decoders,
             "batch_size": result.batch_size,
             "timings": result.timings,
             "partial": partial is not None,
             "partial_reason": str(partial) if partial is not None else None,
             "decoded_until_seconds": float(partial.at_time) if partial is not None else None,
         }
+
+
+class SharedEngine:
+    """One engine serving the pipelines of several videos at once: one batch at a time (a
+    TensorRT execution context, an OpenVINO request and a CUDA graph each take one caller)."""
+
+    def __init__(self, backend: Backend):
+        self._backend = backend
+        self._running = threading.Lock()
+
+    def run(self, video):
+        with self._running:
+            return self._backend.run(video)
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
 
 
 def auto_precisions() -> set[str]:

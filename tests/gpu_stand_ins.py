@@ -274,12 +274,14 @@ class NvdecEngines:
     rate in frames per tick. If tsf held a decoder back outside Decode while another waited (a
     lock, one thread feeding two decoders, a decoder created and left unused by a thread that
     goes on), time would stop: after `stall_seconds` of real time without a tick, Decode raises
-    instead of hanging.
+    instead of hanging. `start_after` decoders must exist before time starts: videos set up by
+    separate threads then start together (their set-up is host time, which ticks do not count).
     """
 
-    def __init__(self, engines: int, stall_seconds: float = 120.0):
+    def __init__(self, engines: int, stall_seconds: float = 120.0, start_after: int = 0):
         self.engines = engines
         self.stall_seconds = stall_seconds
+        self.start_after = start_after
         self.ticks = 0
         self.frames = 0
         self.busiest_tick = 0  # the most decoders one tick served
@@ -307,11 +309,12 @@ class NvdecEngines:
                     self._waiting.remove(decoder)
                     held = sum(1 for d, t in self._callers.items() if t.is_alive() and d not in self._waiting)
                     raise RuntimeError(f"NVDEC stand-in: time stopped at tick {self.ticks}: {held} decoder(s) in "
-                                       f"use are held outside Decode while {len(self._waiting) + 1} wait")
+                                       f"use are held outside Decode while {len(self._waiting) + 1} wait; "
+                                       f"{len(self._callers)} of the {self.start_after} awaited exist")
 
     def _tick_if_all_wait(self) -> None:
         in_use = [d for d, thread in self._callers.items() if thread.is_alive() or d in self._waiting]
-        if not self._waiting or any(d not in self._waiting for d in in_use):
+        if not self._waiting or any(d not in self._waiting for d in in_use) or len(self._callers) < self.start_after:
             return
         served, self._waiting = self._waiting[:self.engines], self._waiting[self.engines:]
         self.ticks += 1

@@ -230,3 +230,36 @@ def test_the_choice_is_logged_with_its_reason(clips, caplog):
     with caplog.at_level(logging.INFO, logger="tsf"):
         windows(clips["2 keyframes"], 4)
     assert any("2 cpu decoders at once (--decoders 4; the keyframes allow 2)" in r.getMessage() for r in caplog.records)
+
+
+def test_the_number_of_videos_at_once_and_why():
+    from tsf.runtime.decode_segments import choose_videos_at_once
+
+    assert choose_videos_at_once(None, 10, 7) == (7, "this GPU has 7 NVDEC engines")
+    assert choose_videos_at_once(None, 3, 7) == (3, "this GPU has 7 NVDEC engines")
+    assert choose_videos_at_once(None, 1, 7) == (1, "one video")
+    assert choose_videos_at_once(None, 10, None) == (1, "decoding on the CPU, where inference takes the cores")
+    assert choose_videos_at_once(4, 10, None) == (4, "--videos-at-once 4")
+    assert choose_videos_at_once(4, 2, 7) == (2, "--videos-at-once 4")
+
+
+@pytest.mark.slow
+def test_tsf_extract_with_decoders_and_videos_at_once_writes_the_same_features(clips, tmp_path, capsys):
+    """The command line: two videos at once, two decoders each, the small model on the CPU."""
+    import json
+
+    from runtime_helpers import run_cli
+
+    data = tmp_path / "in"
+    data.mkdir()
+    for name in ("open GOP, B-frames", "variable frame rate"):
+        (data / clips[name].name).hardlink_to(clips[name])
+    common = [data, "--model", small_bundle(4), "--device", "cpu", "-q"]
+    code, err = run_cli(capsys, common + ["-o", tmp_path / "one"])
+    assert code == 0, err
+    code, err = run_cli(capsys, common + ["-o", tmp_path / "many", "--decoders", "2", "--videos-at-once", "2"])
+    assert code == 0, err
+    for name in ("open", "vfr"):
+        assert np.array_equal(np.load(tmp_path / "one" / f"{name}.npy"), np.load(tmp_path / "many" / f"{name}.npy"))
+        meta = json.loads((tmp_path / "many" / f"{name}.json").read_text())
+        assert meta["decoders"] == 2 and meta["settings"]["videos_at_once"] == 2

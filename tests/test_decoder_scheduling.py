@@ -79,3 +79,70 @@ def test_decoders_taking_turns_would_show(clip, monkeypatch):
     monkeypatch.setattr(decode_nvdec.NvdecDecoder, "frames", serialised)
     _, model = decode_with(monkeypatch, clip, 7, 4)
     assert model.busiest_tick == 1 and FPS * SECONDS / model.ticks < 1.1
+
+
+# ------------------------------------------------------------------ several videos, one GPU
+
+@pytest.fixture(scope="module")
+def half_clip(tmp_path_factory) -> Path:
+    return videos.make_video(tmp_path_factory.mktemp("scheduling") / "half.mkv", seconds=SECONDS // 2, fps=FPS,
+                             size=(256, 144), gop=FPS, bframes=2)
+
+
+def several_videos(monkeypatch, tmp_path, clip, engines: int, settings: dict, videos: int = 3, together=True):
+    """`videos` copies of `clip` through tsf-extract's own loop (Extractor.share_among, run_jobs)
+    with NVDEC's stand-in; returns (summary, engine model, times the engine was loaded). With
+    `together`, engine time starts once the videos running at once have all their decoders."""
+    from tsf.runtime import extractor as extractor_module
+    from tsf.runtime.extractor import ExtractSettings, Extractor
+    from tsf.runtime.jobs import Job, run_jobs
+
+    bundle = replace(window_bundle(), window=WINDOW)
+    loads = []
+    def load(*args):
+        loads.append(args)
+        engine = gpu_backend()  # a GPU engine's stand-in, with what the Extractor also reads
+        engine.precision_reason, engine.describe = "asked for", lambda: {"library": "stand-in"}
+        return engine
+
+    monkeypatch.setattr(extractor_module, "select_backend", load)
+    jobs = []
+    for i in range(videos):
+        copy = tmp_path / f"game{i}.mkv"
+        copy.hardlink_to(clip)
+        jobs.append(Job(copy, tmp_path / f"game{i}.npy"))
+    extractor = Extractor(bundle, ExtractSettings(decoder="nvdec", **settings))
+    model = NvdecEngines(engines)
+    gpu_stand_ins(monkeypatch, engines=model)
+    at_once = extractor.share_among(len(jobs))
+    if together:
+        model.start_after = at_once * (settings.get("decoders") or engines // at_once)
+    summary = run_jobs(jobs, extractor.process, is_done=extractor.is_done, report=print, at_once=at_once)
+    return summary, model, loads
+
+
+@pytest.mark.parametrize("settings, decoders", [({}, 6), ({"decoders": 1}, 3), ({"videos_at_once": 2}, 6)])
+def test_several_videos_at_once_keep_the_engines_busy(half_clip, monkeypatch, tmp_path, settings, decoders):
+    """3 videos on a 7-engine GPU: 3 at once with 2 decoders each, or 1 each, or 2 at once with 3
+    each (then the third video follows): one engine loaded, every video written."""
+    summary, model, loads = several_videos(monkeypatch, tmp_path, half_clip, 7, settings)
+    assert len(summary.done) == 3 and not summary.failed and len(loads) == 1
+    assert all((tmp_path / f"game{i}.npy").exists() for i in range(3))
+    assert model.busiest_tick == decoders
+    rate = 3 * FPS * SECONDS // 2 / model.ticks
+    if "videos_at_once" not in settings:  # all at once: the engines' rate for the whole run
+        assert rate >= 0.9 * decoders, (rate, model.ticks)
+
+
+def test_one_videos_failure_stays_its_own(half_clip, monkeypatch, tmp_path):
+    (tmp_path / "game1.npy").mkdir()  # an output that cannot be written
+    summary, _, _ = several_videos(monkeypatch, tmp_path, half_clip, 7, {}, together=False)
+    assert len(summary.done) == 2 and [job.video.name for job, _ in summary.failed] == ["game1.mkv"]
+
+
+def test_ray_shares_each_gpu_through_fractional_gpus():
+    from tsf.runtime.scale.ray_pool import worker_plan
+
+    assert worker_plan({"GPU": 2, "CPU": 32}, "auto", 4) == (2, {"num_gpus": 1, "num_cpus": 1})
+    assert worker_plan({"GPU": 2, "CPU": 32}, "auto", 4, per_gpu=4) == (8, {"num_gpus": 0.25, "num_cpus": 1})
+    assert worker_plan({"CPU": 32}, "auto", 4, per_gpu=4) == (8, {"num_cpus": 4})  # CPU slots: unchanged

@@ -1,5 +1,9 @@
 """`tsf-extract --ray`: the same jobs on a Ray cluster, one worker per GPU (or per CPU slot).
 
+With `--videos-at-once N`, N workers share each GPU through Ray's fractional GPUs (`num_gpus`
+1/N each): N processes, each with its own copy of the model, each video with 1/N of the GPU's
+NVDEC engines as decoders.
+
 Ray (the optional `cluster` extra, imported only here and only when asked for) places the
 workers and moves the small messages; it schedules nothing of ours beyond that. Each worker is
 an actor that loads the bundle and its backend once, then is handed one video at a time by the
@@ -37,10 +41,12 @@ class ExtractWorker:
 
     def __init__(self, model: str, settings: ExtractSettings, cpu_threads: int | None = None):
         if cpu_threads:
-            # A CPU slot runs the CPU engine on as many threads as CPUs Ray reserved for it; the
-            # default (every core of the node) would oversubscribe a node running several slots.
-            settings = replace(settings, device="cpu", threads=cpu_threads)
+            # A CPU slot runs the CPU engine on as many threads as CPUs Ray reserved for it, and
+            # one decoder; the defaults (every core of the node) would oversubscribe a node
+            # running several slots.
+            settings = replace(settings, device="cpu", threads=cpu_threads, decoders=settings.decoders or 1)
         self.extractor = Extractor(model, settings)
+        self.extractor.sharing = 1 if cpu_threads else settings.videos_at_once or 1  # workers on this GPU
         self.extractor.backend  # load the engine now: a worker that cannot run fails at start
         self.host = socket.gethostname()
 
@@ -54,11 +60,11 @@ class ExtractWorker:
         return "done", None, time.monotonic() - started, self.host, rows
 
 
-def worker_plan(resources: dict, device: str, cpus_per_worker: int) -> tuple[int, dict]:
-    """(number of workers, resources per worker): one per GPU, else one per CPU slot."""
+def worker_plan(resources: dict, device: str, cpus_per_worker: int, per_gpu: int = 1) -> tuple[int, dict]:
+    """(number of workers, resources per worker): `per_gpu` per GPU, else one per CPU slot."""
     gpus = int(resources.get("GPU", 0))
     if gpus and device != "cpu":
-        return gpus, {"num_gpus": 1, "num_cpus": 1}
+        return gpus * per_gpu, {"num_gpus": 1 / per_gpu if per_gpu > 1 else 1, "num_cpus": 1}
     if device.startswith("cuda"):
         raise BackendError("--device cuda, but the Ray cluster has no GPUs")
     slots = int(resources.get("CPU", 0)) // cpus_per_worker
@@ -98,7 +104,8 @@ def run_on_ray(jobs: list[Job], model: str, settings: ExtractSettings, *, addres
         except Exception as e:  # Ray raises ConnectionError, RuntimeError, ValueError... for a bad address
             raise BackendError(f"cannot start or reach Ray at {address or 'the default address'}: {e}") from None
     try:
-        count, resources = worker_plan(ray.cluster_resources(), settings.device, cpus_per_worker)
+        count, resources = worker_plan(ray.cluster_resources(), settings.device, cpus_per_worker,
+                                       settings.videos_at_once or 1)
         count = min(count, len(todo))
         cpu_threads = resources["num_cpus"] if "num_gpus" not in resources else None
         actor_class = ray.remote(**resources)(worker_class)
