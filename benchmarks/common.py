@@ -236,17 +236,21 @@ MIB = 2**20
 # ---------------------------------------------------------------------------------------------
 # Test videos: generated once with PyAV/libx264 into the cache.
 
-def test_video(cache_dir: Path, resolution: str | tuple[int, int], seconds: float, fps: int = 25) -> Path:
-    """A cached H.264 MKV of a panning pitch with moving players (so inter frames carry motion)."""
+def test_video(cache_dir: Path, resolution: str | tuple[int, int], seconds: float, fps: int = 25,
+               gop_seconds: float | None = None) -> Path:
+    """A cached H.264 MKV of a panning pitch with moving players (so inter frames carry motion).
+    `gop_seconds`: a keyframe at least that often, as broadcasts have (libx264's default: every
+    250 frames), so that a short video splits among several decoders."""
     width, height = RESOLUTIONS[resolution] if isinstance(resolution, str) else resolution
-    path = Path(cache_dir) / "videos" / f"pitch-{width}x{height}-{fps}fps-{seconds:g}s.mkv"
+    gop = round(gop_seconds * fps) if gop_seconds else None
+    path = Path(cache_dir) / "videos" / f"pitch-{width}x{height}-{fps}fps-{seconds:g}s{f'-gop{gop}' if gop else ''}.mkv"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        _encode_pitch(path, width, height, seconds, fps)
+        _encode_pitch(path, width, height, seconds, fps, gop)
     return path
 
 
-def _encode_pitch(path: Path, width: int, height: int, seconds: float, fps: int) -> None:
+def _encode_pitch(path: Path, width: int, height: int, seconds: float, fps: int, gop: int | None = None) -> None:
     import numpy as np
 
     from tsf.runtime.pitch_clip import write_h264_mkv
@@ -276,7 +280,7 @@ def _encode_pitch(path: Path, width: int, height: int, seconds: float, fps: int)
                 frame[py - 2 * size:py + 2 * size, px - size:px + size] = (200, 30, 30) if k < 11 else (30, 60, 200)
             yield np.clip(frame, 0, 255).astype(np.uint8)
 
-    write_h264_mkv(path, frames(), fps, width, height)
+    write_h264_mkv(path, frames(), fps, width, height, gop=gop)
 
 
 # ---------------------------------------------------------------------------------------------

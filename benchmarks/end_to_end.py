@@ -1,4 +1,4 @@
-"""End to end on one video: every usable (decoder × backend × precision), each in its own process.
+"""End to end on one video: every usable (decoder × backend × precision × decoders per video), each in its own process.
 
 Each combination runs the runtime's own pipeline (`tsf.runtime.pipeline.extract` + `write_outputs`,
 what `tsf-extract` does for one video, minus argument parsing) in a fresh child process, so its
@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import common
+from . import common, decode_only
 
 
 class StageClock:
@@ -64,6 +64,7 @@ class _TimedDecoder:
     def __init__(self, decoder, clock: StageClock):
         self._decoder, self._clock = decoder, clock
         self.name, self.device = decoder.name, decoder.device
+        self.engines = getattr(decoder, "engines", None)  # what the runtime's choice of K reads
 
     def frames(self):
         iterator = iter(self._decoder.frames())
@@ -82,7 +83,7 @@ class _TimedDecoder:
 
 
 def extract_once(video: str, bundle: str, backend: str, device: str, precision: str, decoder: str,
-                 align: str = "center", batch_size: int | None = None) -> dict:
+                 align: str = "center", batch_size: int | None = None, decoders: int | None = None) -> dict:
     """Runs in a child: load, extract, write; returns timings by stage (seconds)."""
     from tsf.runtime import batch as batch_module
     from tsf.runtime import pipeline
@@ -92,7 +93,7 @@ def extract_once(video: str, bundle: str, backend: str, device: str, precision: 
     clock = StageClock()
     started = time.perf_counter()
     extractor = Extractor(bundle, ExtractSettings(align=align, batch_size=batch_size, backend=backend, device=device,
-                                                  precision=precision, decoder=decoder))
+                                                  precision=precision, decoder=decoder, decoders=decoders))
     runner = extractor.backend
     load_s = time.perf_counter() - started
 
@@ -114,7 +115,7 @@ def extract_once(video: str, bundle: str, backend: str, device: str, precision: 
               "inference": result.timings.get("inference_seconds"),
               "waiting_for_frames": result.timings.get("waiting_for_frames_seconds"), "write": write_s}
     return {"rows": result.rows, "video_s": float(result.info.duration), "batch_size": result.batch_size,
-            "backend": runner.name, "decoder": result.decoder, "precision": runner.precision,
+            "backend": runner.name, "decoder": result.decoder, "decoders": result.decoders, "precision": runner.precision,
             "extract_s": extract_s, "extract_and_write_s": extract_s + write_s, "stages": stages,
             "frames_decoded": result.stats.frames_decoded, "frames_preprocessed": result.stats.frames_preprocessed,
             "pipeline_timings": result.timings}
@@ -129,12 +130,16 @@ def decoder_kinds() -> tuple[list[str], dict[str, str]]:
 
 def run(cache_dir: Path, archs: dict[str, dict], videos: dict[str, list[tuple[str, float]]],
         batch_size: int | None = None, engines: bool = False, command_row: tuple[str, ...] = ("small",),
-        backends: list[str] | None = None, cpu_seconds: float | None = None) -> dict:
+        backends: list[str] | None = None, cpu_seconds: float | None = None,
+        decoder_counts: list[int] | None = None) -> dict:
     """`archs`: label -> arch; `videos`: label -> [(resolution, seconds), ...] of generated video.
 
     `cpu_seconds` caps the video length for CPU backends (a GPU-sized video would take hours there);
-    `command_row`: the model labels that also get a row for the real `tsf-extract` command.
+    `command_row`: the model labels that also get a row for the real `tsf-extract` command;
+    `decoder_counts`: the decoders per video (`--decoders`) to measure in turn, on videos with a
+    keyframe every 2 s (default: the runtime's own choice only).
     """
+    gop = decode_only.SPLIT_GOP_SECONDS if decoder_counts and max(decoder_counts) > 1 else None
     decoders, skipped = decoder_kinds()
     rows = []
     for label, arch in archs.items():
@@ -146,24 +151,27 @@ def run(cache_dir: Path, archs: dict[str, dict], videos: dict[str, list[tuple[st
                 if backends and variant["backend"] not in backends:
                     continue
                 length = min(seconds, cpu_seconds) if cpu_seconds and variant["device"] == "cpu" else seconds
-                video = str(common.test_video(cache_dir, resolution, length))
+                video = str(common.test_video(cache_dir, resolution, length, gop_seconds=gop))
                 for decoder in decoders:
                     if decoder == "nvdec" and variant["device"] != "cuda":
                         continue  # GPU-decoded frames travelling back for a CPU model: not a real setup
-                    rows.append(_combination_row(label, arch, bundle, video, resolution, length, variant, decoder,
-                                                 batch_size))
+                    for count in decoder_counts or [None]:
+                        rows.append(_combination_row(label, arch, bundle, video, resolution, length, variant,
+                                                     decoder, batch_size, count))
         if label in command_row:
             resolution, seconds = videos[label][0]
             length = seconds if common.gpu_info() or not cpu_seconds else min(seconds, cpu_seconds)
-            video = str(common.test_video(cache_dir, resolution, length))
+            video = str(common.test_video(cache_dir, resolution, length, gop_seconds=gop))
             rows.append(_command_row(label, arch, bundle, video, resolution, length, batch_size))
     return {"rows": rows, "skipped": skipped}
 
 
-def _combination_row(label, arch, bundle, video, resolution, seconds, variant, decoder, batch_size) -> dict:
+def _combination_row(label, arch, bundle, video, resolution, seconds, variant, decoder, batch_size,
+                     decoders=None) -> dict:
     child = common.call_in_child(
         "benchmarks.end_to_end:extract_once",
-        {"video": video, "bundle": str(bundle), **variant, "decoder": decoder, "batch_size": batch_size},
+        {"video": video, "bundle": str(bundle), **variant, "decoder": decoder, "batch_size": batch_size,
+         "decoders": decoders},
         sample_gpu=variant["device"] == "cuda")
     row = {"model": label, "depth": arch.get("depth"), "video": f"{resolution} {seconds:g} s",
            "decoder": decoder, **variant, "peak_rss_bytes": child.peak_rss_bytes,
@@ -219,7 +227,8 @@ def markdown(result: dict) -> str:
         for stage in STAGES:
             flat[stage] = (row.get("stages") or {}).get(stage)
         table.append(flat)
-    columns = [("model", "model", ""), ("video", "video", ""), ("decoder", "decoder", ""), ("backend", "backend", ""),
+    columns = [("model", "model", ""), ("video", "video", ""), ("decoder", "decoder", ""),
+               ("decoders", "decoders (K)", ""), ("backend", "backend", ""),
                ("precision", "precision", ""), ("batch_size", "batch", ""), ("rows", "windows", ""),
                ("extract_and_write_s", "wall s", ".2f"), ("windows_per_s", "windows/s", ".3g"),
                ("x_realtime", "× real time", ".3g"), ("half_projected_s", "45-min half s (projected)", ".0f"),
@@ -263,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--cache", type=Path, default=common.DEFAULT_CACHE)
     parser.add_argument("--model", choices=["small", "full"], action="append", help="default: small and full")
-    parser.add_argument("--resolution", default="224p", choices=sorted(common.RESOLUTIONS))
+    parser.add_argument("--resolution", nargs="+", default=["224p"], choices=sorted(common.RESOLUTIONS))
+    parser.add_argument("--decoders", type=int, nargs="+", metavar="K",
+                        help="decoders per video to measure (default: the runtime's choice)")
     parser.add_argument("--seconds", type=float, nargs=2, default=(30, 10), metavar=("SMALL", "FULL"),
                         help="seconds of generated video for the small and the full model")
     parser.add_argument("--batch-size", type=int, help="default: each backend's own")
@@ -273,9 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     prov = common.provenance()
     archs = {"small": common.SMALL_ARCH, "full": common.REFERENCE_ARCH}
     archs = {k: v for k, v in archs.items() if k in (args.model or ["small", "full"])}
-    videos = {"small": [(args.resolution, args.seconds[0])], "full": [(args.resolution, args.seconds[1])]}
+    videos = {"small": [(r, args.seconds[0]) for r in args.resolution],
+              "full": [(r, args.seconds[1]) for r in args.resolution]}
     result = run(args.cache, archs, videos, args.batch_size, args.engines, backends=args.backend,
-                 command_row=tuple(archs))
+                 command_row=tuple(archs), decoder_counts=args.decoders)
     result["plots"] = plot(result, args.out)
     common.save_report(args.out, "end_to_end", "End to end", prov, result, markdown)
     return 0

@@ -47,18 +47,20 @@ def draw_pitch_clip(path: Path, seconds: int, fps: int = 25, width: int = 456, h
     write_h264_mkv(path, frames(), fps, width, height, crf)
 
 
-def write_h264_mkv(path: Path, frames: Iterable[np.ndarray], fps: int, width: int, height: int, crf: int = 23) -> None:
+def write_h264_mkv(path: Path, frames: Iterable[np.ndarray], fps: int, width: int, height: int, crf: int = 23,
+                   gop: int | None = None) -> None:
     """RGB uint8 frames -> an H.264 Matroska file at `fps`, written under a temporary name, then renamed.
 
     `crf` 0 is lossless: the decoded pixels are then the same on every run. Lossy libx264 output
     is not reproducible here (the same frames encoded twice decoded up to 85 levels apart, with
-    one encoder thread as with several)."""
+    one encoder thread as with several). `gop`: at most this many frames between keyframes
+    (libx264's default is 250)."""
     path = Path(path)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     with av.open(str(tmp), "w", format="matroska") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": str(crf)}
+        stream.options = {"preset": "veryfast", "crf": str(crf), **({"g": str(gop)} if gop else {})}
         for i, frame in enumerate(frames):
             video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
             video_frame.pts = i
