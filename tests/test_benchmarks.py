@@ -183,3 +183,15 @@ def test_device_check_dry_run(tmp_path):
     text = (out / "results.md").read_text()
     for title in ("Parity", "Model only", "End to end", "Targets"):
         assert f"### {title}" in text
+
+
+def test_decoder_scaling_rows(bench_cache):
+    """decode_only's K and videos-at-once rows (the device check's GPU rows, here with PyAV)."""
+    from benchmarks import decode_only
+
+    video = str(common.test_video(bench_cache, (256, 144), 12, gop_seconds=2))
+    rows = decode_only.scaling(video, "cpu", [1, 3], [2], mode="needed")
+    assert [(r["videos_at_once"], r["decoders"]) for r in rows] == [(1, 1), (1, 3), (2, 1)]
+    assert rows[0]["vs_one_decoder"] == rows[0]["share_of_ideal"] == 1
+    assert all(r["frames_per_s"] > 0 and r["video_frames"] == 300 * r["videos_at_once"] for r in rows)
+    assert decode_only.device_rows(video) == {"skipped": decode_only.decoder_kinds()["nvdec"]}
