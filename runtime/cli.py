@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 
 import click
@@ -19,15 +18,16 @@ from .. import __version__
 from .backends import BACKEND_CHOICES, PRECISION_CHOICES
 from .bundle import default_bundle_dir
 from .console import run_cli, setup_logging
-from .extractor import ExtractSettings, Extractor
+from .errors import TsfError
+from .extractor import MAX_RATE, ExtractSettings, Extractor
+from .jobs import JobLoop
+from .outputs import FORMATS, OutputSet, valid_set_name
 from .pipeline import DECODER_CHOICES
 from .sample import ALIGNMENTS
-from .jobs import run_jobs
 from .scale.inputs import expand_jobs
 from .scale.ray_pool import run_on_ray
 from .scale.report import RunReport
 from .scale.slurm import select_share, slurm_script_for
-from .outputs import FORMATS, output_paths
 
 log = logging.getLogger("tsf")
 
@@ -41,9 +41,16 @@ log = logging.getLogger("tsf")
 @click.option("--list", "list_file", type=click.Path(path_type=Path), help="Text file with one video path per line.")
 @click.option("--model", type=click.Path(path_type=Path),
               help=f"Model bundle directory from tsf-export. Default: {default_bundle_dir()}")
+@click.option("--name", callback=lambda ctx, param, value: valid_set_name(value) if value is not None else None,
+              help="Name the feature files SoccerNet's way: a half 1_224p.mkv gives 1_NAME.npy (its loaders then "
+                   "read features=\"NAME.npy\"), other videos STEM_NAME.npy; several feature sets of one game "
+                   "sit side by side. Default: the video's own name (1_224p.npy).")
 @click.option("--align", type=click.Choice(ALIGNMENTS), default="center", show_default=True,
-              help="center: ceil(duration) rows, row i centred on i + 0.5 s. reference: the reference's "
-                   "int(L - 5) left-aligned rows and frame indices.")
+              help="center: one row per started 1/rate s, row i centred on (i + 0.5)/rate s. reference: the "
+                   "reference's left-aligned rows and frame indices (int(L - 5) rows at one per second).")
+@click.option("--rate", type=click.IntRange(1, MAX_RATE),
+              help="Rows per second, each a real window through the model: 2 is SoccerNet's rate and twice the "
+                   "model work of 1 (README, 'How long it takes'). [default: the bundle's, 1]")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Windows per inference batch [default: per engine]")
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
               help="The inference engine. auto: the fastest that runs here (on a GPU: the bundle's TensorRT "
@@ -70,8 +77,7 @@ log = logging.getLogger("tsf")
                    "with 1/N of it.")
 @click.option("--heads", is_flag=True, help="Also write OUT.heads.npz with logits and event_times (N, classes).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="npy", show_default=True,
-              help="npy: OUT.npy, float32 (N, width). reference: OUT.pkl, the reference's pickled dict "
-                   "(np.load(OUT.pkl, allow_pickle=True).item()).")
+              help=" ".join(f.help for f in FORMATS.values()))
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip finished videos).")
 @click.option("--allow-partial", is_flag=True,
               help="On a truncated or corrupt video, keep the rows decoded before the break (marked in the metadata).")
@@ -91,12 +97,12 @@ log = logging.getLogger("tsf")
 @click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Append one JSON line per video (status, rows, seconds, error) to this file.")
 @click.version_option(__version__, prog_name="tsf-extract")
-def command(videos, output, list_file, model, quiet, shard, print_slurm_script, ray_address, ray_cpus_per_worker,
-            report_path, **extract_options):
-    """Extract one TimeSformer feature per second from each VIDEO (files or directories)."""
+def command(videos, output, list_file, name, model, quiet, shard, print_slurm_script, ray_address,
+            ray_cpus_per_worker, report_path, **extract_options):
+    """Extract one TimeSformer feature per second (or --rate per second) from each VIDEO (files or directories)."""
     setup_logging(quiet)
     settings = ExtractSettings(**extract_options)
-    jobs = expand_jobs(videos, output, list_file)
+    jobs = expand_jobs(videos, output, list_file, name)
     if print_slurm_script:
         if ray_address is not None:
             raise click.UsageError("--print-slurm-script and --ray are two ways to run; choose one")
@@ -109,29 +115,34 @@ def command(videos, output, list_file, model, quiet, shard, print_slurm_script, 
     model = model if model is not None else default_bundle_dir()
     extractor = Extractor(model, settings, show_progress=not quiet)
 
-    def report(line: str) -> None:
-        click.echo(line, err=True)
-
     run_report = RunReport(report_path, share)
+    loop = JobLoop(report=lambda line: click.echo(line, err=True), record=run_report.record)
     try:
         if ray_address is not None:
-            summary = run_on_ray(jobs, str(extractor.bundle.dir), settings, address=ray_address,
-                                 is_done=extractor.is_done, report=report, record=run_report.record,
-                                 cpus_per_worker=ray_cpus_per_worker)
+            summary = run_on_ray(jobs, extractor, loop, address=ray_address, cpus_per_worker=ray_cpus_per_worker)
         else:
-            pending = sum(not extractor.is_done(job) for job in jobs) if len(jobs) > 1 else len(jobs)
-            at_once = extractor.share_among(pending) if pending > 1 else 1
-            summary = run_jobs(jobs, extractor.process, is_done=extractor.is_done, report=report,
-                               record=run_report.record,
+            at_once = extractor.share_among(_to_extract(extractor, jobs)) if len(jobs) > 1 else 1
+            summary = loop.run(jobs, extractor.process,
                                keep_going_on_bugs=len(jobs) > 1 and not os.environ.get("TSF_DEBUG"), at_once=at_once)
     finally:
         run_report.close()
     if len(jobs) == 1 and summary.skipped:
         log.info("%s exists; skipped (use --overwrite to replace it)",
-                 output_paths(jobs[0].output, settings.heads, settings.fmt)["features"])
+                 OutputSet(jobs[0].output).paths(settings.fmt)["features"])
     elif len(jobs) > 1:
         log.info("tsf-extract: %s", summary.line())
     return 0 if summary.ok else 2
+
+
+def _to_extract(extractor: Extractor, jobs) -> int:
+    """How many of `jobs` will be extracted: not finished already, nor refused before decoding."""
+    count = 0
+    for job in jobs:
+        try:
+            count += not extractor.check(job).skip
+        except TsfError:
+            pass
+    return count
 
 
 def main(argv=None) -> int:

@@ -306,8 +306,8 @@ class NvdecEngines:
                 if self.ticks != last_tick:
                     last_tick, since = self.ticks, time.monotonic()
                 elif time.monotonic() - since > self.stall_seconds:
-                    self._waiting.remove(decoder)
                     held = sum(1 for d, t in self._callers.items() if t.is_alive() and d not in self._waiting)
+                    self._waiting.remove(decoder)
                     raise RuntimeError(f"NVDEC stand-in: time stopped at tick {self.ticks}: {held} decoder(s) in "
                                        f"use are held outside Decode while {len(self._waiting) + 1} wait; "
                                        f"{len(self._callers)} of the {self.start_after} awaited exist")

@@ -36,9 +36,9 @@ def clip(tmp_path_factory) -> Path:
                              size=(256, 144), gop=FPS, bframes=2)
 
 
-def decode_with(monkeypatch, path, engines: int, decoders: int | None):
+def decode_with(monkeypatch, path, engines: int, decoders: int | None, **model_options):
     """(result, engine model) of the pipeline on `path` with NVDEC's stand-in of `engines` engines."""
-    model = NvdecEngines(engines)
+    model = NvdecEngines(engines, **model_options)
     gpu_stand_ins(monkeypatch, engines=model)
     info = probe_video(path)
     bundle = replace(window_bundle(), window=WINDOW)
@@ -65,9 +65,11 @@ def test_the_gpus_engine_count_chooses_k(clip, monkeypatch):
 
 
 def test_decoders_taking_turns_would_show(clip, monkeypatch):
-    """The control: if tsf decoded one segment at a time (a lock around a decoder's frames), the
-    engine model would see one decoder at work, not K."""
+    """The control: if tsf decoded one segment at a time (a lock around a decoder's frames), time
+    would stop with three decoders held back while one waits, and the model says so (after a few
+    seconds of real time: without a tick it never ends)."""
     from tsf.runtime import decode_nvdec
+    from tsf.runtime.decode import DecodeError
 
     one_at_a_time = threading.Lock()
     frames = decode_nvdec.NvdecDecoder.frames
@@ -77,8 +79,8 @@ def test_decoders_taking_turns_would_show(clip, monkeypatch):
             yield from frames(self)
 
     monkeypatch.setattr(decode_nvdec.NvdecDecoder, "frames", serialised)
-    _, model = decode_with(monkeypatch, clip, 7, 4)
-    assert model.busiest_tick == 1 and FPS * SECONDS / model.ticks < 1.1
+    with pytest.raises(DecodeError, match="time stopped at tick 0: 3 decoder.s. in use are held outside Decode"):
+        decode_with(monkeypatch, clip, 7, 4, stall_seconds=3)
 
 
 # ------------------------------------------------------------------ several videos, one GPU
@@ -90,12 +92,12 @@ def half_clip(tmp_path_factory) -> Path:
 
 
 def several_videos(monkeypatch, tmp_path, clip, engines: int, settings: dict, videos: int = 3, together=True):
-    """`videos` copies of `clip` through tsf-extract's own loop (Extractor.share_among, run_jobs)
+    """`videos` copies of `clip` through tsf-extract's own loop (Extractor.share_among, JobLoop.run)
     with NVDEC's stand-in; returns (summary, engine model, times the engine was loaded). With
     `together`, engine time starts once the videos running at once have all their decoders."""
     from tsf.runtime import extractor as extractor_module
     from tsf.runtime.extractor import ExtractSettings, Extractor
-    from tsf.runtime.jobs import Job, run_jobs
+    from tsf.runtime.jobs import Job, JobLoop
 
     bundle = replace(window_bundle(), window=WINDOW)
     loads = []
@@ -117,7 +119,7 @@ def several_videos(monkeypatch, tmp_path, clip, engines: int, settings: dict, vi
     at_once = extractor.share_among(len(jobs))
     if together:
         model.start_after = at_once * (settings.get("decoders") or engines // at_once)
-    summary = run_jobs(jobs, extractor.process, is_done=extractor.is_done, report=print, at_once=at_once)
+    summary = JobLoop(report=print).run(jobs, extractor.process, at_once=at_once)
     return summary, model, loads
 
 
