@@ -77,16 +77,16 @@ def choose_decoders(requested: int | None, decoder_name: str, engines: int | Non
     if decoder_name == "nvdec":
         engines = max(1, engines or 1)
         return max(1, engines // sharing), f"this GPU has {engines} NVDEC engine{'s' * (engines > 1)}{shared}"
-    usable = max(1, min(cpus_left, MAX_CPU_DECODERS))
-    return max(1, usable // sharing), (f"{max(cpus_left, 0)} CPU{'s' * (cpus_left != 1)} left after inference"
-                                       f"{', at most ' + str(MAX_CPU_DECODERS) if cpus_left > MAX_CPU_DECODERS else ''}"
-                                       f"{shared}")
+    reason = f"{max(cpus_left, 0)} CPU{'s' * (cpus_left != 1)} left after inference"
+    if cpus_left > MAX_CPU_DECODERS:
+        reason += f", at most {MAX_CPU_DECODERS}"
+    return max(1, min(cpus_left, MAX_CPU_DECODERS) // sharing), reason + shared
 
 
 def choose_videos_at_once(requested: int | None, videos: int, engines: int | None) -> tuple[int, str]:
     """How many videos one process runs at once, sharing its engine, and why: with NVDEC, one per
     engine (each then gets engines // videos decoders, `choose_decoders`); else one, since CPU
-    inference takes every core and one video's decoders already fill the GPU's engines."""
+    inference takes every core."""
     if requested:
         return min(requested, max(videos, 1)), f"--videos-at-once {requested}"
     if videos <= 1:

@@ -93,9 +93,10 @@ def open_decoders(info: VideoInfo, plan: WindowPlan, kind: str, backend: Backend
     try:
         count, reason = choose_decoders(requested, first.name, getattr(first, "engines", None), cpus_left, sharing)
         segments = split_rows(plan, info, keyframe_starts(info, count))
-        if count > 1:
+        if count > 1 or first.name == "nvdec":  # (one PyAV decoder, the CPU's usual choice, goes unsaid)
             found = "" if len(segments) == count else f"; the keyframes allow {len(segments)}"
-            log.info("%s: %d %s decoders at once (%s%s)", info.path.name, len(segments), first.name, reason, found)
+            log.info("%s: %d %s decoder%s at once (%s%s)", info.path.name, len(segments), first.name,
+                     "s" * (len(segments) > 1), reason, found)
         # PyAV decoders share the CPUs left; one alone keeps FFmpeg's choice (one thread per core).
         threads = max(1, cpus_left // len(segments)) if first.name == "cpu" and len(segments) > 1 else 0
         name = first.name
