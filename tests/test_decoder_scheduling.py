@@ -56,6 +56,8 @@ def test_k_segments_keep_min_k_e_engines_busy(clip, monkeypatch, decoders, engin
     assert many.decoders == decoders and model.busiest_tick == min(decoders, engines)
     assert many.rows == one.rows and many.stats.partial is None
     rate = frames / model.ticks
+    print(f"\nK={decoders}, E={engines}: {model.ticks} ticks, {model.frames} frames decoded for {frames}, "
+          f"{rate / single_rate:.2f}x one decoder = {rate / single_rate / min(decoders, engines):.1%} of min(K, E)")
     assert rate >= 0.9 * min(decoders, engines) * single_rate, (rate, model.ticks, model.frames)
 
 
@@ -132,6 +134,8 @@ def test_several_videos_at_once_keep_the_engines_busy(half_clip, monkeypatch, tm
     assert all((tmp_path / f"game{i}.npy").exists() for i in range(3))
     assert model.busiest_tick == decoders
     rate = 3 * FPS * SECONDS // 2 / model.ticks
+    print(f"\n3 videos, {settings or 'defaults'}: {model.ticks} ticks, {model.frames} frames decoded, "
+          f"{rate:.2f}x one decoder = {rate / decoders:.1%} of {decoders} decoders")
     if "videos_at_once" not in settings:  # all at once: the engines' rate for the whole run
         assert rate >= 0.9 * decoders, (rate, model.ticks)
 
