@@ -26,7 +26,7 @@ from .sample import ALIGNMENTS
 from .scale.inputs import expand_jobs
 from .scale.ray_pool import run_on_ray
 from .scale.report import RunReport
-from .scale.slurm import select_share, slurm_script_for
+from .scale.slurm import SLURM_ARRAY_MAX_DEFAULT, parse_shard, select_share, slurm_script
 
 log = logging.getLogger("tsf")
 
@@ -67,7 +67,7 @@ log = logging.getLogger("tsf")
 @click.option("--decoder", type=click.Choice(DECODER_CHOICES), default="auto", show_default=True,
               help="auto: NVDEC (GPU) when PyNvVideoCodec and a GPU are present and inference runs there, else PyAV.")
 @click.option("--heads", is_flag=True, help="Also write OUT.heads.npz with logits and event_times (N, classes).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="npy", show_default=True,
+@click.option("--format", type=click.Choice(FORMATS), default="npy", show_default=True,
               help=" ".join(f.help for f in FORMATS.values()))
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip finished videos).")
 @click.option("--allow-partial", is_flag=True,
@@ -97,7 +97,11 @@ def command(videos, output, list_file, name, model, quiet, shard, print_slurm_sc
     if print_slurm_script:
         if ray_address is not None:
             raise click.UsageError("--print-slurm-script and --ray are two ways to run; choose one")
-        click.echo(slurm_script_for(click.get_current_context(), jobs, shard, report_path, settings.device), nl=False)
+        shards = parse_shard(shard)[1] if shard is not None else min(len(jobs), SLURM_ARRAY_MAX_DEFAULT)
+        options = [*(["--list", str(list_file)] if list_file else []), *(["-o", output] if output else []),
+                   *(["--name", name] if name else []), *(["--model", str(model)] if model else []),
+                   *(["-q"] if quiet else [])]
+        click.echo(slurm_script([str(v) for v in videos], options, settings, shards, len(jobs), report_path), nl=False)
         return 0
     all_jobs = len(jobs)
     jobs, share = select_share(jobs, shard)
@@ -118,7 +122,7 @@ def command(videos, output, list_file, name, model, quiet, shard, print_slurm_sc
         run_report.close()
     if len(jobs) == 1 and summary.skipped:
         log.info("%s exists; skipped (use --overwrite to replace it)",
-                 OutputSet(jobs[0].output).paths(settings.fmt)["features"])
+                 OutputSet(jobs[0].output).paths(settings.format)["features"])
     elif len(jobs) > 1:
         log.info("tsf-extract: %s", summary.line())
     return 0 if summary.ok else 2

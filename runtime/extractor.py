@@ -50,15 +50,27 @@ class ExtractSettings:
     threads: int | None = None
     decoder: str = "auto"
     heads: bool = False
-    fmt: str = "npy"
+    format: str = "npy"
     overwrite: bool = False
     allow_partial: bool = False
+
+    def as_options(self) -> list[str]:
+        """These settings as tsf-extract's options (those that differ from the defaults), for a
+        command that must do the same elsewhere (the Slurm script)."""
+        words = []
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value == field.default:
+                continue
+            option = "--" + field.name.replace("_", "-")
+            words += [option] if value is True else [option, str(value)]
+        return words
 
     def __post_init__(self):
         if self.align not in ALIGNMENTS:
             raise InputError(f"unknown alignment {self.align!r} ({' or '.join(ALIGNMENTS)})")
-        if self.fmt not in FORMATS:
-            raise InputError(f"unknown output format {self.fmt!r} ({' or '.join(FORMATS)})")
+        if self.format not in FORMATS:
+            raise InputError(f"unknown output format {self.format!r} ({' or '.join(FORMATS)})")
         if self.rate is not None and not (isinstance(self.rate, int) and 1 <= self.rate <= MAX_RATE):
             raise InputError(f"rate {self.rate!r}: rows per second must be a whole number from 1 to {MAX_RATE}")
 
@@ -95,7 +107,7 @@ class Extractor:
     def fingerprint(self, precision: str | None) -> dict:
         s = self.settings
         return fingerprint(self.bundle.bundle_id, self.bundle.window, stride_for(self.bundle.window, s.rate), s.align,
-                           s.fmt, precision)
+                           s.format, precision)
 
     # ------------------------------------------------------------------------------ one video
 
@@ -114,7 +126,7 @@ class Extractor:
         touched); decided from what is on disk, without loading the engine or decoding."""
         s = self.settings
         accepted = auto_precisions() if s.precision == "auto" else {s.precision}
-        expected = Expected(Path(job.video), self.fingerprint(None), frozenset(accepted), s.fmt, s.heads,
+        expected = Expected(Path(job.video), self.fingerprint(None), frozenset(accepted), s.format, s.heads,
                             s.allow_partial)
         return OutputSet(job.output).decide(expected, s.overwrite)
 
@@ -124,7 +136,7 @@ class Extractor:
         decision = self.check(job)
         if decision.skip:
             return Outcome("skipped", decision.rows)
-        OutputSet(job.output).check_writable(self.settings.fmt, self.settings.heads)
+        OutputSet(job.output).check_writable(self.settings.format, self.settings.heads)
         result = self.extract(job.video)
         self._write(result, job.output, decision)
         return Outcome("done", result.rows)
@@ -145,7 +157,7 @@ class Extractor:
         metadata = metadata_document(result, self.bundle, backend, asdict(s), self.fingerprint(backend.precision),
                                      identify_input(result.info.path))
         paths = OutputSet(output).write(decision, features=result.features, logits=result.logits,
-                                        event_times=result.event_times, metadata=metadata, fmt=s.fmt, heads=s.heads)
+                                        event_times=result.event_times, metadata=metadata, fmt=s.format, heads=s.heads)
         if result.stats.partial is not None:
             log.warning("%s: kept %d rows decoded before the break (%s)", result.info.path, result.rows,
                         result.stats.partial)

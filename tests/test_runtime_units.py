@@ -326,3 +326,22 @@ def test_allow_partial_with_nothing_before_the_break_is_still_an_error(tmp_path)
     cut = videos.make_truncated(video("long_20s.mkv"), tmp_path / "cut.mkv", keep=0.1)
     with pytest.raises(DecodeError, match="truncated"):
         extract(cut, small_bundle(4), align="reference", device="cpu", allow_partial=True)
+
+
+def test_an_engine_is_one_module_of_the_backends_package(monkeypatch):
+    """Adding a CPU engine is adding its module: discovery puts it in --backend's choices and, by its
+    AUTO_PRIORITY, in the order `auto` tries engines on the device kinds it names."""
+    import pkgutil
+    import types
+
+    from tsf.runtime.backends import registry
+
+    real_iter, real_module = pkgutil.iter_modules, registry.engine_module
+    new = types.SimpleNamespace(AUTO_PRIORITY={"cpu": 15}, PRECISIONS={"cpu": ("fp32",)})
+    monkeypatch.setattr(registry.pkgutil, "iter_modules",
+                        lambda path: [*real_iter(path), pkgutil.ModuleInfo(None, "newcpu", False)])
+    monkeypatch.setattr(registry, "engine_module", lambda name: new if name == "newcpu" else real_module(name))
+    engines, auto = registry._discover()
+    assert "newcpu" in engines and auto["cpu"] == ("openvino", "newcpu", "onnxruntime")
+    assert auto["cuda"] == ("tensorrt", "torch", "onnxruntime")
+    assert not set(engines) & registry.NOT_ENGINES
