@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -28,9 +29,13 @@ def run(*command, cwd=None, env=None) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
+    """The wheel of a copy of the checkout (building writes build/ and egg-info beside the sources)."""
+    source = tmp_path_factory.mktemp("source") / "tsf"
+    shutil.copytree(CHECKOUT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", "demo-out*", ".device-check", "bench-out"))
     dist = tmp_path_factory.mktemp("dist")
     run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-        "-w", dist, CHECKOUT)
+        "-w", dist, source)
     (built,) = dist.glob("tsf-*.whl")
     return built
 
