@@ -28,11 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from .head_targets import centred_window_rows
+from .head_targets import DENSE, NETVLAD, centred_window_rows
 
-NETVLAD = "netvlad++"
-DENSE = "dense"
-KINDS = (NETVLAD, DENSE)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,10 @@ import numpy as np
 
 from .labels import LabelledEvent
 
+NETVLAD = "netvlad++"
+DENSE = "dense"
+KINDS = (DENSE, NETVLAD)  # the heads there are; the first is tsf-spot train's default
+
 
 def event_rows(row_times: np.ndarray, seconds) -> np.ndarray:
     """The row nearest in time to each event (ties: the earlier row)."""

@@ -37,8 +37,8 @@ from ..gpu import resolve_device
 from ..outputs import write_files_atomically
 from . import average_map
 from .head_bundle import FeatureKind, Head, save_head, spots_from_candidates
-from .head_models import (DENSE, NETVLAD, config_dict, dense_loss, make_config, netvlad_loss, pad_rows)
-from .head_targets import (LabelledHalf, clip_starts, dense_targets, event_rows, netvlad_clip_targets,
+from .head_models import config_dict, dense_loss, make_config, netvlad_loss
+from .head_targets import (DENSE, NETVLAD, LabelledHalf, clip_starts, dense_targets, event_rows, netvlad_clip_targets,
                            positive_negative_weights, window_rows_at)
 from .spot import results_document
 

@@ -12,18 +12,31 @@ that reads the sequence can find every event to the second.
 `make_season` returns the games as arrays; `per_row_logits` fits the best per-row linear
 classifier (softmax regression on single rows, over the whole season, validation included) and
 gives its logits, which play the part of tsf's per-window heads for `tsf-spot` without a head.
-Only NumPy is needed here; writing a season to disk is `write_season`.
+`write_season` lays a season out as tsf and SoccerNet do (output sets per half, Labels-v2.json per
+game, split lists, the class list); `python -m tsf.runtime.spotting.synthetic FOLDER` runs it.
+NumPy and click are needed.
 """
 
 from __future__ import annotations
 
 import math
+import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
 
+import click
 import numpy as np
 
+from ... import __version__
+from ..console import run_cli
 from ..errors import InputError
+from ..outputs import write_files_atomically, write_outputs
+from ..sample import row_centres
 from .classes import BACKGROUND, SOCCERNET_V2_ACTIONS
+from .labels import LABELS_FILE
 
 PER_ROW_STEPS = 300
 PER_ROW_LEARNING_RATE = 0.5
@@ -47,6 +60,16 @@ class SeasonShape:
     def class_names(self) -> tuple[str, ...]:
         return SOCCERNET_V2_ACTIONS[:self.classes]
 
+    @property
+    def stride(self) -> Fraction:
+        return 1 / Fraction(self.rate).limit_denominator(1000)
+
+    @property
+    def bundle_id(self) -> str:
+        """What the rows mean (the atoms and motifs: seed, width, motif length, classes), as a feature bundle id."""
+        meaning = {k: getattr(self, k) for k in ("seed", "width", "motif_seconds", "classes")}
+        return "synthetic-" + hashlib.sha256(json.dumps(meaning, sort_keys=True).encode()).hexdigest()[:12]
+
     def check(self) -> None:
         if not 1 <= self.classes <= len(SOCCERNET_V2_ACTIONS):
             raise InputError(f"classes must be 1 to {len(SOCCERNET_V2_ACTIONS)} (SoccerNet's actions, in order)")
@@ -68,7 +91,7 @@ class SeasonShape:
 @dataclass
 class SyntheticHalf:
     rows: np.ndarray  # (N, width) float32
-    row_times: np.ndarray  # (N,) seconds: row i is centred on (i + 0.5) / rate
+    row_times: np.ndarray  # (N,) seconds: row i is centred on (i + 0.5) / rate, tsf's `center` rule
     event_classes: np.ndarray
     event_seconds: np.ndarray
 
@@ -94,8 +117,8 @@ def make_half(rng: np.random.Generator, shape: SeasonShape, atoms: np.ndarray, o
     event_slots = motif // 2 + free + np.arange(count) * (spacing - 1)
     for c, s in zip(classes, event_slots):
         slots[s - motif // 2:s + motif // 2] = orders[c]
-    rows_count = int(round(shape.half_seconds * shape.rate))
-    row_times = (np.arange(rows_count) + 0.5) / shape.rate
+    rows_count = int(shape.half_seconds / shape.stride)
+    row_times = np.array([float(t) for t in row_centres("center", rows_count, shape.stride, shape.stride)])
     rows = atoms[slots[np.minimum(row_times.astype(np.int64), shape.half_seconds - 1)]]
     rows = rows + shape.noise * rng.standard_normal(rows.shape)
     order = np.argsort(event_slots, kind="stable")
@@ -145,3 +168,87 @@ def per_row_logits(season, shape: SeasonShape) -> list[list[np.ndarray]]:
 
 def heads_class_names(shape: SeasonShape) -> tuple[str, ...]:
     return shape.class_names + (BACKGROUND,)
+
+
+# ---------------------------------------------------------------- on disk -----------------------
+
+SET_NAME = "synthetic"
+
+
+def labels_document(game: str, halves: list[SyntheticHalf], class_names) -> dict:
+    annotations = []
+    for number, half in enumerate(halves, start=1):
+        for c, seconds in zip(half.event_classes, half.event_seconds):
+            whole = int(seconds)
+            annotations.append({"gameTime": f"{number} - {whole // 60:02d}:{whole % 60:02d}", "label": class_names[c],
+                                "position": str(int(round(seconds * 1000))), "team": "not applicable",
+                                "visibility": "visible"})
+    return {"UrlLocal": game, "annotations": annotations}
+
+
+def write_season(folder, shape: SeasonShape, valid_games: int, heads: bool = True, overwrite: bool = False) -> dict:
+    """FOLDER/features/<game>/{1,2}_synthetic.* (output sets), FOLDER/labels/<game>/Labels-v2.json,
+    FOLDER/train.txt and valid.txt (the last `valid_games` games validate), FOLDER/classes.txt."""
+    if not 1 <= valid_games < shape.games:
+        raise InputError(f"--valid must leave at least one of the {shape.games} games to train on")
+    folder = Path(folder)
+    season = make_season(shape)
+    logits = per_row_logits(season, shape) if heads else None
+    rows_per_half = len(season[0][1][0].rows)
+    metadata = {"alignment": "center", "rows": rows_per_half, "rows_per_second": shape.rate,
+                "window": {"frames": 1, "seconds": float(shape.stride), "stride_seconds": float(shape.stride)},
+                "bundle": {"id": shape.bundle_id, "class_names": list(heads_class_names(shape))},
+                "synthetic": dataclasses.asdict(shape), "tsf_version": __version__}
+    for g, (game, halves) in enumerate(season):
+        for number, half in enumerate(halves, start=1):
+            write_outputs(folder / "features" / game / f"{number}_{SET_NAME}.npy", features=half.rows,
+                          metadata={**metadata, "row_centre_seconds": [round(float(t), 6) for t in half.row_times]},
+                          logits=logits[g][number - 1] if heads else None,
+                          event_times=np.full((rows_per_half, shape.classes + 1), 0.5, np.float32) if heads else None,
+                          overwrite=overwrite)
+    names = [game for game, _ in season]
+    files = {folder / "labels" / game / LABELS_FILE:
+             json.dumps(labels_document(game, halves, shape.class_names), indent=1).encode() for game, halves in season}
+    files[folder / "train.txt"] = "".join(g + "\n" for g in names[:-valid_games]).encode()
+    files[folder / "valid.txt"] = "".join(g + "\n" for g in names[-valid_games:]).encode()
+    files[folder / "classes.txt"] = "".join(c + "\n" for c in shape.class_names).encode()
+    write_files_atomically(files, overwrite=overwrite)
+    return {"games": len(names), "train": len(names) - valid_games, "valid": valid_games, "rows_per_half": rows_per_half}
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--games", type=click.IntRange(min=2), default=SeasonShape.games, show_default=True)
+@click.option("--valid", "valid_games", type=click.IntRange(min=1), default=4, show_default=True,
+              help="The last VALID games are the validation split.")
+@click.option("--classes", type=click.IntRange(1, len(SOCCERNET_V2_ACTIONS)), default=SeasonShape.classes,
+              show_default=True, help="The first CLASSES of SoccerNet's actions.")
+@click.option("--width", type=click.IntRange(min=1), default=SeasonShape.width, show_default=True)
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=SeasonShape.rate, show_default=True,
+              help="Rows per second.")
+@click.option("--half-minutes", type=click.FloatRange(min=1), default=SeasonShape.half_seconds / 60, show_default=True)
+@click.option("--events-per-class", type=click.IntRange(min=0), default=SeasonShape.events_per_class, show_default=True,
+              help="Per half.")
+@click.option("--motif-seconds", type=click.IntRange(min=2), default=SeasonShape.motif_seconds, show_default=True)
+@click.option("--noise", type=click.FloatRange(min=0), default=SeasonShape.noise, show_default=True)
+@click.option("--seed", type=int, default=SeasonShape.seed, show_default=True)
+@click.option("--heads/--no-heads", default=True, show_default=True,
+              help="Also write per-row heads (a softmax regression on single rows) for tsf-spot without a head.")
+@click.option("--overwrite", is_flag=True)
+@click.version_option(__version__, prog_name="tsf synthetic season")
+def cli(folder, games, valid_games, classes, width, rate, half_minutes, events_per_class, motif_seconds, noise, seed,
+        heads, overwrite):
+    """Write a synthetic season to FOLDER: events visible only as patterns over several seconds."""
+    shape = SeasonShape(games, classes, width, rate, int(round(half_minutes * 60)), events_per_class, motif_seconds,
+                        noise, seed)
+    written = write_season(folder, shape, valid_games, heads, overwrite)
+    click.echo(f"{written['games']} games ({written['train']} train, {written['valid']} valid), "
+               f"{written['rows_per_half']} rows per half -> {folder}")
+
+
+def main(argv=None) -> int:
+    return run_cli(cli, "python -m tsf.runtime.spotting.synthetic", argv)
+
+
+if __name__ == "__main__":
+    main()
