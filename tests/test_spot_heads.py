@@ -14,6 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
+torch.set_num_threads(1)  # these heads are tiny: one thread is faster than two on a shared 2-core machine
 
 from reference.numpy_netvlad import netvlad_plus_plus  # noqa: E402
 from tsf.runtime.errors import InputError  # noqa: E402

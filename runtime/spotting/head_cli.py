@@ -52,18 +52,22 @@ def _pairs(values, what: str) -> dict[str, str]:
 @click.option("--patience", type=click.IntRange(min=1), default=10, show_default=True,
               help="Validations without a better score before training stops.")
 @click.option("--device", default="auto", show_default=True, help="auto (GPU 0 when there is one), cpu, cuda or cuda:N.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch [default: torch's, one per core]; "
+                                                            "1 on a machine that others load.")
 @click.option("--resume", is_flag=True, help="Continue the run in the run folder from its last epoch.")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings only; no progress bar.")
 def train(features, labels, run_dir, split_lists, architecture, settings, classes_file, name, seed, validate_every,
-          patience, device, resume, quiet):
+          patience, device, threads, resume, quiet):
     """Train a spotting head on tsf features: FEATURES holds the output sets (FEATURES/<game>/1_NAME.*
     and 2_NAME.* for SoccerNet's games; FEATURES/<video path without its suffix> for a table).
 
     The best head by validation tight average-mAP is RUN/head; spot with it: tsf-spot FEATURES --head RUN/head.
     """
     setup_logging(quiet)
-    require("torch", "torch", "tsf-spot train")
+    torch = require("torch", "torch", "tsf-spot train")
     require("safetensors", "torch", "tsf-spot train")
+    if threads:
+        torch.set_num_threads(threads)
     from .head_train import Trainer, TrainSettings
     from .season import read_class_names, soccernet_season, split_games, table_season
 

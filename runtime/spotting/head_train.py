@@ -5,8 +5,8 @@ A run folder holds:
                     a resumed run must be the same run (only max_epochs and patience may change)
     checkpoint.pt   the last finished epoch: weights, optimiser, scheduler, random state, best
                     score so far (written atomically after every epoch; --resume continues from it)
-    metrics.jsonl   one {"kind": "epoch", ...} line per epoch: losses, learning rate, seconds and,
-                    on validation epochs, the validation tight average-mAP
+    metrics.jsonl   one {"kind": "epoch", ...} line per epoch: losses, learning rate, seconds (training,
+                    validation, all) and, on validation epochs, the validation tight average-mAP
     head/           the head bundle of the best validation epoch so far
 
 Each epoch: one pass over the training data in an order drawn from (seed, epoch), the validation
@@ -253,9 +253,10 @@ class Trainer:
             epoch = state["epoch"] + 1
             started = time.monotonic()
             train_loss = self._train_epoch(model, data, optimizer, epoch)
+            trained = time.monotonic()
             valid_loss = self._validation_loss(model, valid_data)
             record = {"kind": "epoch", "epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss,
-                      "lr": optimizer.param_groups[0]["lr"]}
+                      "lr": optimizer.param_groups[0]["lr"], "train_seconds": round(trained - started, 3)}
             if kind == NETVLAD:
                 scheduler.step(valid_loss)
             else:
@@ -270,6 +271,7 @@ class Trainer:
                     save_head(head, self.run_dir / HEAD_FOLDER)
                 else:
                     state["validations_since_best"] += 1
+            record["validation_seconds"] = round(time.monotonic() - trained, 3)
             record["seconds"] = round(time.monotonic() - started, 3)
             state["epoch"] = epoch
             state["stopped"] = self._stop_reason(state, optimizer, scheduler)

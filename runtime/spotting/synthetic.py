@@ -13,7 +13,7 @@ that reads the sequence can find every event to the second.
 classifier (softmax regression on single rows, over the whole season, validation included) and
 gives its logits, which play the part of tsf's per-window heads for `tsf-spot` without a head.
 `write_season` lays a season out as tsf and SoccerNet do (output sets per half, Labels-v2.json per
-game, split lists, the class list); `python -m tsf.runtime.spotting.synthetic FOLDER` runs it.
+game, split lists, the class list), each split a folder of games; `python -m tsf.runtime.spotting.synthetic FOLDER` runs it.
 NumPy and click are needed.
 """
 
@@ -126,13 +126,12 @@ def make_half(rng: np.random.Generator, shape: SeasonShape, atoms: np.ndarray, o
                          event_slots[order].astype(np.float64) + 0.5)
 
 
-def make_season(shape: SeasonShape) -> list[tuple[str, list[SyntheticHalf]]]:
-    """[(game name, [half 1, half 2])], the same for the same shape."""
+def make_season(shape: SeasonShape) -> list[list[SyntheticHalf]]:
+    """Every game's [half 1, half 2], the same for the same shape."""
     shape.check()
     rng = np.random.default_rng(shape.seed)
     atoms, orders = make_motifs(rng, shape)
-    return [(f"synthetic/season/game {g + 1:03d}", [make_half(rng, shape, atoms, orders) for _ in (1, 2)])
-            for g in range(shape.games)]
+    return [[make_half(rng, shape, atoms, orders) for _ in (1, 2)] for _ in range(shape.games)]
 
 
 def per_row_targets(half: SyntheticHalf, classes: int) -> np.ndarray:
@@ -148,7 +147,7 @@ def per_row_targets(half: SyntheticHalf, classes: int) -> np.ndarray:
 
 def per_row_logits(season, shape: SeasonShape) -> list[list[np.ndarray]]:
     """The logits of a softmax regression on single rows fitted to every half of the season, per half."""
-    halves = [h for _, game in season for h in game]
+    halves = [h for game in season for h in game]
     rows = np.concatenate([h.rows for h in halves]).astype(np.float64)
     targets = np.concatenate([per_row_targets(h, shape.classes) for h in halves])
     mean, std = rows.mean(axis=0), rows.std(axis=0) + 1e-9
@@ -163,7 +162,7 @@ def per_row_logits(season, shape: SeasonShape) -> list[list[np.ndarray]]:
         p = np.exp(logits - logits.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
         weights -= PER_ROW_LEARNING_RATE * (inputs.T @ (p - targets) / len(inputs) + PER_ROW_L2 * weights)
-    return [[(design(h.rows.astype(np.float64)) @ weights).astype(np.float32) for h in game] for _, game in season]
+    return [[(design(h.rows.astype(np.float64)) @ weights).astype(np.float32) for h in game] for game in season]
 
 
 def heads_class_names(shape: SeasonShape) -> tuple[str, ...]:
@@ -186,41 +185,53 @@ def labels_document(game: str, halves: list[SyntheticHalf], class_names) -> dict
     return {"UrlLocal": game, "annotations": annotations}
 
 
-def write_season(folder, shape: SeasonShape, valid_games: int, heads: bool = True, overwrite: bool = False) -> dict:
-    """FOLDER/features/<game>/{1,2}_synthetic.* (output sets), FOLDER/labels/<game>/Labels-v2.json,
-    FOLDER/train.txt and valid.txt (the last `valid_games` games validate), FOLDER/classes.txt."""
-    if not 1 <= valid_games < shape.games:
-        raise InputError(f"--valid must leave at least one of the {shape.games} games to train on")
+def game_names(shape: SeasonShape, valid_games: int, test_games: int) -> list[str]:
+    """`train/game 001`, ..., then `valid/...`, then `test/...`: each split is a folder of games."""
+    if valid_games < 1 or test_games < 0 or valid_games + test_games >= shape.games:
+        raise InputError(f"--valid and --test must leave at least one of the {shape.games} games to train on "
+                         "(and --valid must be at least 1)")
+    splits = ["train"] * (shape.games - valid_games - test_games) + ["valid"] * valid_games + ["test"] * test_games
+    return [f"{split}/game {g + 1:03d}" for g, split in enumerate(splits)]
+
+
+def write_season(folder, shape: SeasonShape, valid_games: int, test_games: int, heads: bool = True,
+                 overwrite: bool = False) -> dict:
+    """FOLDER/features/<split>/<game>/{1,2}_synthetic.* (output sets), FOLDER/labels/<split>/<game>/Labels-v2.json,
+    FOLDER/train.txt, valid.txt and test.txt (the split lists), FOLDER/classes.txt."""
+    names = game_names(shape, valid_games, test_games)
     folder = Path(folder)
     season = make_season(shape)
     logits = per_row_logits(season, shape) if heads else None
-    rows_per_half = len(season[0][1][0].rows)
+    rows_per_half = len(season[0][0].rows)
     metadata = {"alignment": "center", "rows": rows_per_half, "rows_per_second": shape.rate,
                 "window": {"frames": 1, "seconds": float(shape.stride), "stride_seconds": float(shape.stride)},
                 "bundle": {"id": shape.bundle_id, "class_names": list(heads_class_names(shape))},
                 "synthetic": dataclasses.asdict(shape), "tsf_version": __version__}
-    for g, (game, halves) in enumerate(season):
+    for g, (game, halves) in enumerate(zip(names, season)):
         for number, half in enumerate(halves, start=1):
             write_outputs(folder / "features" / game / f"{number}_{SET_NAME}.npy", features=half.rows,
                           metadata={**metadata, "row_centre_seconds": [round(float(t), 6) for t in half.row_times]},
                           logits=logits[g][number - 1] if heads else None,
                           event_times=np.full((rows_per_half, shape.classes + 1), 0.5, np.float32) if heads else None,
                           overwrite=overwrite)
-    names = [game for game, _ in season]
     files = {folder / "labels" / game / LABELS_FILE:
-             json.dumps(labels_document(game, halves, shape.class_names), indent=1).encode() for game, halves in season}
-    files[folder / "train.txt"] = "".join(g + "\n" for g in names[:-valid_games]).encode()
-    files[folder / "valid.txt"] = "".join(g + "\n" for g in names[-valid_games:]).encode()
+             json.dumps(labels_document(game, halves, shape.class_names), indent=1).encode()
+             for game, halves in zip(names, season)}
+    for split in ("train", "valid", "test"):
+        files[folder / f"{split}.txt"] = "".join(n + "\n" for n in names if n.startswith(split + "/")).encode()
     files[folder / "classes.txt"] = "".join(c + "\n" for c in shape.class_names).encode()
     write_files_atomically(files, overwrite=overwrite)
-    return {"games": len(names), "train": len(names) - valid_games, "valid": valid_games, "rows_per_half": rows_per_half}
+    return {"games": len(names), "train": len(names) - valid_games - test_games, "valid": valid_games,
+            "test": test_games, "rows_per_half": rows_per_half}
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--games", type=click.IntRange(min=2), default=SeasonShape.games, show_default=True)
 @click.option("--valid", "valid_games", type=click.IntRange(min=1), default=4, show_default=True,
-              help="The last VALID games are the validation split.")
+              help="Games of the validation split (after the training games).")
+@click.option("--test", "test_games", type=click.IntRange(min=0), default=4, show_default=True,
+              help="Games of the test split (last).")
 @click.option("--classes", type=click.IntRange(1, len(SOCCERNET_V2_ACTIONS)), default=SeasonShape.classes,
               show_default=True, help="The first CLASSES of SoccerNet's actions.")
 @click.option("--width", type=click.IntRange(min=1), default=SeasonShape.width, show_default=True)
@@ -236,13 +247,13 @@ def write_season(folder, shape: SeasonShape, valid_games: int, heads: bool = Tru
               help="Also write per-row heads (a softmax regression on single rows) for tsf-spot without a head.")
 @click.option("--overwrite", is_flag=True)
 @click.version_option(__version__, prog_name="tsf synthetic season")
-def cli(folder, games, valid_games, classes, width, rate, half_minutes, events_per_class, motif_seconds, noise, seed,
+def cli(folder, games, valid_games, test_games, classes, width, rate, half_minutes, events_per_class, motif_seconds, noise, seed,
         heads, overwrite):
     """Write a synthetic season to FOLDER: events visible only as patterns over several seconds."""
     shape = SeasonShape(games, classes, width, rate, int(round(half_minutes * 60)), events_per_class, motif_seconds,
                         noise, seed)
-    written = write_season(folder, shape, valid_games, heads, overwrite)
-    click.echo(f"{written['games']} games ({written['train']} train, {written['valid']} valid), "
+    written = write_season(folder, shape, valid_games, test_games, heads, overwrite)
+    click.echo(f"{written['games']} games ({written['train']} train, {written['valid']} valid, {written['test']} test), "
                f"{written['rows_per_half']} rows per half -> {folder}")
 
 
