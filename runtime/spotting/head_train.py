@@ -221,6 +221,7 @@ class Trainer:
             model.mean.copy_(mean.float())
             model.std.copy_(std.float())
         model.to(self.device)
+        self.parameter_count = sum(p.numel() for p in model.parameters())
         optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
         if kind == NETVLAD:
             scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, "min", patience=config.plateau_patience,
@@ -248,7 +249,7 @@ class Trainer:
 
         log.info("training a %s head on %s: %d training halves (%d %s), %d validation halves, %d parameters",
                  kind, self.device, len(self.train_halves), len(data), "windows" if kind == NETVLAD else "rows",
-                 len(self.valid_halves), sum(p.numel() for p in model.parameters()))
+                 len(self.valid_halves), self.parameter_count)
         while state["stopped"] is None:
             epoch = state["epoch"] + 1
             started = time.monotonic()
@@ -299,6 +300,7 @@ class Trainer:
 
     def _training_record(self, state) -> dict:
         return {"epoch": state["best_epoch"], "valid_tight_average_map": state["best_score"],
+                "parameters": self.parameter_count,
                 "seed": self.settings.seed, "train_halves": len(self.train_halves),
                 "valid_halves": len(self.valid_halves)}
 

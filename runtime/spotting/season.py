@@ -13,7 +13,6 @@ Every half of a season must come from the same feature bundle, width and rate.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from .classes import BACKGROUND, SOCCERNET_V2_ACTIONS
 from .head_bundle import FeatureKind
 from .head_targets import LabelledHalf
 from .labels import LABELS_FILE, LabelledEvent, read_labels, read_split_list, read_table
+from .spot import _read_class_names_file
 
 log = logging.getLogger("tsf")
 
@@ -50,26 +50,18 @@ class Season:
 
 
 def feature_kind(finished) -> FeatureKind:
-    return FeatureKind(finished.bundle_id, finished.width, finished.rate)
+    """The bundle id, width and rate an output set records (a one-line error where it does not)."""
+    try:
+        return FeatureKind(finished.bundle_id, finished.width, finished.rate)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        raise InputError(f"{finished.metadata_path} does not record its feature bundle id and row stride "
+                         "(bundle.id, window.stride_seconds); re-extract it with this tsf") from None
 
 
 def read_class_names(path) -> tuple[str, ...]:
-    """A head's classes from a file: one name per line, or a JSON list (a bundle's class list works:
-    its background class is dropped)."""
-    path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise InputError(f"cannot read class names from {path} ({exc.strerror})") from None
-    if text.lstrip().startswith("["):
-        try:
-            names = [str(n) for n in json.loads(text)]
-        except ValueError as exc:
-            raise InputError(f"{path} is not a JSON list of class names ({exc})") from None
-    else:
-        names = [line.strip() for line in text.splitlines() if line.strip()]
-    names = [n for n in names if n != BACKGROUND]
+    """A head's classes from a file as `tsf-spot --classes` reads one (one name per line, or a JSON
+    list); a background class, as a bundle's list has, is dropped."""
+    names = [n for n in _read_class_names_file(os.fspath(path)) if n and n != BACKGROUND]
     if not names or len(set(names)) != len(names):
         raise InputError(f"{path}: give each class name once (and at least one)")
     return tuple(names)
