@@ -325,3 +325,79 @@ def test_training_is_seeded_and_resuming_gives_the_same_head(tmp_path, monkeypat
     assert trainer(tmp_path / "resumed").run(resume=True)["epochs"] == 3  # a finished run stays finished
     with pytest.raises(InputError, match="another run"):
         trainer(tmp_path / "straight", seed=8).run(resume=True)
+
+
+# ---------------------------------------------------------------- seasons on disk ---------------
+
+def _write_set(base, rows: int, width: int = 6, bundle: str = "tiny", rate: int = 1, seed: int = 0):
+    from fractions import Fraction
+
+    from tsf.runtime.outputs import write_outputs
+    from tsf.runtime.sample import row_centres
+
+    features = np.random.default_rng(seed).standard_normal((rows, width)).astype(np.float32)
+    metadata = {"alignment": "center", "rows": rows, "rows_per_second": float(rate),
+                "window": {"frames": 16, "seconds": 5.0, "stride_seconds": 1 / rate},
+                "row_centre_seconds": [float(c) for c in row_centres("center", rows, Fraction(1, rate), 5)],
+                "bundle": {"id": bundle, "class_names": ["x", "background"]}}
+    write_outputs(base, features=features, metadata=metadata)
+
+
+def test_a_label_table_season_trains_through_the_command(tmp_path, capsys):
+    from tsf.runtime.spotting.cli import main as spot_main
+
+    features = tmp_path / "features"
+    for k, name in enumerate(("clips/a", "clips/b", "clips/c")):
+        _write_set(features / f"{name}.npy", 120, seed=k)
+    table = tmp_path / "labels.csv"
+    table.write_text("video,time_seconds,label,split\nclips/a.mp4,30.2,shot,train\nclips/a.mp4,80,pass,train\n"
+                     "clips/b.mp4,50,shot,train\nclips/c.mp4,60.5,pass,valid\n")
+    settings = [a for s in ("hidden=4", "max_channels=8", "chunk_seconds=32", "max_epochs=1") for a in ("--set", s)]
+    assert spot_main(["train", str(features), "--labels", str(table), "-o", str(tmp_path / "run"), *settings,
+                      "--validate-every", "1", "--threads", "1", "-q"]) == 0
+    head = json.loads((tmp_path / "run" / "head" / "head.json").read_text())
+    assert head["class_names"] == ["pass", "shot"] and head["features"] == {"bundle_id": "tiny", "width": 6, "rate": 1.0}
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert (run["train"], run["valid"]) == (["clips/a/1", "clips/b/1"], ["clips/c/1"])
+    table.write_text("video,time_seconds,label\nclips/a.mp4,30.2,shot\n")
+    with pytest.raises(SystemExit):
+        spot_main(["train", str(features), "--labels", str(table), "-o", str(tmp_path / "run2")])
+    assert "has no split" in capsys.readouterr().err
+
+
+def test_a_soccernet_season_and_its_checks(tmp_path, caplog):
+    from tsf.runtime.spotting.season import soccernet_season, split_games
+
+    for game, half in (("l/s/g1", 1), ("l/s/g1", 2), ("l/s/g2", 1), ("l/s/g3", 1)):
+        _write_set(tmp_path / "features" / game / f"{half}_tsf.npy", 60, rate=2)
+        (tmp_path / "labels" / game).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "labels" / game / "Labels-v2.json").write_text(json.dumps({"annotations": [
+            {"gameTime": "1 - 00:10", "position": "10000", "label": "Goal"},
+            {"gameTime": "2 - 00:20", "position": "20000", "label": "Corner", "visibility": "not shown"},
+            {"gameTime": "1 - 00:05", "label": "Dive"}]}))
+    (tmp_path / "train.txt").write_text("l/s/g1\nl/s/missing\n")
+    (tmp_path / "valid.txt").write_text("l/s/g2\n")
+    games = split_games({"train": str(tmp_path / "train.txt"), "valid": str(tmp_path / "valid.txt")})
+    season = soccernet_season(tmp_path / "features", tmp_path / "labels", games)
+    assert season.features == FeatureKind("tiny", 6, 2.0)
+    assert [(h.game, h.half) for h in season.halves["train"]] == [("l/s/g1", 1), ("l/s/g1", 2)]
+    first, second = season.halves["train"]
+    assert (list(first.event_seconds), list(first.event_classes)) == ([10.0], [2])  # Goal; Dive is no class
+    assert (list(second.event_seconds), list(second.event_visible)) == ([20.0], [False])
+    assert "1 of the 2 train games" in caplog.text and "l/s/missing" in caplog.text
+    _write_set(tmp_path / "features" / "l/s/g2" / "2_tsf.npy", 60, bundle="other", rate=2)
+    with pytest.raises(InputError, match="feature bundle 'other'"):
+        soccernet_season(tmp_path / "features", tmp_path / "labels", games)
+    with pytest.raises(InputError, match="no valid games"):
+        soccernet_season(tmp_path / "features", tmp_path / "labels", {"train": ["l/s/g1"]})
+    with pytest.raises(InputError, match="unknown split"):
+        split_games({"test": "x.txt"})
+
+
+def test_soccernets_official_split_lists():
+    pytest.importorskip("SoccerNet")
+    from tsf.runtime.spotting.season import split_games
+
+    games = split_games({"train": "soccernet", "valid": "soccernet"})
+    assert (len(games["train"]), len(games["valid"])) == (300, 100)
+    assert all(name.count("/") == 2 for name in games["train"])
