@@ -21,6 +21,8 @@ from benchmarks.flops import clip_flops  # noqa: E402
 from tsf.runtime.backends import ENGINES, engine_precisions  # noqa: E402
 from tsf.runtime.backends.precision import native_bf16  # noqa: E402
 
+pytestmark = pytest.mark.paddle  # the benchmarks export their bundles and run the Paddle baseline
+
 
 def test_reference_model_is_about_0_78_tflop_per_clip():
     total = clip_flops()["total"]

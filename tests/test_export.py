@@ -28,6 +28,8 @@ from tsf.runtime.fidelity import MAX_REL_L2, compare
 from tsf.runtime.bundle import VERIFIED_CACHE, load_bundle
 from tsf.runtime.errors import InputError, OutputError
 
+pytestmark = pytest.mark.paddle  # the exporter and the trainer run Paddle
+
 SMALL = dict(depth=2, width=128, frames=4, classes=18)
 SMALL_ARCH = "depth=2,width=128,heads=2,frames=4"
 NAMES = ("features", "logits", "event_times")

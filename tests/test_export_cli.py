@@ -14,6 +14,8 @@ from tsf.runtime.gpu import GPU_IMPORT_ERRORS
 from tsf.runtime.spotting.classes import SOCCERNET_V2_CLASS_NAMES
 from tsf.runtime.bundle import load_bundle
 
+pytestmark = pytest.mark.paddle  # the exporter and the trainer run Paddle
+
 SMALL_ARCH = "depth=2,width=128,heads=2,frames=4"
 
 

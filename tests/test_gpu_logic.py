@@ -190,6 +190,7 @@ def _elem_types(model):
     return types
 
 
+@pytest.mark.paddle  # the exporter's graph (paddle2onnx)
 def test_fp16_onnx_keeps_layernorm_and_softmax_fp32(small_bundle, tmp_path):
     pytest.importorskip("onnxconverter_common")
     import onnx
@@ -268,6 +269,7 @@ def fake_gpu(monkeypatch, onnx_path, noise, trt_version="10.13.0.35"):
     return built
 
 
+@pytest.mark.paddle  # the exporter's graph (paddle2onnx)
 def test_build_engine_writes_the_engine_and_its_entry(small_bundle, tmp_path, monkeypatch):
     onnx_path = Path(small_bundle) / "model.onnx"
     built = fake_gpu(monkeypatch, onnx_path, noise=0.0)
@@ -293,6 +295,7 @@ def test_build_engine_writes_the_engine_and_its_entry(small_bundle, tmp_path, mo
     assert built["old_cache"] == b"timing cache" and built["batches"] == (1, 2, 8)
 
 
+@pytest.mark.paddle  # the exporter's graph (paddle2onnx)
 def test_build_engine_refuses_a_diverging_engine_and_writes_nothing(small_bundle, tmp_path, monkeypatch):
     onnx_path = Path(small_bundle) / "model.onnx"
     fake_gpu(monkeypatch, onnx_path, noise=1.0)
@@ -380,6 +383,7 @@ def fake_tensorrt(version, parse_ok=True):
     return trt, calls
 
 
+@pytest.mark.paddle  # the exporter's graph (paddle2onnx)
 @pytest.mark.parametrize("version", ["10.13.3.9", "11.4.0.106"])
 def test_build_plan_fp16_is_strongly_typed_from_an_fp16_onnx(small_bundle, monkeypatch, version):
     pytest.importorskip("onnxconverter_common")

@@ -12,6 +12,8 @@ from tsf.training.labels import (BACKGROUND, ClassMap, Event, annotation_time_ms
                                  parse_game_time, read_game_start_offsets, read_simple_annotations)
 from tsf.training.prepare import SourceVideo, build_samples, hash_split
 
+pytestmark = pytest.mark.paddle  # the exporter and the trainer run Paddle
+
 SOCCERNET_ORDER = ["Penalty", "Kick-off", "Goal", "Substitution", "Offside", "Shots on target",
                    "Shots off target", "Clearance", "Ball out of play", "Throw-in", "Foul",
                    "Indirect free-kick", "Direct free-kick", "Corner", "Yellow card", "Red card",

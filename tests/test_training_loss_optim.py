@@ -14,6 +14,8 @@ from tsf.training.loss import training_loss
 from tsf.training.model import PPTimeSformer, TimeSformerConfig
 from tsf.training.optim import EMBEDDINGS, WarmupCosine, build_optimizer
 
+pytestmark = pytest.mark.paddle  # the exporter and the trainer run Paddle
+
 BG = 17
 TINY = TimeSformerConfig(frames=4, depth=2, width=64, heads=2, image_size=32, patch_size=16, num_classes=18)
 

@@ -27,6 +27,8 @@ from tsf.training.labels import ClassMap
 from tsf.training.prepare import prepare
 from videos import make_truncated, make_video, read_frame_number
 
+pytestmark = pytest.mark.paddle  # the exporter and the trainer run Paddle
+
 CLASSES = ClassMap.soccernet_v2()
 
 
