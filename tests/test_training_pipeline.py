@@ -495,3 +495,27 @@ def test_prepare_names_everything_it_leaves_out(tmp_path):
     report = json.loads((tmp_path / "out" / "prepare.json").read_text())
     assert report["samples"] == {"train": 6, "valid": 0, "test": 0}
     assert report["halves_without_video"] == [{"game": "Gamma - Delta", "half": 2, "events": 2}]
+
+
+def test_ctrl_c_says_what_was_saved_and_how_to_resume(prepared, tmp_path):
+    """Ctrl-C (a real SIGINT, sent once the run has begun) stops at the next step; the epoch in
+    progress is not saved, and the message says so."""
+    import signal
+
+    from tsf.training.train import Interrupted
+
+    data, _ = prepared
+    run = tmp_path / "run"
+
+    def press_ctrl_c_once_training(message):
+        if message.startswith("training "):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(Interrupted) as caught:
+        fit(tiny_config(data, run), log=press_ctrl_c_once_training)
+    assert str(caught.value) == (f"interrupted in epoch 1: its steps are lost (a checkpoint is written at the end "
+                                 f"of each epoch); no epoch was saved; resume with: tsf-train fit --resume -o {run}")
+    assert not list((run / "checkpoints").iterdir())
+    resumed = CliRunner().invoke(cli, ["fit", "--resume", "-o", str(run), "--stop-after", "1"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout.splitlines()[-1])["last_epoch"] == 1

@@ -169,6 +169,8 @@ class _Run:
                                 f"or choose another run folder (-o)")
         # A new record, unless this resumes a recorded run (which may not have finished an epoch yet).
         self.fresh = not (resume and self.run.has_record())
+        if resume and self.fresh:
+            log(f"nothing to resume in {self.run.root} (no config.yaml): starting a new run")
         data_dir = config["data"]["dir"]
         self.class_map = ClassMap.load(os.path.join(data_dir, "classes.json"))
         if not self.fresh and ClassMap.load(self.run.classes_json) != self.class_map:
@@ -207,8 +209,8 @@ class _Run:
         log(f"training {cfg.depth}x{cfg.width} ({cfg.heads} heads), {cfg.frames} frames, {cfg.image_size} px on "
             f"{'GPU' if self.use_gpu else 'CPU'} x{self.world}{f' with {self.amp} autocast' if self.amp else ''}: "
             f"{len(self.train_set)} training samples, {len(self.valid_set)} validation; global batch "
-            f"{self.batch_size * self.world * self.accumulate} ({self.batch_size} x {self.world} GPU(s) x "
-            f"{self.accumulate} accumulated), {self.steps_per_epoch} steps per epoch")
+            f"{self.batch_size * self.world * self.accumulate} ({self.batch_size} per process x {self.world} "
+            f"process(es) x {self.accumulate} accumulated), {self.steps_per_epoch} steps per epoch")
         epochs_run = 0
         for epoch in range(self.state.epoch + 1, self.epochs + 1):
             self._epoch(epoch)
@@ -409,10 +411,10 @@ class _Run:
 
     def interrupted_line(self) -> str:
         saved, epoch = self.state.epoch, self.current_epoch
-        kept = f"epochs 1-{saved} are saved in {self.run.checkpoints}" if saved else "no epoch was finished"
-        lost = (f"in epoch {epoch}: its steps are lost (a checkpoint is written at the end of each epoch)"
-                if epoch is not None else f"after epoch {saved}")
-        return f"interrupted {lost}; {kept}; resume with: tsf-train fit --resume -o {self.run.root}"
+        when = (f"in epoch {epoch}: its steps are lost (a checkpoint is written at the end of each epoch)"
+                if epoch is not None else f"after epoch {saved}" if saved else "before the first epoch began")
+        kept = f"epochs 1-{saved} are saved in {self.run.checkpoints}" if saved else "no epoch was saved"
+        return f"interrupted {when}; {kept}; resume with: tsf-train fit --resume -o {self.run.root}"
 
     def _summary(self, epochs_run: int) -> dict:
         last = self.state.epoch
