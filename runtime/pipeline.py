@@ -52,6 +52,11 @@ class Result:
     def rows(self) -> int:
         return len(self.features)
 
+    @property
+    def row_times(self) -> np.ndarray:
+        """Each row's window centre, in seconds from the start of the video (float64)."""
+        return np.asarray([float(c) for c in self.plan.row_centres[:self.rows]], dtype=np.float64)
+
 
 def open_decoder(info: VideoInfo, kind: str, backend: Backend) -> Decoder:
     """`cpu` (PyAV), `nvdec`, or `auto`: NVDEC when the engine reads GPU batches and NVDEC can run

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from runtime_helpers import run_cli, small_bundle, video
-from tsf.runtime.extractor import ExtractSettings
-from tsf.runtime.jobs import Job
+from tsf.runtime.extractor import Extractor
+from tsf.runtime.jobs import Job, JobLoop
 from tsf.runtime.scale.ray_pool import ExtractWorker, run_on_ray
 
 ray = pytest.importorskip("ray")
@@ -94,13 +94,11 @@ class AlwaysDiesWorker(ExtractWorker):
 def test_a_lost_worker_is_replaced_and_its_video_retried(tmp_path, local_ray, worker_class, retries, attempts_for_game1):
     data = three_videos(tmp_path)
     jobs = [Job(v, tmp_path / "out" / v.parent.name / "1_224p.npy") for v in sorted(data.rglob("*.mkv"))]
-    settings = ExtractSettings(device="cpu")
     records, errors = [], []
-    summary = run_on_ray(jobs, str(small_bundle(4)), settings, address=None, is_done=lambda job: False,
-                         report=errors.append,
-                         record=lambda job, status, **kw: records.append((job.video.parent.name, status, kw)),
-                         cpus_per_worker=1, retries=retries, worker_class=worker_class)
-    outcome = {name: (status, kw["attempts"]) for name, status, kw in records}
+    loop = JobLoop(report=errors.append, record=lambda job, outcome: records.append((job.video.parent.name, outcome)))
+    summary = run_on_ray(jobs, Extractor(small_bundle(4), device="cpu"), loop, address=None, cpus_per_worker=1,
+                         retries=retries, worker_class=worker_class)
+    outcome = {name: (o.status, o.attempts) for name, o in records}
     assert outcome["game0"] == ("done", 1) and outcome["game2"] == ("done", 1)
     if attempts_for_game1:
         assert outcome["game1"] == ("done", attempts_for_game1) and summary.ok

@@ -157,7 +157,7 @@ def test_files_no_manifest_vouches_for_are_not_clobbered(tmp_path, capsys):
     (tmp_path / "f.json").write_text("{}")
     code, err = run_cli(capsys, [video("h264_25fps.mkv"), "-o", tmp_path / "f.npy", "--model", small_bundle(4)])
     assert code == 2 and err.count("\n") == 1, err
-    assert "f.json exists and is not a tsf output manifest (use --overwrite to replace it)" in err
+    assert "f.json exists and is not a tsf output manifest; use --overwrite to replace it" in err
     assert (tmp_path / "f.npy").read_bytes() == b"precious"
     (tmp_path / "f.json").unlink()
     code, err = run_cli(capsys, [video("h264_25fps.mkv"), "-o", tmp_path / "f.npy", "--model", small_bundle(4)])

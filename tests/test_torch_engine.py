@@ -194,8 +194,8 @@ def gpu_machine(monkeypatch, available):
     monkeypatch.setattr(logging.getLogger("tsf"), "handlers", [])
     monkeypatch.setattr(logging.getLogger("tsf"), "propagate", True)
     tried = []
-    for name, module_name in ENGINES.items():
-        module = importlib.import_module(f"tsf.runtime.backends.{module_name}")
+    for name in ENGINES:
+        module = importlib.import_module(f"tsf.runtime.backends.{name}")
 
         def load(bundle, device, precision, threads, name=name):
             tried.append((name, str(device), precision))

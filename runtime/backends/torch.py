@@ -33,6 +33,8 @@ from ..extras import require
 from ..gpu import Device, gpu_name
 
 PRECISIONS = {"cuda": ("fp16", "bf16", "fp32"), "cpu": ("fp32", "bf16")}
+# --backend auto on a GPU: after TensorRT, before ONNX Runtime; on the CPU only when asked for.
+AUTO_PRIORITY = {"cuda": 20}
 REEXPORT = "re-export the bundle with this version's tsf-export"
 
 
