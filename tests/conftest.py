@@ -72,11 +72,10 @@ def small_export(tmp_path_factory, small_state):
     """(bundle directory, weights file): `small_state` written as a .pdparams and exported with the
     SoccerNet class names, shared by the read-only tests of every module."""
     from tsf.export import export_bundle  # Paddle: only when used
-    from tsf.runtime.spotting.classes import SOCCERNET_V2_CLASS_NAMES
 
     root = tmp_path_factory.mktemp("small")
     weights = write_pdparams(small_state, root / "small.pdparams")
-    return export_bundle(root / "bundle", weights=weights, class_names=SOCCERNET_V2_CLASS_NAMES), weights
+    return export_bundle(root / "bundle", weights=weights, soccernet_classes=True), weights
 
 
 @pytest.fixture(scope="session")
