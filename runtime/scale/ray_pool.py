@@ -61,10 +61,10 @@ def worker_plan(resources: dict, device: str, cpus_per_worker: int) -> tuple[int
 
 
 def run_on_ray(jobs: list[Job], extractor: Extractor, loop: JobLoop, *, address: str | None,
-               cpus_per_worker: int = 4, retries: int = RETRIES, worker_class=ExtractWorker):
+               cpus_per_worker: int = 4):
     """Process `jobs` on Ray (connecting to `address`, or reusing an initialised Ray) under the
     job loop's policy; `extractor` (here, on the driver) decides what is skipped before anything is
-    sent. `worker_class`: the actor's body (tests substitute one that fails on purpose)."""
+    sent, and each worker holds one like it (`ExtractWorker`)."""
     ray = require("ray", "cluster", "--ray", BackendError)
     todo = deque()
     for job in jobs:
@@ -92,7 +92,7 @@ def run_on_ray(jobs: list[Job], extractor: Extractor, loop: JobLoop, *, address:
         count, resources = worker_plan(ray.cluster_resources(), settings.device, cpus_per_worker)
         count = min(count, len(todo))
         cpu_threads = resources["num_cpus"] if "num_gpus" not in resources else None
-        actor_class = ray.remote(**resources)(worker_class)
+        actor_class = ray.remote(**resources)(ExtractWorker)
         log.info("ray: %d workers (%s each) for %d videos", count,
                  ", ".join(f"{k.removeprefix('num_')}={v}" for k, v in resources.items()), len(todo))
 
@@ -118,8 +118,8 @@ def run_on_ray(jobs: list[Job], extractor: Extractor, loop: JobLoop, *, address:
                 lost = isinstance(e, ray.exceptions.RayActorError)
                 idle.append(new_worker() if lost else worker)
                 reason = f"worker lost ({type(e).__name__})" if lost else _last_line(e)
-                if tries <= retries:
-                    log.warning("%s: %s; retrying (attempt %d of %d)", job.video, reason, tries + 1, retries + 1)
+                if tries <= RETRIES:
+                    log.warning("%s: %s; retrying (attempt %d of %d)", job.video, reason, tries + 1, RETRIES + 1)
                     todo.append((job, tries + 1))
                     continue
                 loop.finish(job, Outcome("failed", error=f"{job.video}: failed {tries} times on Ray: {reason}",

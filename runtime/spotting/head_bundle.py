@@ -26,7 +26,7 @@ from safetensors.torch import save as save_safetensors
 
 from ... import __version__
 from ..errors import InputError
-from ..outputs import write_files_atomically
+from ..files import write_files_atomically
 from .head_models import build_model, config_dict, make_config, row_scores
 from .head_targets import DENSE, KINDS
 from .spot import Spot, nms_peaks

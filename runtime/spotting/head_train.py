@@ -34,7 +34,7 @@ import torch
 
 from ..errors import BackendError, InputError
 from ..gpu import resolve_device
-from ..outputs import write_files_atomically
+from ..files import write_files_atomically
 from . import average_map
 from .head_bundle import FeatureKind, Head, save_head, spots_from_candidates
 from .head_models import config_dict, dense_loss, make_config, netvlad_loss

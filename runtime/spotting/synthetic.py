@@ -33,7 +33,8 @@ import numpy as np
 from ... import __version__
 from ..console import run_cli
 from ..errors import InputError
-from ..outputs import write_files_atomically, write_outputs
+from ..files import write_files_atomically
+from ..outputs import write_outputs
 from ..sample import row_centres
 from .classes import BACKGROUND, SOCCERNET_V2_ACTIONS
 from .labels import LABELS_FILE
