@@ -20,8 +20,7 @@ from reference.numpy_netvlad import netvlad_plus_plus  # noqa: E402
 from tsf.runtime.errors import InputError  # noqa: E402
 from tsf.runtime.spotting import average_map  # noqa: E402
 from tsf.runtime.spotting.head_bundle import FeatureKind, Head, load_head, save_head, spots_from_candidates  # noqa: E402
-from tsf.runtime.spotting.head_models import (DenseConfig, dense_loss, make_config, netvlad_loss,  # noqa: E402
-                                              row_scores)
+from tsf.runtime.spotting.head_models import DenseConfig, dense_loss, make_config, netvlad_loss  # noqa: E402
 from tsf.runtime.spotting.head_targets import (DENSE, NETVLAD, LabelledHalf, centred_window_rows,  # noqa: E402
                                                clip_starts, dense_targets, event_rows, netvlad_clip_targets,
                                                positive_negative_weights, window_rows_at)

@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import math
+import pickle
 import sys
 import time
 from dataclasses import dataclass
@@ -181,7 +182,8 @@ class Trainer:
     def _check_same_run(self, saved: dict, current: dict) -> None:
         for key in current:
             if key == "settings":
-                differs = [k for k in current[key] if k not in RESUMABLE_CHANGES and saved[key].get(k) != current[key][k]]
+                differs = [k for k in current[key]
+                           if k not in RESUMABLE_CHANGES and (saved.get(key) or {}).get(k) != current[key][k]]
             else:
                 differs = [key] if key not in RESUMABLE_CHANGES and saved.get(key) != current[key] else []
             if differs:
@@ -194,95 +196,126 @@ class Trainer:
     # -- the run
 
     def run(self, resume: bool = False) -> dict:
-        checkpoint_path = self.run_dir / CHECKPOINT_FILE
-        description = self.run_description()
-        if (self.run_dir / RUN_FILE).exists():
-            if not resume:
-                raise InputError(f"{self.run_dir} holds a run already; pass --resume to continue it, or choose another folder")
-            with open(self.run_dir / RUN_FILE, encoding="utf-8") as f:
-                self._check_same_run(json.load(f), description)
-        self._write(RUN_FILE, (json.dumps(description, indent=2) + "\n").encode())
-
+        """Train (or go on training) until a stop condition; returns the summary of the run."""
+        self._claim_run_folder(resume)
         torch.manual_seed(self.settings.seed)
-        kind, config = self.settings.kind, self.config
-        head = Head.new(kind, config, self.class_names, self.features)
+        head = Head.new(self.settings.kind, self.config, self.class_names, self.features)
         model = head.model
-        if kind == NETVLAD:
-            data = NetVLADData(self.train_halves, config.window_rows(self.features.rate), len(self.class_names))
-            valid_data = NetVLADData(self.valid_halves, config.window_rows(self.features.rate), len(self.class_names))
-        else:
-            chunk = config.chunk_rows(self.features.rate)
-            data = DenseData(self.train_halves, chunk, len(self.class_names), config)
-            valid_data = DenseData(self.valid_halves, chunk, len(self.class_names), config)
-            positive, negative = positive_negative_weights(*data.positive_negative_counts(), config.positive_share)
-            self.class_weights = (torch.from_numpy(positive).to(self.device), torch.from_numpy(negative).to(self.device))
-            mean = data.all.rows.double().mean(dim=0)
-            std = data.all.rows.double().std(dim=0).clamp(min=1e-6)
-            model.mean.copy_(mean.float())
-            model.std.copy_(std.float())
+        data, valid_data = self._data(model)
         model.to(self.device)
         self.parameter_count = sum(p.numel() for p in model.parameters())
+        optimizer, scheduler = self._optimiser(model)
+        state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "validations_since_best": 0, "stopped": None}
+        if resume:
+            state = self._restore(model, optimizer, scheduler) or state
+            if state["stopped"]:
+                log.info("%s: this run already ended at epoch %d (%s)", self.run_dir, state["epoch"], state["stopped"])
+                return self._summary(state)
+        log.info("training a %s head on %s: %d training halves (%d %s), %d validation halves, %d parameters",
+                 self.settings.kind, self.device, len(self.train_halves), len(data),
+                 "windows" if self.settings.kind == NETVLAD else "rows", len(self.valid_halves), self.parameter_count)
+        while state["stopped"] is None:
+            record = self._epoch(head, data, valid_data, optimizer, scheduler, state)
+            # the log line first: a run stopped before its checkpoint redoes the epoch and trims the line
+            with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+            self._save_checkpoint(model, optimizer, scheduler, state)
+            log.info(self._epoch_line(record, state))
+        log.info("stopped after epoch %d (%s); best validation tight average-mAP %.4f at epoch %d -> %s",
+                 state["epoch"], state["stopped"], state["best_score"], state["best_epoch"], self.run_dir / HEAD_FOLDER)
+        return self._summary(state)
+
+    def _claim_run_folder(self, resume: bool) -> None:
+        description = self.run_description()
+        run_file = self.run_dir / RUN_FILE
+        if run_file.exists():
+            if not resume:
+                raise InputError(f"{self.run_dir} holds a run already; pass --resume to continue it, or choose another folder")
+            try:
+                with open(run_file, encoding="utf-8") as f:
+                    saved = json.load(f)
+            except (OSError, ValueError) as exc:
+                raise InputError(f"cannot read {run_file} ({exc})") from None
+            self._check_same_run(saved, description)
+        self._write(RUN_FILE, (json.dumps(description, indent=2) + "\n").encode())
+
+    def _data(self, model):
+        """The training and validation data; for the dense head also its class weights and row statistics."""
+        config, classes = self.config, len(self.class_names)
+        if self.settings.kind == NETVLAD:
+            window = config.window_rows(self.features.rate)
+            return NetVLADData(self.train_halves, window, classes), NetVLADData(self.valid_halves, window, classes)
+        chunk = config.chunk_rows(self.features.rate)
+        data = DenseData(self.train_halves, chunk, classes, config)
+        positive, negative = positive_negative_weights(*data.positive_negative_counts(), config.positive_share)
+        self.class_weights = (torch.from_numpy(positive).to(self.device), torch.from_numpy(negative).to(self.device))
+        rows = data.all.rows.double()
+        model.mean.copy_(rows.mean(dim=0).float())
+        model.std.copy_(rows.std(dim=0).clamp(min=1e-6).float())
+        return data, DenseData(self.valid_halves, chunk, classes, config)
+
+    def _optimiser(self, model):
+        config = self.config
         optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-        if kind == NETVLAD:
+        if self.settings.kind == NETVLAD:
             scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, "min", patience=config.plateau_patience,
                                                                    eps=PLATEAU_MIN_LR)
         else:
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: max(0.0, 1 - e / config.max_epochs))
-        state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "validations_since_best": 0, "stopped": None}
+        return optimizer, scheduler
 
-        if resume and checkpoint_path.exists():
-            saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    def _restore(self, model, optimizer, scheduler) -> dict | None:
+        """The state of the checkpointed epoch, its weights, optimiser and random state loaded; None without one."""
+        checkpoint = self.run_dir / CHECKPOINT_FILE
+        if not checkpoint.exists():
+            log.info("nothing to resume in %s; starting a new run", self.run_dir)
+            self._trim_metrics(0)
+            return None
+        try:
+            saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
             torch.set_rng_state(saved["torch_rng"])
             state = json.loads(saved["state"])
-            self._trim_metrics(state["epoch"])
-            state["stopped"] = self._stop_reason(state, optimizer, scheduler)  # max_epochs or patience may have changed
-            if state["stopped"]:
-                log.info("%s: this run already ended at epoch %d (%s)", self.run_dir, state["epoch"], state["stopped"])
-                return self._summary(state)
+        except (OSError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"cannot resume from {checkpoint} ({reason})") from None
+        self._trim_metrics(state["epoch"])
+        state["stopped"] = self._stop_reason(state, optimizer, scheduler)  # max_epochs or patience may have changed
+        if not state["stopped"]:
             log.info("resuming %s after epoch %d", self.run_dir, state["epoch"])
-        elif resume:
-            log.info("nothing to resume in %s; starting a new run", self.run_dir)
-            self._trim_metrics(0)
+        return state
 
-        log.info("training a %s head on %s: %d training halves (%d %s), %d validation halves, %d parameters",
-                 kind, self.device, len(self.train_halves), len(data), "windows" if kind == NETVLAD else "rows",
-                 len(self.valid_halves), self.parameter_count)
-        while state["stopped"] is None:
-            epoch = state["epoch"] + 1
-            started = time.monotonic()
-            train_loss = self._train_epoch(model, data, optimizer, epoch)
-            trained = time.monotonic()
-            valid_loss = self._validation_loss(model, valid_data)
-            record = {"kind": "epoch", "epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss,
-                      "lr": optimizer.param_groups[0]["lr"], "train_seconds": round(trained - started, 3)}
-            if kind == NETVLAD:
-                scheduler.step(valid_loss)
+    def _epoch(self, head: Head, data, valid_data, optimizer, scheduler, state: dict) -> dict:
+        """One epoch: train, validation loss, the schedule's step, and on validation epochs the score
+        (a better one saves the head). Updates `state`; returns the epoch's log record."""
+        model, config = head.model, self.config
+        epoch = state["epoch"] + 1
+        started = time.monotonic()
+        train_loss = self._train_epoch(model, data, optimizer, epoch)
+        trained = time.monotonic()
+        valid_loss = self._validation_loss(model, valid_data)
+        record = {"kind": "epoch", "epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss,
+                  "lr": optimizer.param_groups[0]["lr"], "train_seconds": round(trained - started, 3)}
+        if self.settings.kind == NETVLAD:
+            scheduler.step(valid_loss)
+        else:
+            scheduler.step()
+        if epoch % self.settings.validate_every == 0 or epoch >= config.max_epochs:
+            score = self.validation_score(head)
+            record["valid_tight_average_map"] = score
+            if score > state["best_score"]:
+                state.update(best_score=score, best_epoch=epoch, validations_since_best=0)
+                head.training = self._training_record(state)
+                save_head(head, self.run_dir / HEAD_FOLDER)
             else:
-                scheduler.step()
-            validate = epoch % self.settings.validate_every == 0 or epoch >= config.max_epochs
-            if validate:
-                score = self.validation_score(head)
-                record["valid_tight_average_map"] = score
-                if score > state["best_score"]:
-                    state.update(best_score=score, best_epoch=epoch, validations_since_best=0)
-                    head.training = self._training_record(state)
-                    save_head(head, self.run_dir / HEAD_FOLDER)
-                else:
-                    state["validations_since_best"] += 1
-            record["validation_seconds"] = round(time.monotonic() - trained, 3)
-            record["seconds"] = round(time.monotonic() - started, 3)
-            state["epoch"] = epoch
-            state["stopped"] = self._stop_reason(state, optimizer, scheduler)
-            self._save_checkpoint(model, optimizer, scheduler, state)
-            with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-            log.info(self._epoch_line(record, state))
-        log.info("stopped after epoch %d (%s); best validation tight average-mAP %.4f at epoch %d -> %s",
-                 state["epoch"], state["stopped"], state["best_score"], state["best_epoch"], self.run_dir / HEAD_FOLDER)
-        return self._summary(state)
+                state["validations_since_best"] += 1
+        record["validation_seconds"] = round(time.monotonic() - trained, 3)
+        record["seconds"] = round(time.monotonic() - started, 3)
+        state["epoch"] = epoch
+        state["stopped"] = self._stop_reason(state, optimizer, scheduler)
+        return record
 
     def _stop_reason(self, state, optimizer, scheduler) -> str | None:
         if state["epoch"] >= self.config.max_epochs:
