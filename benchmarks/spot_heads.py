@@ -3,7 +3,7 @@
 Writes a synthetic season (python -m tsf.runtime.spotting.synthetic) with tsf's feature width and
 SoccerNet's half length, trains each head for a fixed number of epochs with `tsf-spot train`
 (validation every epoch, no early stop), spots the season's test games with `tsf-spot --head`, and
-reports per half of 45 minutes: seconds per training epoch, seconds to validate, seconds to spot
+reports per half (45 minutes by default): seconds per training epoch, seconds to validate, seconds to spot
 (in this process, without start-up; the whole `tsf-spot --head` command's time too);
 plus peak RSS per command and the FLOPs of one training step per row (torch's FLOP counter), then
 scales them on paper to SoccerNet's splits (300 training, 100 validation, 100 test games). The
@@ -103,7 +103,7 @@ def measure(spot, season: Path, run_dir: Path, architecture: str, threads: int, 
         "spot_command_s": spotted.wall_s,
         "train_command_s": trained.wall_s,
         "train_peak_rss_mib": trained.peak_rss_bytes / 2 ** 20,
-        "training_gflop_per_half_epoch": flops * args.rate * HALF_MINUTES * 60 / 1e9,
+        "training_gflop_per_half_epoch": flops * args.rate * args.half_minutes * 60 / 1e9,
         "soccernet_epoch_s": (per_half["train_epoch_s"] * 2 * SOCCERNET_GAMES["train"]
                               + per_half["validate_s"] * 2 * SOCCERNET_GAMES["valid"]),
         "soccernet_spot_test_s": per_half["spot_s"] * 2 * SOCCERNET_GAMES["test"],
@@ -120,6 +120,7 @@ def main(argv=None) -> int:
     parser.add_argument("--width", type=int, default=768)
     parser.add_argument("--rate", type=float, default=2.0)
     parser.add_argument("--classes", type=int, default=17)
+    parser.add_argument("--half-minutes", type=float, default=HALF_MINUTES, help="the cost is reported per half of this length")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch CPU threads, each measured")
     parser.add_argument("--architectures", nargs="+", default=["dense", "netvlad++"])
@@ -133,7 +134,7 @@ def main(argv=None) -> int:
         season = Path(scratch) / "season"
         made = run_child([python, "-m", "tsf.runtime.spotting.synthetic", str(season), "--games", str(args.games),
                           "--valid", str(args.valid), "--test", str(args.test), "--width", str(args.width),
-                          "--rate", str(args.rate), "--classes", str(args.classes), "--half-minutes", str(HALF_MINUTES),
+                          "--rate", str(args.rate), "--classes", str(args.classes), "--half-minutes", str(args.half_minutes),
                           "--events-per-class", "2", "--no-heads"])
         if made.returncode:
             raise SystemExit(made.stderr)

@@ -106,3 +106,15 @@ def test_no_single_row_shows_an_event():
     assert atoms.shape == (shape.motif_seconds, shape.width)
     assert all(sorted(order) == list(range(shape.motif_seconds)) for order in orders)
     assert len({tuple(order) for order in orders}) == 6
+
+
+def test_the_cost_benchmark_runs(tmp_path):
+    """benchmarks/spot_heads.py end to end on a tiny season (its figures mean nothing here)."""
+    from benchmarks.spot_heads import main as benchmark_main
+
+    assert benchmark_main(["--out", str(tmp_path), "--games", "3", "--width", "8", "--rate", "1", "--classes", "2",
+                           "--half-minutes", "3", "--epochs", "1", "--threads", "1"]) == 0
+    result = json.loads((tmp_path / "spot_heads.json").read_text())
+    assert [(r["architecture"], r["threads"]) for r in result["rows"]] == [("dense", 1), ("netvlad++", 1)]
+    assert all(r["train_epoch_s_per_half"] > 0 and r["training_gflop_per_half_epoch"] > 0 for r in result["rows"])
+    assert "## Learned spotting heads" in (tmp_path / "spot_heads.md").read_text()
