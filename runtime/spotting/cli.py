@@ -139,7 +139,8 @@ def cli(folders, head_path, name, half1, half2, game, output, classes_file, over
         written[game_name] = target
         click.echo(f"{game_name}: {len(spots)} events -> {target}")
     if labels_root:
-        scores = average_map.evaluate_results(labels_root, written, spotted_classes, implementation=map_implementation)
+        scores = average_map.evaluate_results(labels_root, written, **({"class_names": spotted_classes} if spotted_classes else {}),
+                                              implementation=map_implementation)
         for metric in average_map.TOLERANCES:
             s = scores[metric]
             click.echo(f"average-mAP {metric}: {s['a_mAP']:.4f} (visible {s['a_mAP_visible']:.4f}, "
