@@ -22,9 +22,9 @@ from pathlib import Path
 from tsf.runtime.bundle import sha256_file
 from tsf.runtime.errors import BackendError, InputError
 from tsf.runtime.extras import install_hint
-from tsf.runtime.spotting.classes import SOCCERNET_V2_CLASS_NAMES
+from tsf.runtime.spotting.classes import SOCCERNET_V2_CLASS_NAMES, read_class_names
 
-from .classes import check_class_names, default_class_names, read_class_names
+from .classes import check_class_names, default_class_names
 from .settings import ExportSettings
 
 

@@ -50,7 +50,7 @@ def test_a_labels_file_with_a_bad_annotation_is_one_line_naming_file_and_entry(t
                                                 {"gameTime": "1 - 0x:01", "label": "Goal"}]}))
     with pytest.raises(InputError) as error:
         read_labels(path)
-    assert str(path) in str(error.value) and "annotation 1" in str(error.value) and "\n" not in str(error.value)
+    assert str(path) in str(error.value) and "annotation 2:" in str(error.value) and "\n" not in str(error.value)
     path.write_text("{")
     with pytest.raises(InputError, match="not valid JSON"):
         read_labels(path)

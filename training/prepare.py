@@ -33,9 +33,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+from tsf.runtime.spotting.labels import read_table
+
 from .errors import TrainingError
 from .files import finish, temporary_beside, write_text
-from .labels import ClassMap, Event, read_simple_annotations, soccernet_game_events
+from .labels import ClassMap, Event, soccernet_game_events
 
 SPLITS = ("train", "valid", "test")
 REQUIRED_SPLITS = ("train", "valid")  # what `fit` reads; an empty test split is only reported
@@ -148,22 +150,22 @@ def discover_soccernet(root: str, video_glob: str = "{half}_*.mkv", split_lists:
 
 def discover_simple(annotation_file: str, ratios=(0.8, 0.1, 0.1)) -> tuple[list[SourceVideo], dict]:
     """Videos named in a CSV/JSON of (video, time_seconds, label[, split])."""
-    rows = read_simple_annotations(annotation_file)
+    rows = read_table(annotation_file)
     base = os.path.dirname(os.path.abspath(annotation_file))
     by_video: dict[str, SourceVideo] = {}
     for row in rows:
-        video = row["video"]
-        if row["split"] is not None and row["split"] not in SPLITS:
-            raise TrainingError(f"{annotation_file}: unknown split {row['split']!r} for {video}")
+        video = row.video
+        if row.split is not None and row.split not in SPLITS:
+            raise TrainingError(f"{annotation_file}: unknown split {row.split!r} for {video}")
         source = by_video.get(video)
         if source is None:
             rel = os.path.relpath(video, base).replace(os.sep, "/")
             source_id = os.path.splitext(rel)[0].replace("../", "__/")
-            split = row["split"] or hash_split(rel, ratios)
+            split = row.split or hash_split(rel, ratios)
             source = by_video[video] = SourceVideo(video, source_id, split)
-        elif row["split"] and row["split"] != source.split:
-            raise TrainingError(f"{annotation_file}: {video} is given two splits ({source.split}, {row['split']})")
-        source.events.append(Event(video, row["time_ms"], row["label"]))
+        elif row.split and row.split != source.split:
+            raise TrainingError(f"{annotation_file}: {video} is given two splits ({source.split}, {row.split})")
+        source.events.append(Event(video, row.time_ms, row.label))
     return list(by_video.values()), {"videos_annotated": len(by_video)}
 
 

@@ -69,10 +69,10 @@ def train(features, labels, run_dir, split_lists, architecture, settings, classe
     if threads:
         torch.set_num_threads(threads)
     from .head_train import Trainer, TrainSettings
-    from .season import read_class_names, soccernet_season, split_games, table_season
+    from .season import head_class_names, soccernet_season, split_games, table_season
 
     games = split_games(_pairs(split_lists, "--split")) if split_lists else None
-    class_names = read_class_names(classes_file) if classes_file else None
+    class_names = head_class_names(classes_file) if classes_file else None
     if os.path.isdir(labels):
         if games is None:
             raise InputError("SoccerNet labels need --split train=FILE --split valid=FILE (or =soccernet)")

@@ -82,7 +82,7 @@ def labels_events(document) -> list[LabelledEvent]:
     if not isinstance(annotations, list):
         raise InputError("no 'annotations' list (a SoccerNet Labels-v2.json has one)")
     events = []
-    for number, annotation in enumerate(annotations):
+    for number, annotation in enumerate(annotations, start=1):  # counted as people count: the first is 1
         if not isinstance(annotation, dict):
             raise InputError(f"annotation {number} is not an object")
         try:

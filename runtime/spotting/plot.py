@@ -25,6 +25,7 @@ from ..errors import InputError, TsfError
 from ..extras import require
 from ..files import write_files_atomically
 from ..outputs import game_halves, half_number, set_base
+from .labels import annotation_event
 from .spot import (DEFAULT_BACKGROUND, DEFAULT_NMS_WINDOW_S, RESULTS_FILE, HalfHeads, SpotSettings,
                    class_probabilities, load_half, spot_half)
 
@@ -43,20 +44,21 @@ class MarkedEvent:
 
 
 def soccernet_events(document: dict) -> list[MarkedEvent]:
-    """Events of a `Labels-v2.json` (`annotations`) or a `results_spotting.json` (`predictions`)."""
-    entries = document.get("annotations", document.get("predictions"))
-    if entries is None:
+    """Events of a `Labels-v2.json` (`annotations`) or a `results_spotting.json` (`predictions`):
+    both are SoccerNet annotations (gameTime, position, label), read by the one labels parser."""
+    entries = document.get("annotations", document.get("predictions")) if isinstance(document, dict) else None
+    if not isinstance(entries, list):
         raise InputError("neither 'annotations' (labels) nor 'predictions' (results) in the SoccerNet file")
     events = []
-    for entry in entries:
-        game_time = entry["gameTime"]
-        half = int(entry.get("half", game_time[0]))
-        if "position" in entry:
-            seconds = int(entry["position"]) / 1000
-        else:  # second-precision labels
-            seconds = int(game_time[-5:-3]) * 60 + int(game_time[-2:])
-        events.append(MarkedEvent(half, seconds, entry["label"], float(entry.get("confidence", 1.0)),
-                                  entry.get("visibility", "visible") != "not shown"))
+    for number, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict):
+            raise InputError(f"entry {number} is not an object")
+        try:
+            event = annotation_event(entry)
+            confidence = float(entry.get("confidence", 1.0))
+        except (InputError, TypeError, ValueError) as exc:
+            raise InputError(f"entry {number}: {exc}") from None
+        events.append(MarkedEvent(event.half, event.seconds, event.label, confidence, event.visible))
     return events
 
 
@@ -68,10 +70,8 @@ def _read_soccernet_file(path: str) -> list[MarkedEvent]:
         raise InputError(f"cannot read {path} ({exc})") from None
     try:
         return soccernet_events(document)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise InputError(f"{path} is not a SoccerNet labels or results file ({type(exc).__name__}: {exc})") from None
     except InputError as exc:
-        raise InputError(f"{path}: {exc}") from None
+        raise InputError(f"{path} is not a SoccerNet labels or results file: {exc}") from None
 
 
 def render_match(halves: dict[int, HalfHeads], spotted: list[MarkedEvent], truth: list[MarkedEvent] | None = None,

@@ -21,11 +21,10 @@ from pathlib import Path
 from ..errors import InputError
 from ..extras import require
 from ..outputs import OutputSet, game_halves, read_outputs, set_name
-from .classes import BACKGROUND, SOCCERNET_V2_ACTIONS
+from .classes import BACKGROUND, SOCCERNET_V2_ACTIONS, read_class_names
 from .head_bundle import FeatureKind
 from .head_targets import LabelledHalf
 from .labels import LABELS_FILE, LabelledEvent, read_labels, read_split_list, read_table
-from .spot import _read_class_names_file
 
 log = logging.getLogger("tsf")
 
@@ -58,10 +57,10 @@ def feature_kind(finished) -> FeatureKind:
                          "(bundle.id, window.stride_seconds); re-extract it with this tsf") from None
 
 
-def read_class_names(path) -> tuple[str, ...]:
-    """A head's classes from a file as `tsf-spot --classes` reads one (one name per line, or a JSON
-    list); a background class, as a bundle's list has, is dropped."""
-    names = [n for n in _read_class_names_file(os.fspath(path)) if n and n != BACKGROUND]
+def head_class_names(path) -> tuple[str, ...]:
+    """A head's classes from a class-names file (classes.read_class_names); a background class, as a
+    bundle's list has, is dropped."""
+    names = [n for n in read_class_names(path) if n != BACKGROUND]
     if not names or len(set(names)) != len(names):
         raise InputError(f"{path}: give each class name once (and at least one)")
     return tuple(names)
