@@ -33,7 +33,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from tsf.runtime.spotting.labels import read_table
+from tsf.runtime.spotting.labels import read_split_list, read_table
 
 from .errors import TrainingError
 from .files import finish, temporary_beside, write_text
@@ -54,24 +54,6 @@ class SourceVideo:
 
 
 # ---------------------------------------------------------------- discovery ---------------------
-
-def _read_split_list(path: str) -> list[str]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise TrainingError(f"cannot read split list {path}: {exc.strerror}") from None
-    if path.lower().endswith(".json"):
-        try:
-            names = json.loads(text)
-        except ValueError:
-            raise TrainingError(f"split list {path} is not valid JSON") from None
-        if not isinstance(names, list):
-            raise TrainingError(f"split list {path} must be a JSON list of game paths")
-    else:
-        names = text.splitlines()
-    return [str(n).strip().strip("/") for n in names if str(n).strip()]
-
 
 def hash_split(key: str, ratios: tuple[float, float, float]) -> str:
     """A stable split from a name, so a game never moves between splits when data is added."""
@@ -104,7 +86,7 @@ def discover_soccernet(root: str, video_glob: str = "{half}_*.mkv", split_lists:
     for split, path in (split_lists or {}).items():
         if split not in SPLITS:
             raise TrainingError(f"unknown split {split!r}; use {', '.join(SPLITS)}")
-        for game in _read_split_list(path):
+        for game in read_split_list(path):
             game_split[game], listed_in[game] = split, path
     notes = {"games": 0, "games_without_video": [], "halves_without_video": [], "games_not_in_split_lists": [],
              "split_list_games_not_found": []}
