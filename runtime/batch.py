@@ -52,7 +52,8 @@ def window_batches(frames: Iterator, plan: WindowPlan, batch_size: int, preproce
         nonlocal latest
         for j, frame in settled:
             if latest[0] != frame.number:
-                latest = (frame.number, preprocess_frame(frame.to_rgb(), preprocessing))
+                picture = preprocess_frame(frame.to_rgb(), preprocessing, pixel_aspect=plan.pixel_aspect)
+                latest = (frame.number, picture)
                 stats.frames_preprocessed += 1
             buffer[j] = latest[1]
         stats.peak_buffered_frames = max(stats.peak_buffered_frames, len({id(a) for a in buffer.values()}))

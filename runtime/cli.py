@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from .. import __version__
-from .backends import BACKEND_CHOICES, PRECISION_CHOICES
+from .backends import BACKEND_CHOICES, MAX_THREADS, PRECISION_CHOICES
 from .bundle import default_bundle_dir
 from .console import run_cli, setup_logging
 from .extractor import ExtractSettings, Extractor
@@ -56,7 +56,7 @@ log = logging.getLogger("tsf")
                    "CPU: bf16 where the CPU has it natively and the bundle's fidelity gate passed, else fp32). "
                    "bf16 and int8 (opt-in) run on the CPU only after their gate: worst row cosine >= 0.999 "
                    "against fp32 (docs/precision.md).")
-@click.option("--threads", type=click.IntRange(min=1),
+@click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS),
               help="CPU threads for inference [default: SLURM_CPUS_PER_TASK, else the CPUs this process may use]")
 @click.option("--decoder", type=click.Choice(DECODER_CHOICES), default="auto", show_default=True,
               help="auto: NVDEC (GPU) when PyNvVideoCodec and a GPU are present and inference runs there, else PyAV.")

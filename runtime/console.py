@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 
-from .errors import TsfError, one_line
+from .errors import TsfError, one_line, os_error_line
 
 log = logging.getLogger("tsf")
 
@@ -88,8 +88,11 @@ def run_cli(command, prog_name: str, argv=None, *, interrupted: str = "interrupt
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo(f"error: {interrupted}", err=True)
         status = 130
-    except (TsfError, OSError) as exc:
+    except TsfError as exc:
         click.echo(f"error: {one_line(exc)}", err=True)
+        status = 2
+    except OSError as exc:
+        click.echo(f"error: {one_line(os_error_line(exc))}", err=True)
         status = 2
     if argv is None:
         end_process(status)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .bundle import sha256_file
-from .errors import OutputError
+from .errors import OutputError, file_kind
 
 # The features file's name per format: plain float32 features, or the reference's dict of arrays
 # saved by np.save as a pickle (docs/reference.md §5), named for what it is.
@@ -134,7 +134,11 @@ def _read_manifest(path: Path) -> dict | None:
 
 def check_outputs(out: str | os.PathLike, heads: bool = False, fmt: str = "npy") -> dict[str, Path]:
     """Fail early (before any decoding) if the set's files or their temporaries cannot be created:
-    a name too long for the file system, a directory that cannot be made or written. Creates nothing."""
+    a name too long for the file system, a directory that cannot be made or written, `out` naming
+    a device or a pipe (`-o /dev/null`). Creates nothing."""
+    kind = file_kind(os.stat(out).st_mode) if os.path.exists(out) else None
+    if kind is not None:
+        raise OutputError(f"cannot write an output set under {out}: it is {kind}, not a file name")
     paths = output_paths(out, heads, fmt)
     directory = paths["features"].parent
     existing = directory

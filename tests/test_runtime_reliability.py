@@ -367,3 +367,29 @@ def test_a_command_that_ran_openvino_exits_cleanly(tmp_path):
     for _ in range(4):
         run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
         assert run.returncode == 0, run.stderr
+
+
+def test_two_openvino_engines_dropped_in_the_order_made_leave_signals_working():
+    """Each OpenVINO Core's CPU plugin gives the compiling thread an alternate signal stack and puts
+    back the previous one when torn down: with a Core per engine, dropping A then B left the thread
+    on A's freed stack and the next Python-handled signal (Ctrl-C) killed the process with SIGSEGV
+    (docs/toolchain.md). In a child process, so that a crash fails this test and not the suite."""
+    pytest.importorskip("openvino")
+    child = textwrap.dedent("""
+        import gc, os, signal, sys
+        from tsf.runtime.backends.openvino import load
+        from tsf.runtime.bundle import load_bundle
+        from tsf.runtime.gpu import CPU
+        bundle = load_bundle(sys.argv[1])
+        first = load(bundle, CPU, "fp32", 1)
+        second = load(bundle, CPU, "fp32", 1)
+        del first
+        del second
+        gc.collect()
+        signal.signal(signal.SIGUSR1, lambda *_: print("handled", flush=True))
+        os.kill(os.getpid(), signal.SIGUSR1)
+        print("survived", flush=True)
+    """)
+    run = subprocess.run([sys.executable, "-c", child, str(small_bundle(4))], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0 and run.stdout == "handled\nsurvived\n", (run.returncode, run.stdout, run.stderr)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from .spot import (DEFAULT_BACKGROUND, DEFAULT_NMS_WINDOW_S, RESULTS_FILE, HalfH
 from ..outputs import write_files_atomically
 
 DEFAULT_SIZE = (1600, 900)
+MAX_SIDE = 8192  # pixels: an 8192 x 8192 picture is a 256 MiB canvas while it is drawn
 DEFAULT_DPI = 100
 DEFAULT_MIN_CONFIDENCE = 0.5
 
@@ -83,6 +85,10 @@ def render_match(halves: dict[int, HalfHeads], spotted: list[MarkedEvent], truth
     from matplotlib.lines import Line2D
     if not halves:
         raise InputError("nothing to plot: no halves")
+    for heads in halves.values():
+        if len(heads.logits) == 0:
+            raise InputError(f"{heads.source}: the heads have no rows (a video shorter than one window?): "
+                             "nothing to plot")
     first = next(iter(halves.values()))
     names = [n for n in first.class_names if n != background]
     if len(names) == len(first.class_names):
@@ -133,9 +139,18 @@ def _halves_from(path: str, classes_file: str | None) -> tuple[dict[int, HalfHea
         found = find_game_halves(path)
         if not found:
             raise InputError(f"no *.heads.npz in {path} (run tsf-extract with --heads)")
-        return {half: load_half(p, classes_file) for half, p in found.items()}, path
+        return {half: _load_heads(p, classes_file) for half, p in found.items()}, path
     heads_path, _ = heads_and_metadata_paths(path)
-    return {half_number(heads_path) or 1: load_half(heads_path, classes_file)}, os.path.dirname(os.path.abspath(heads_path))
+    return ({half_number(heads_path) or 1: _load_heads(heads_path, classes_file)},
+            os.path.dirname(os.path.abspath(heads_path)))
+
+
+def _load_heads(heads_path: str, classes_file: str | None) -> HalfHeads:
+    """`load_half`, after checking the file is an archive at all: NumPy reads anything else as a
+    pickle and answers with advice about allow_pickle."""
+    if os.path.isfile(heads_path) and not zipfile.is_zipfile(heads_path):
+        raise InputError(f"{heads_path} is not a heads file (not an .npz archive; tsf-extract --heads writes them)")
+    return load_half(heads_path, classes_file)
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -145,6 +160,8 @@ def _parse_size(text: str) -> tuple[int, int]:
         raise click.BadParameter(f"{text!r} is not WIDTHxHEIGHT in pixels, e.g. 1600x900") from None
     if width < 200 or height < 150:
         raise click.BadParameter("the picture must be at least 200x150 pixels")
+    if max(width, height) > MAX_SIDE:
+        raise click.BadParameter(f"the picture can be at most {MAX_SIDE} pixels a side")
     return width, height
 
 
@@ -174,6 +191,9 @@ def cli(game, output, results, labels, classes_file, background, nms_window, min
     """
     size = _parse_size(size)
     target = Path(output)
+    if target.suffix.lower() != ".png":
+        raise click.BadParameter(f"{output}: tsf-plot draws PNG pictures; give a name ending in .png",
+                                 param_hint="'-o'")
     if target.exists() and not overwrite:
         raise TsfError(f"{target} exists (use --overwrite to replace it)")
     halves, folder = _halves_from(game, classes_file)
