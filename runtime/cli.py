@@ -76,8 +76,9 @@ log = logging.getLogger("tsf")
                    "else one per video up to 100) and exit. Resubmitting it resumes.")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
               help="Run on Ray: one worker per GPU (per CPU slot without GPUs), each loading the model once. "
-                   "ADDRESS as for ray.init (default: $RAY_ADDRESS, else a local Ray). Write --ray=ADDRESS "
-                   "or put --ray last, so that it does not take a video as its address.")
+                   "ADDRESS as for ray.init (HOST:PORT, ray://HOST:PORT, auto: the cluster started on this "
+                   "machine; default: $RAY_ADDRESS, else a new local Ray). Write --ray=ADDRESS or put --ray "
+                   "last, so that it does not take a video as its address.")
 @click.option("--ray-cpus-per-worker", type=click.IntRange(min=1), default=4, show_default=True,
               help="CPUs (and inference threads) per Ray worker on clusters without GPUs.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
