@@ -103,8 +103,9 @@ def run_cli(command, prog_name: str, argv=None, *, interrupted: str = "interrupt
 
 def end_process(status: int):
     """Exit with `status`. After OpenVINO ran, the process leaves once Python's own exit handlers
-    have run, without the C++ static destructors: OpenVINO's CPU plugin corrupts the heap in
-    them and the process could abort after its outputs were written (docs/toolchain.md)."""
+    have run, without the C++ static destructors: a race in their teardown (oneTBB's) could abort
+    the process after its outputs were written (docs/toolchain.md). Ray workers leave through Ray's
+    own exit path, deliberately not this one (docs/toolchain.md says why)."""
     if "openvino" in sys.modules:
         import atexit
         import os
