@@ -91,10 +91,9 @@ def window_batches(frames: Iterator, plan: WindowPlan, batch_size: int, preproce
     except DecodeError as error:
         if not allow_partial:
             raise
+        # The rows whose frames all came before the last one decoded are kept. That last frame is
+        # not trusted: damage may begin inside its packet (the demuxer notices only when the next
+        # one does not parse, and decoders conceal rather than fail), as a truncated file cuts
+        # its last packet short. Rows needing it, or anything later, are dropped.
         stats.partial = error
-        last = selector.previous
-        if last is not None:
-            # Targets up to the last decoded frame's display interval are still known; rows
-            # needing anything later are dropped.
-            take(selector.finish(until=last.pts_time + plan.tolerance))
     yield from ready_batches(flush=True)
