@@ -23,11 +23,14 @@ setup-demo: $(BIN)/python
 # machines hold locally; unpinned, the `torch` extra would pull a CUDA build of several GB.
 # The TensorRT type stubs serve tests/test_gpu_static.py; --no-deps and a separate folder because
 # the stubs depend on TensorRT (not installable here) and would shadow `import tensorrt`.
+# The device check's dry run (tests/test_benchmarks.py) installs, offline, the wheels the check
+# pins for this Python (PyAV, a stripped PyNvVideoCodec): fetched here, once, into the venv.
 setup-test: $(BIN)/python
 	@echo "installing tsf and every test dependency into $(VENV)/ (minutes the first time)"
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(QUIET_EDITABLE) $(BIN)/pip install --quiet -e '.[cpu,export,train,cluster,soccernet,torch,dev]'
 	$(BIN)/pip install --quiet --no-deps --target $(VENV)/typestubs --upgrade tensorrt-stubs==10.13.0.35.1
+	$(BIN)/python -m benchmarks.device_check --prepare --dry-run --wheels-only --carried $(VENV)/device-check-dry-run
 
 demo: setup-demo
 	$(BIN)/python -m tsf.demo

@@ -13,6 +13,7 @@ frames/s counts decoded video frames per wall second in all three, so they compa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -53,19 +54,22 @@ def consume(video: str, kind: str, mode: str, batch_size: int = 8) -> dict:
     else:
         decoder = PyAVDecoder(info)
     decoded = converted = 0
+    # NVDEC's frames are read on the decoder's stream, as the pipeline's producer reads them.
+    on_stream = decoder.gpu_stream.work() if decoder.gpu_stream else contextlib.nullcontext()
     try:
-        if mode == "needed":
-            stats = BatchStats()
-            for _ in window_batches(decoder.frames(), plan_windows(info, Window.reference()), batch_size,
-                                      Preprocessing.reference(), stats=stats):
-                pass
-            decoded, converted = stats.frames_decoded, stats.frames_preprocessed
-        else:
-            for frame in decoder.frames():
-                decoded += 1
-                if mode == "rgb-all":
-                    frame.to_rgb()
-                    converted += 1
+        with on_stream:
+            if mode == "needed":
+                stats = BatchStats()
+                for _ in window_batches(decoder.frames(), plan_windows(info, Window.reference()), batch_size,
+                                          Preprocessing.reference(), stats=stats):
+                    pass
+                decoded, converted = stats.frames_decoded, stats.frames_preprocessed
+            else:
+                for frame in decoder.frames():
+                    decoded += 1
+                    if mode == "rgb-all":
+                        frame.to_rgb()
+                        converted += 1
         _synchronize(kind)
     finally:
         decoder.close()

@@ -1,6 +1,6 @@
 """End to end on one video: every usable (decoder × backend × precision), each in its own process.
 
-Each combination runs the runtime's own pipeline (`tsf.runtime.pipeline.extract` + `write_outputs`,
+Each combination runs the runtime's own pipeline (`Extractor.extract` + `Extractor.save`,
 what `tsf-extract` does for one video, minus argument parsing) in a fresh child process, so its
 peak RSS is its own; GPU memory is sampled during the run. The backend is built explicitly for
 each combination (the command line's `--backend auto` would only ever pick the fastest).
@@ -63,7 +63,7 @@ class _TimedDecoder:
 
     def __init__(self, decoder, clock: StageClock):
         self._decoder, self._clock = decoder, clock
-        self.name, self.device = decoder.name, decoder.device
+        self.name, self.gpu_stream = decoder.name, decoder.gpu_stream
 
     def frames(self):
         iterator = iter(self._decoder.frames())
@@ -87,7 +87,6 @@ def extract_once(video: str, bundle: str, backend: str, device: str, precision: 
     from tsf.runtime import batch as batch_module
     from tsf.runtime import pipeline
     from tsf.runtime.extractor import ExtractSettings, Extractor
-    from tsf.runtime.outputs import write_outputs
 
     clock = StageClock()
     started = time.perf_counter()
@@ -106,9 +105,7 @@ def extract_once(video: str, bundle: str, backend: str, device: str, precision: 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "features.npy"
         write_started = time.perf_counter()
-        metadata = extractor.metadata(result)
-        write_outputs(out, features=result.features, logits=result.logits, event_times=result.event_times,
-                      metadata=metadata)
+        extractor.save(result, out)
         write_s = time.perf_counter() - write_started
     stages = {"load_model": load_s, "setup": result.timings.get("setup_seconds"), **clock.seconds,
               "inference": result.timings.get("inference_seconds"),

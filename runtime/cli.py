@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 
 import click
@@ -19,15 +18,15 @@ from .. import __version__
 from .backends import BACKEND_CHOICES, MAX_THREADS, PRECISION_CHOICES
 from .bundle import default_bundle_dir
 from .console import run_cli, setup_logging
-from .extractor import ExtractSettings, Extractor
+from .extractor import MAX_RATE, ExtractSettings, Extractor
+from .jobs import JobLoop
+from .outputs import FORMATS, OutputSet, valid_set_name
 from .pipeline import DECODER_CHOICES
 from .sample import ALIGNMENTS
-from .jobs import run_jobs
 from .scale.inputs import expand_jobs
 from .scale.ray_pool import run_on_ray
 from .scale.report import RunReport
-from .scale.slurm import select_share, slurm_script_for
-from .outputs import FORMATS, output_paths
+from .scale.slurm import SLURM_ARRAY_MAX_DEFAULT, parse_shard, select_share, slurm_script
 
 log = logging.getLogger("tsf")
 
@@ -41,9 +40,16 @@ log = logging.getLogger("tsf")
 @click.option("--list", "list_file", type=click.Path(path_type=Path), help="Text file with one video path per line.")
 @click.option("--model", type=click.Path(path_type=Path),
               help=f"Model bundle directory from tsf-export. Default: {default_bundle_dir()}")
+@click.option("--name", callback=lambda ctx, param, value: valid_set_name(value) if value is not None else None,
+              help="Name the feature files SoccerNet's way: a half 1_224p.mkv gives 1_NAME.npy (its loaders then "
+                   "read features=\"NAME.npy\"), other videos STEM_NAME.npy; several feature sets of one game "
+                   "sit side by side. Default: the video's own name (1_224p.npy).")
 @click.option("--align", type=click.Choice(ALIGNMENTS), default="center", show_default=True,
-              help="center: ceil(duration) rows, row i centred on i + 0.5 s. reference: the reference's "
-                   "int(L - 5) left-aligned rows and frame indices.")
+              help="center: one row per started 1/rate s, row i centred on (i + 0.5)/rate s. reference: the "
+                   "reference's left-aligned rows and frame indices (int(L - 5) rows at one per second).")
+@click.option("--rate", type=click.IntRange(1, MAX_RATE),
+              help="Rows per second, each a real window through the model: 2 is SoccerNet's rate and twice the "
+                   "model work of 1 (README, 'How long it takes'). [default: the bundle's, 1]")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Windows per inference batch [default: per engine]")
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
               help="The inference engine. auto: the fastest that runs here (on a GPU: the bundle's TensorRT "
@@ -61,9 +67,8 @@ log = logging.getLogger("tsf")
 @click.option("--decoder", type=click.Choice(DECODER_CHOICES), default="auto", show_default=True,
               help="auto: NVDEC (GPU) when PyNvVideoCodec and a GPU are present and inference runs there, else PyAV.")
 @click.option("--heads", is_flag=True, help="Also write OUT.heads.npz with logits and event_times (N, classes).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="npy", show_default=True,
-              help="npy: OUT.npy, float32 (N, width). reference: OUT.pkl, the reference's pickled dict "
-                   "(np.load(OUT.pkl, allow_pickle=True).item()).")
+@click.option("--format", type=click.Choice(FORMATS), default="npy", show_default=True,
+              help=" ".join(f.help for f in FORMATS.values()))
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip finished videos).")
 @click.option("--allow-partial", is_flag=True,
               help="On a truncated or corrupt video, keep the rows decoded before the break (marked in the metadata).")
@@ -84,16 +89,20 @@ log = logging.getLogger("tsf")
 @click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Append one JSON line per video (status, rows, seconds, error) to this file.")
 @click.version_option(__version__, prog_name="tsf-extract")
-def command(videos, output, list_file, model, quiet, shard, print_slurm_script, ray_address, ray_cpus_per_worker,
-            report_path, **extract_options):
-    """Extract one TimeSformer feature per second from each VIDEO (files or directories)."""
+def command(videos, output, list_file, name, model, quiet, shard, print_slurm_script, ray_address,
+            ray_cpus_per_worker, report_path, **extract_options):
+    """Extract one TimeSformer feature per second (or --rate per second) from each VIDEO (files or directories)."""
     setup_logging(quiet)
     settings = ExtractSettings(**extract_options)
-    jobs = expand_jobs(videos, output, list_file)
+    jobs = expand_jobs(videos, output, list_file, name)
     if print_slurm_script:
         if ray_address is not None:
             raise click.UsageError("--print-slurm-script and --ray are two ways to run; choose one")
-        click.echo(slurm_script_for(click.get_current_context(), jobs, shard, report_path, settings.device), nl=False)
+        shards = parse_shard(shard)[1] if shard is not None else min(len(jobs), SLURM_ARRAY_MAX_DEFAULT)
+        options = [*(["--list", str(list_file)] if list_file else []), *(["-o", output] if output else []),
+                   *(["--name", name] if name else []), *(["--model", str(model)] if model else []),
+                   *(["-q"] if quiet else [])]
+        click.echo(slurm_script([str(v) for v in videos], options, settings, shards, len(jobs), report_path), nl=False)
         return 0
     all_jobs = len(jobs)
     jobs, share = select_share(jobs, shard)
@@ -102,24 +111,19 @@ def command(videos, output, list_file, model, quiet, shard, print_slurm_script, 
     model = model if model is not None else default_bundle_dir()
     extractor = Extractor(model, settings, show_progress=not quiet)
 
-    def report(line: str) -> None:
-        click.echo(line, err=True)
-
     run_report = RunReport(report_path, share)
+    loop = JobLoop(report=lambda line: click.echo(line, err=True), record=run_report.record)
     try:
         if ray_address is not None:
-            summary = run_on_ray(jobs, str(extractor.bundle.dir), settings, address=ray_address,
-                                 is_done=extractor.is_done, report=report, record=run_report.record,
-                                 cpus_per_worker=ray_cpus_per_worker)
+            summary = run_on_ray(jobs, extractor, loop, address=ray_address, cpus_per_worker=ray_cpus_per_worker)
         else:
-            summary = run_jobs(jobs, extractor.process, is_done=extractor.is_done, report=report,
-                               record=run_report.record,
+            summary = loop.run(jobs, extractor.process,
                                keep_going_on_bugs=len(jobs) > 1 and not os.environ.get("TSF_DEBUG"))
     finally:
         run_report.close()
     if len(jobs) == 1 and summary.skipped:
         log.info("%s exists; skipped (use --overwrite to replace it)",
-                 output_paths(jobs[0].output, settings.heads, settings.fmt)["features"])
+                 OutputSet(jobs[0].output).paths(settings.format)["features"])
     elif len(jobs) > 1:
         log.info("tsf-extract: %s", summary.line())
     return 0 if summary.ok else 2

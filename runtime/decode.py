@@ -24,7 +24,7 @@ import av
 
 from .errors import InputError
 from .preprocess import array_module
-from .gpu import CPU, Device
+from .gpu import ProducerStream
 from .probe import RESTART_SECONDS, VideoInfo, open_container
 
 log = logging.getLogger("tsf")
@@ -79,7 +79,9 @@ class DecodedFrame(Protocol):
 
 class Decoder(Protocol):
     name: str  # "cpu" or "nvdec"
-    device: Device  # where its frames live: the thread that preprocesses them works there
+    # The CUDA stream its frames are written on (gpu.ProducerStream), None for frames in host
+    # memory: whoever works on the frames works on that stream (pipeline.py's producer does).
+    gpu_stream: ProducerStream | None
 
     def frames(self) -> Iterator[DecodedFrame]:
         """Frames in presentation order; raises DecodeError at a break or early end."""
@@ -199,7 +201,7 @@ class PyAVDecoder:
     """FFmpeg via PyAV, frame and slice threading on; only the few frames in flight are in memory."""
 
     name = "cpu"
-    device = CPU
+    gpu_stream = None
 
     def __init__(self, info: VideoInfo, threads: int = 0):
         self.info = info

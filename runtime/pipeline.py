@@ -3,10 +3,18 @@
 Decoding and preprocessing run in a producer thread feeding a small bounded queue, so they overlap
 inference (FFmpeg, NumPy and the engines all release the GIL while they work). The queue bound
 keeps memory flat: the producer blocks once two batches are waiting.
+
+On a GPU the two threads overlap on the device too (docs/design.md, "GPU streams"): the producer
+works on its decoder's non-blocking stream (`gpu.ProducerStream`), the engine on a stream of its
+own, and each batch crosses with a CUDA event: the producer records it after the batch's kernels
+(`handoff`), the consumer's stream waits for it on the device (`gpu.ConsumerStream.receive`).
+Neither thread ever waits on the host for the other's work, and nothing runs on the legacy
+default stream, which would order the two with each other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -20,8 +28,7 @@ from .batch import BatchStats, window_batches
 from .bundle import Bundle
 from .decode import Decoder, PyAVDecoder
 from .errors import BackendError, EngineUnavailable, InputError, first_line
-from .gpu import GPU_IMPORT_ERRORS, Device, device_scope
-from .preprocess import array_module
+from .gpu import GPU_IMPORT_ERRORS, ConsumerStream, Device
 from .probe import VideoInfo
 from .progress import realtime_factor
 from .sample import WindowPlan
@@ -51,6 +58,11 @@ class Result:
     @property
     def rows(self) -> int:
         return len(self.features)
+
+    @property
+    def row_times(self) -> np.ndarray:
+        """Each row's window centre, in seconds from the start of the video (float64)."""
+        return np.asarray([float(c) for c in self.plan.row_centres[:self.rows]], dtype=np.float64)
 
 
 def open_decoder(info: VideoInfo, kind: str, backend: Backend) -> Decoder:
@@ -144,31 +156,38 @@ def extract(info: VideoInfo, plan: WindowPlan, bundle: Bundle, backend: Backend,
     stats = BatchStats()
     batches: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
     stop = threading.Event()
+    producer_stream = video_decoder.gpu_stream  # None: frames, and so batches, in host memory
+    consumer_stream = None if producer_stream is None else ConsumerStream(producer_stream.device)
+    producing = {"blocked_seconds": 0.0, "seconds": 0.0}
 
     def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                batches.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        blocked = time.monotonic()
+        try:
+            while not stop.is_set():
+                try:
+                    batches.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+        finally:
+            producing["blocked_seconds"] += time.monotonic() - blocked
 
     def produce():
+        began = time.monotonic()
         try:
-            # NVDEC frames live on the decoder's GPU, which this thread must make current.
-            with device_scope(video_decoder.device):
+            with producer_stream.work() if producer_stream else contextlib.nullcontext():
                 for batch in window_batches(video_decoder.frames(), plan, batch_size, bundle.preprocessing,
                                             allow_partial=allow_partial, stats=stats):
-                    if not isinstance(batch.video, np.ndarray):
-                        # A CuPy batch: its kernels ran on this thread's stream; finish them before
-                        # another thread (with another current stream) reads the batch.
-                        array_module(batch.video).cuda.get_current_stream().synchronize()
-                    if not put(batch):
+                    # A GPU batch travels with the event after its kernels; the host goes on.
+                    ready = producer_stream.handoff() if producer_stream else None
+                    if not put((batch, ready)):
                         return
             put(_DONE)
         except BaseException as e:  # handed to the consumer, which re-raises it in the caller's thread
             put(e)
+        finally:
+            producing["seconds"] = time.monotonic() - began - producing["blocked_seconds"]
 
     producer = threading.Thread(target=produce, name="tsf-decode", daemon=True)
     producer.start()
@@ -183,15 +202,20 @@ def extract(info: VideoInfo, plan: WindowPlan, bundle: Bundle, backend: Backend,
                 break
             if isinstance(item, BaseException):
                 raise item
+            batch, ready = item
             run_start = time.monotonic()
-            out = backend.run(item.video)
+            # The engine reads a GPU batch on the device after the producer's event (gpu.py). It
+            # returns once its results are on the host, so when `batch` is dropped (next turn)
+            # nothing reads it any more and CuPy may hand its memory to the producer's stream again.
+            with consumer_stream.receive(ready) if ready is not None else contextlib.nullcontext():
+                out = backend.run(batch.video)
             inference_seconds += time.monotonic() - run_start
-            features[item.rows] = out["features"]
-            logits[item.rows] = out["logits"]
-            event_times[item.rows] = out["event_times"]
-            rows_done += len(item.rows)
+            features[batch.rows] = out["features"]
+            logits[batch.rows] = out["logits"]
+            event_times[batch.rows] = out["event_times"]
+            rows_done += len(batch.rows)
             if progress is not None:
-                progress(len(item.rows), plan.rows)
+                progress(len(batch.rows), plan.rows)
     finally:
         stop.set()
         while producer.is_alive():
@@ -213,6 +237,9 @@ def extract(info: VideoInfo, plan: WindowPlan, bundle: Bundle, backend: Backend,
         "setup_seconds": round(opened - started, 3),
         "inference_seconds": round(inference_seconds, 3),
         "waiting_for_frames_seconds": round(waiting_seconds, 3),
+        # The producer's busy time (decoding, preprocessing, batching; not its waits for queue
+        # room): with inference_seconds above the wall time, the stages overlapped.
+        "producing_seconds": round(producing["seconds"], 3),
         # tsf's one speed figure (progress.py): the seconds of video these rows cover, per wall second.
         "realtime_factor": _rounded(realtime_factor(float(info.duration) * rows_done / plan.rows, wall)),
     }

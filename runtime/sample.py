@@ -50,13 +50,23 @@ class WindowPlan:
         return 1 / self.stride_seconds
 
 
-def center_times(info: VideoInfo, window: Window, stride: Fraction) -> tuple[list[tuple[Fraction, ...]], list[Fraction]]:
-    """Row i is the 1/rate-second slot [i, i + 1) * stride: its window is centred on the slot's middle."""
-    rows = math.ceil(info.duration / stride)
+def row_centres(align: str, rows: int, stride, window_seconds) -> list[Fraction]:
+    """Where each row sits: its window's centre in seconds from the start of the video. `center`:
+    row i is the slot [i, i + 1) x stride, its window centred on the slot's middle; `reference`:
+    row i's window starts at i x stride."""
+    stride, window_seconds = Fraction(stride), Fraction(window_seconds)
+    if align == "center":
+        return [(i + Fraction(1, 2)) * stride for i in range(rows)]
+    if align == "reference":
+        return [i * stride + window_seconds / 2 for i in range(rows)]
+    raise InputError(f"unknown alignment {align!r} (center or reference)")
+
+
+def center_times(info: VideoInfo, window: Window, stride: Fraction) -> list[tuple[Fraction, ...]]:
+    """Each row's frame times: `window.frames` evenly spread over the window around its centre."""
     spacing = window.seconds / (window.frames - 1)
-    centres = [(i + Fraction(1, 2)) * stride for i in range(rows)]
     return [tuple(info.start_time + c - window.seconds / 2 + k * spacing for k in range(window.frames))
-            for c in centres], centres
+            for c in row_centres("center", math.ceil(info.duration / stride), stride, window.seconds)]
 
 
 def reference_indices(length_seconds: int, fps: Fraction, frame_count: int, window: Window,
@@ -88,15 +98,20 @@ def frame_time_rule(align: str, window: Window, stride: Fraction) -> str:
             f"count], {window.frames})); index k is the frame shown at start + k/fps")
 
 
+def stride_for(window: Window, rate: int | None) -> Fraction:
+    """Seconds between rows: 1 / `rate` rows per second, or the window's own stride (1 s for the reference)."""
+    return Fraction(1, rate) if rate else window.stride_seconds
+
+
 def plan_windows(info: VideoInfo, window: Window, align: str = "center", rate: int | None = None) -> WindowPlan:
-    """The rows of `info` for a model looking through `window`; `rate` rows per second (default the
-    window's own stride, one per second for the reference)."""
-    stride = Fraction(1, rate) if rate else window.stride_seconds
+    """The rows of `info` for a model looking through `window`, `rate` rows per second (`stride_for`)."""
+    stride = stride_for(window, rate)
     tolerance = info.frame_duration / 4
     rule = frame_time_rule(align, window, stride)
     if align == "center":
-        times, centres = center_times(info, window, stride)
-        return WindowPlan("center", window.frames, window.seconds, stride, times, centres, tolerance, rule,
+        times = center_times(info, window, stride)
+        return WindowPlan("center", window.frames, window.seconds, stride, times,
+                          row_centres(align, len(times), stride, window.seconds), tolerance, rule,
                           pixel_aspect=info.pixel_aspect)
     if align == "reference":
         indices = reference_indices(int(info.duration), info.fps, info.frame_count_estimate, window, stride)
@@ -105,8 +120,8 @@ def plan_windows(info: VideoInfo, window: Window, align: str = "center", rate: i
                              f"(needs at least {float(window.seconds) + 1:g} s: one {float(window.seconds):g}-s "
                              "window plus the reference's last second)")
         times = [tuple(info.start_time + Fraction(k) / info.fps for k in row) for row in indices]
-        centres = [i * stride + window.seconds / 2 for i in range(len(indices))]
-        return WindowPlan("reference", window.frames, window.seconds, stride, times, centres, tolerance, rule,
+        return WindowPlan("reference", window.frames, window.seconds, stride, times,
+                          row_centres(align, len(times), stride, window.seconds), tolerance, rule,
                           reference_indices=indices, pixel_aspect=info.pixel_aspect)
     raise InputError(f"unknown alignment {align!r} (center or reference)")
 

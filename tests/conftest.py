@@ -41,6 +41,38 @@ def no_host_settings():
         yield
 
 
+# Paddle is for tsf-export and tsf-train only: every test not marked `paddle` runs with Paddle's
+# import blocked (and, where an earlier test of the process imported it, hidden), so the runtime's
+# tests prove it runs where Paddle is not installed.
+PADDLE_MODULES = ("paddle", "paddle2onnx")
+
+
+class _PaddleBlocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in PADDLE_MODULES:
+            raise ImportError(f"{name} is blocked in tests not marked 'paddle': the runtime must not need it")
+        return None
+
+
+@pytest.fixture(autouse=True)
+def _paddle_only_where_marked(request):
+    if request.node.get_closest_marker("paddle"):
+        yield
+        return
+    import sys
+
+    hidden = {name: module for name, module in sys.modules.items() if name.split(".")[0] in PADDLE_MODULES}
+    for name in hidden:
+        del sys.modules[name]
+    blocker = _PaddleBlocked()
+    sys.meta_path.insert(0, blocker)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(blocker)
+        sys.modules.update(hidden)
+
+
 FULL_STATE_SEED = 20240
 FULL_CLIP_SEED = 3
 SMALL_STATE_SEED = 31
@@ -59,11 +91,10 @@ def small_export(tmp_path_factory, small_state):
     """(bundle directory, weights file): `small_state` written as a .pdparams and exported with the
     SoccerNet class names, shared by the read-only tests of every module."""
     from tsf.export import export_bundle  # Paddle: only when used
-    from tsf.runtime.spotting.classes import SOCCERNET_V2_CLASS_NAMES
 
     root = tmp_path_factory.mktemp("small")
     weights = write_pdparams(small_state, root / "small.pdparams")
-    return export_bundle(root / "bundle", weights=weights, class_names=SOCCERNET_V2_CLASS_NAMES), weights
+    return export_bundle(root / "bundle", weights=weights, soccernet_classes=True), weights
 
 
 @pytest.fixture(scope="session")
@@ -88,6 +119,15 @@ def full_reference_bundle(tmp_path_factory, full_reference_pdparams):
     from tsf.export import export_bundle  # Paddle: only when used
 
     return export_bundle(tmp_path_factory.mktemp("bundles") / "full_reference", weights=full_reference_pdparams)
+
+
+@pytest.fixture(scope="session")
+def full_runtime_bundle(tmp_path_factory, full_reference_state):
+    """`full_reference_state` as a bundle without Paddle (runtime_helpers.write_bundle): the runtime's
+    full-size tests run where the exporter cannot."""
+    from runtime_helpers import write_bundle
+
+    return write_bundle(tmp_path_factory.mktemp("bundles") / "full_runtime", full_reference_state, heads=12)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import json
 import shutil
 import tempfile
 from fractions import Fraction
@@ -46,13 +47,60 @@ def video(name: str) -> Path:
     return videos.make_video(folder / name, **VIDEOS[name])
 
 
+SMALL_ARCH = {"depth": 2, "width": 128, "heads": 2, "frames": 4}
+
+
 @functools.cache
 def small_bundle(frames: int = 4) -> Path:
-    """A random-init depth-2, width-128 bundle (fast on 2 CPU cores)."""
-    from tsf.export import export_bundle
+    """A random depth-2, width-128 bundle (fast on 2 CPU cores), built without Paddle."""
+    from reference.pdparams import reference_state
 
-    return Path(export_bundle(_ROOT / f"bundle_{frames}f", random_init=True,
-                              arch={"depth": 2, "width": 128, "heads": 2, "frames": frames}, seed=0))
+    arch = dict(SMALL_ARCH, frames=frames)
+    state = reference_state(np.random.default_rng(0), depth=arch["depth"], width=arch["width"], frames=frames)
+    return write_bundle(_ROOT / f"bundle_{frames}f", state, heads=arch["heads"])
+
+
+def write_bundle(directory: Path, state: dict, heads: int, class_names=None, random_init: bool = True) -> Path:
+    """A model bundle of `state` (reference layout) as the runtime reads it: the ONNX written by
+    tests/reference/onnx_timesformer.py, weights.safetensors and bundle.json (runtime/bundle.py's
+    contract). No Paddle: the runtime's tests run where the exporter cannot."""
+    from safetensors.numpy import save_file
+
+    from reference.onnx_timesformer import timesformer_onnx
+    from tsf.runtime import bundle as contract
+    from tsf.runtime.spotting.classes import SOCCERNET_V2_CLASS_NAMES
+
+    proj = state["backbone.patch_embed.proj.weight"]
+    frames, classes = state["backbone.time_embed"].shape[1], state["head.fc.bias"].shape[0]
+    image_size = int(np.sqrt(state["backbone.pos_embed"].shape[1] - 1)) * proj.shape[2]
+    if class_names is None:
+        class_names = (list(SOCCERNET_V2_CLASS_NAMES) if classes == len(SOCCERNET_V2_CLASS_NAMES)
+                       else [f"class_{i}" for i in range(classes)])
+    directory.mkdir(parents=True)
+    onnx_path = directory / contract.ONNX_FILE
+    onnx_path.write_bytes(timesformer_onnx(state, frames, heads, image_size).SerializeToString())
+    weights = directory / contract.WEIGHTS_FILE
+    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}, str(weights))
+    onnx_sha256 = contract.sha256_file(onnx_path)
+    meta = {
+        "format": contract.BUNDLE_FORMAT, "format_version": contract.FORMAT_VERSION,
+        "architecture": {"frames": frames, "depth": len({k.split(".")[2] for k in state if ".blocks." in k}),
+                         "width": proj.shape[0], "heads": heads, "classes": classes, "image_size": image_size,
+                         "patch_size": proj.shape[2], "mlp_ratio": state["backbone.blocks.0.mlp.fc1.weight"].shape[1]
+                         // proj.shape[0]},
+        "preprocessing": contract.reference_preprocessing(image_size),
+        "window": contract.reference_window(frames),
+        "class_names": list(class_names),
+        "weights": {"file": None, "sha256": None, "random_init": random_init, "seed": 0},
+        "onnx": {"file": onnx_path.name, "sha256": onnx_sha256, "opset": contract.ONNX_OPSET,
+                 "size_bytes": onnx_path.stat().st_size},
+        "safetensors": {"file": weights.name, "sha256": contract.sha256_file(weights),
+                        "size_bytes": weights.stat().st_size, "tensors": len(state)},
+        "bundle_id": contract.bundle_id(onnx_sha256, class_names),
+        "engines": [],
+    }
+    (directory / contract.BUNDLE_JSON).write_text(json.dumps(meta, indent=2) + "\n")
+    return directory
 
 
 def decode_all(path: Path) -> tuple[list[Fraction], list[np.ndarray], av.container.InputContainer]:

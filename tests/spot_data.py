@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
+from fractions import Fraction
 
 import numpy as np
 
+from tsf.runtime.outputs import write_outputs
+from tsf.runtime.sample import row_centres
 from tsf.runtime.spotting.classes import SOCCERNET_V2_CLASS_NAMES
 
 CLASS_NAMES = list(SOCCERNET_V2_CLASS_NAMES)
@@ -29,17 +30,19 @@ def planted_logits(rows: int, events: dict[str, list[tuple[int, float]]], seed: 
 
 
 def write_heads(prefix: str, logits: np.ndarray, alignment: str = "center", class_names=CLASS_NAMES,
-                event_times: np.ndarray | None = None) -> str:
-    """OUT.heads.npz + OUT.json as tsf-extract --heads writes them (class_names=None leaves them out)."""
-    os.makedirs(os.path.dirname(prefix) or ".", exist_ok=True)
+                event_times: np.ndarray | None = None, rate: int = 1) -> str:
+    """An output set with heads, as tsf-extract --heads writes one (class_names=None leaves them out);
+    its rows at `rate` per second. Returns the heads file's path."""
     if event_times is None:
         event_times = np.full(logits.shape, 0.5, dtype=np.float32)
-    np.savez(prefix + ".heads.npz", logits=logits, event_times=event_times)
-    metadata = {"alignment": alignment, "rows": len(logits), "window": {"frames": 16, "seconds": 5.0, "stride_seconds": 1.0}}
-    if class_names is not None:
-        metadata["class_names"] = list(class_names)
-    with open(prefix + ".json", "w") as f:
-        json.dump(metadata, f)
+    stride = 1 / rate
+    bundle = {"id": "synthetic", **({"class_names": list(class_names)} if class_names is not None else {})}
+    metadata = {"alignment": alignment, "rows": len(logits), "rows_per_second": float(rate),
+                "window": {"frames": 16, "seconds": 5.0, "stride_seconds": stride},
+                "row_centre_seconds": [float(c) for c in row_centres(alignment, len(logits), Fraction(1, rate), 5)],
+                "bundle": bundle}
+    write_outputs(prefix + ".npy", features=np.zeros((len(logits), 8), np.float32), logits=logits,
+                  event_times=event_times, metadata=metadata)
     return prefix + ".heads.npz"
 
 

@@ -105,8 +105,8 @@ def test_heads_without_rows_are_one_line(tmp_path, capsys):
     """A video shorter than one window gives heads with 0 rows (an IndexError before)."""
     heads = write_heads(str(tmp_path / "short"), np.zeros((0, 18), dtype=np.float32))
     code, err = run_plot(capsys, [heads, "-o", tmp_path / "short.png"])
-    assert code == 2 and err == f"error: {heads}: the heads have no rows (a video shorter than one window?): " \
-                                "nothing to plot\n"
+    assert code == 2 and err == f"error: {tmp_path / 'short'}: the heads have no rows (a video shorter than one " \
+                                "window?): nothing to plot\n"
     assert not (tmp_path / "short.png").exists()
 
 
@@ -117,14 +117,14 @@ def test_a_picture_too_big_to_draw_is_refused_before_drawing(game, tmp_path, cap
     assert not (tmp_path / "huge.png").exists()
 
 
-def test_a_file_that_is_not_an_archive_is_named_without_numpy_advice(tmp_path, capsys):
-    heads = tmp_path / "garbage.heads.npz"
-    heads.write_bytes(b"not an archive, just bytes\n" * 40)
-    (tmp_path / "garbage.json").write_text('{"alignment": "center"}')
+def test_a_heads_file_that_is_not_an_archive_is_one_line_without_numpy_advice(tmp_path, capsys):
+    """NumPy reads a file that is not an archive as a pickle, and its refusal advises allow_pickle."""
+    heads = write_heads(str(tmp_path / "game"), planted_logits(60, {}))
+    with open(heads, "wb") as f:
+        f.write(b"not an archive, just bytes\n" * 40)
     code, err = run_plot(capsys, [heads, "-o", tmp_path / "garbage.png"])
-    assert code == 2 and err == f"error: {heads} is not a heads file (not an .npz archive; tsf-extract --heads " \
-                                "writes them)\n"
-    assert "allow_pickle" not in err
+    assert code == 2 and err.count("\n") == 1 and err.startswith(f"error: {tmp_path / 'game'}") and heads in err
+    assert "allow_pickle" not in err and not (tmp_path / "garbage.png").exists()
 
 
 def test_only_png_names_are_written(game, tmp_path, capsys):

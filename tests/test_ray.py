@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from runtime_helpers import run_cli, small_bundle, video
-from tsf.runtime.extractor import ExtractSettings
-from tsf.runtime.jobs import Job
+from tsf.runtime.extractor import Extractor
+from tsf.runtime.jobs import Job, JobLoop
 from tsf.runtime.scale.ray_pool import ExtractWorker, run_on_ray
 
 ray = pytest.importorskip("ray")
@@ -133,22 +133,23 @@ class AlwaysDiesWorker(ExtractWorker):
         return super().process(job)
 
 
-@pytest.mark.parametrize("worker_class, retries, attempts_for_game1", [
-    (DiesOnceWorker, 2, 2), (AlwaysDiesWorker, 1, None)])
-def test_a_lost_worker_is_replaced_and_its_video_retried(tmp_path, local_ray, worker_class, retries, attempts_for_game1):
+@pytest.mark.parametrize("worker_class, attempts_for_game1", [(DiesOnceWorker, 2), (AlwaysDiesWorker, None)])
+def test_a_lost_worker_is_replaced_and_its_video_retried(tmp_path, local_ray, monkeypatch, worker_class,
+                                                         attempts_for_game1):
+    from tsf.runtime.jobs import RETRIES
+    from tsf.runtime.scale import ray_pool
+
+    monkeypatch.setattr(ray_pool, "ExtractWorker", worker_class)  # shipped to Ray by value (local_ray)
     data = three_videos(tmp_path)
     jobs = [Job(v, tmp_path / "out" / v.parent.name / "1_224p.npy") for v in sorted(data.rglob("*.mkv"))]
-    settings = ExtractSettings(device="cpu")
     records, errors = [], []
-    summary = run_on_ray(jobs, str(small_bundle(4)), settings, address=None, is_done=lambda job: False,
-                         report=errors.append,
-                         record=lambda job, status, **kw: records.append((job.video.parent.name, status, kw)),
-                         cpus_per_worker=1, retries=retries, worker_class=worker_class)
-    outcome = {name: (status, kw["attempts"]) for name, status, kw in records}
+    loop = JobLoop(report=errors.append, record=lambda job, outcome: records.append((job.video.parent.name, outcome)))
+    summary = run_on_ray(jobs, Extractor(small_bundle(4), device="cpu"), loop, address=None, cpus_per_worker=1)
+    outcome = {name: (o.status, o.attempts) for name, o in records}
     assert outcome["game0"] == ("done", 1) and outcome["game2"] == ("done", 1)
     if attempts_for_game1:
         assert outcome["game1"] == ("done", attempts_for_game1) and summary.ok
         assert (tmp_path / "out" / "game1" / "1_224p.npy").is_file()
     else:
-        assert outcome["game1"] == ("failed", retries + 1) and not summary.ok
-        assert len(errors) == 1 and "failed 2 times on Ray: worker lost" in errors[0]
+        assert outcome["game1"] == ("failed", RETRIES + 1) and not summary.ok
+        assert len(errors) == 1 and f"failed {RETRIES + 1} times on Ray: worker lost" in errors[0]

@@ -165,7 +165,7 @@ def test_files_no_manifest_vouches_for_are_not_clobbered(tmp_path, capsys):
     (tmp_path / "f.json").write_text("{}")
     code, err = run_cli(capsys, [video("h264_25fps.mkv"), "-o", tmp_path / "f.npy", "--model", small_bundle(4)])
     assert code == 2 and err.count("\n") == 1, err
-    assert "f.json exists and is not a tsf output manifest (use --overwrite to replace it)" in err
+    assert "f.json exists and is not a tsf output manifest; use --overwrite to replace it" in err
     assert (tmp_path / "f.npy").read_bytes() == b"precious"
     (tmp_path / "f.json").unlink()
     code, err = run_cli(capsys, [video("h264_25fps.mkv"), "-o", tmp_path / "f.npy", "--model", small_bundle(4)])
@@ -298,7 +298,7 @@ def test_an_over_long_output_path_is_one_short_line(tmp_path, capsys):
 def test_an_output_that_is_a_device_or_a_pipe_is_refused(tmp_path, capsys):
     """`-o /dev/null` made /dev/null.npy beside the device; a FIFO stands in for it here."""
     from tsf.runtime.errors import OutputError
-    from tsf.runtime.outputs import check_outputs
+    from tsf.runtime.outputs import OutputSet
 
     fifo = tmp_path / "features"
     os.mkfifo(fifo)
@@ -306,4 +306,4 @@ def test_an_output_that_is_a_device_or_a_pipe_is_refused(tmp_path, capsys):
     assert code == 2 and err == f"error: cannot write an output set under {fifo}: it is a pipe (FIFO), not a file name\n"
     assert sorted(os.listdir(tmp_path)) == ["features"]
     with pytest.raises(OutputError, match="under /dev/null: it is a character device"):
-        check_outputs("/dev/null")
+        OutputSet("/dev/null").check_writable("npy", heads=False)

@@ -174,9 +174,13 @@ def test_a_set_interrupted_between_its_renames_is_redone(tmp_path, capsys):
     assert code == 0, err
     assert sorted(os.listdir(tmp_path)) == ["f.heads.npz", "f.json", "f.npy"]  # the .part is gone too
     assert set_files(tmp_path) == finished | {"f.json": set_files(tmp_path)["f.json"]}  # created, timings differ
-    # And a kill during an --overwrite: the new manifest in place, the old features beside it.
+    # Features edited after tsf wrote them are not debris: named, kept, replaced only with --overwrite.
     (tmp_path / "f.npy").write_bytes(finished["f.npy"][:-4] + b"\0\0\0\0")
     code, err = cli(capsys, *args)
+    assert code == 2 and err == (f"error: {out} was changed after tsf wrote it (it differs from what f.json "
+                                 "records); use --overwrite to replace it\n")
+    assert set_files(tmp_path)["f.npy"] == finished["f.npy"][:-4] + b"\0\0\0\0"
+    code, err = cli(capsys, *args, "--overwrite")
     assert code == 0, err
     assert set_files(tmp_path)["f.npy"] == finished["f.npy"]
 
@@ -205,6 +209,16 @@ def test_a_process_terminated_between_its_renames_leaves_debris_the_next_run_red
     assert code == 0, err
     assert sorted(os.listdir(tmp_path)) == ["f.heads.npz", "f.json", "f.npy"]
     assert np.load(out).shape == (8, 128)
+    # The same during an --overwrite with other settings: the new manifest in place, the old set's
+    # files beside it, which it records as the ones it replaces, so the next run can prove them tsf's.
+    other = args + ["--align", "reference"]
+    killed = subprocess.run([sys.executable, "-c", child, *other, "--overwrite"], capture_output=True, text=True,
+                            timeout=300)
+    assert killed.returncode == -signal.SIGTERM, killed.stderr
+    assert json.loads((tmp_path / "f.json").read_text())["alignment"] == "reference" and np.load(out).shape == (8, 128)
+    code, err = run_cli(capsys, other)
+    assert code == 0, err
+    assert sorted(os.listdir(tmp_path)) == ["f.heads.npz", "f.json", "f.npy"] and np.load(out).shape == (3, 128)
 
 
 def another_model(folder):

@@ -4,8 +4,6 @@ brute-force reading of the rule), the frame buffer, job expansion and atomic wri
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 from fractions import Fraction
@@ -16,11 +14,10 @@ import pytest
 
 from reference.numpy_preprocess import bilinear_resize, crop_offset, reference_preprocess
 from reference.sampling import OFFSETS_AT_25_FPS, reference_rows
-from tsf.runtime import outputs as write
 from tsf.runtime.batch import BatchStats, window_batches
 from tsf.runtime.bundle import Preprocessing, Window
-from tsf.runtime.errors import InputError, OutputError
-from tsf.runtime.jobs import Job, run_jobs
+from tsf.runtime.errors import InputError
+from tsf.runtime.jobs import Job, JobLoop, Outcome
 from tsf.runtime.scale.inputs import JobError, expand_jobs
 from tsf.runtime.preprocess import preprocess_frame
 from tsf.runtime.probe import VideoInfo
@@ -286,54 +283,24 @@ def test_a_list_with_a_byte_order_mark_and_relative_entries(tmp_path, monkeypatc
     assert jobs[1].video.resolve() == second
 
 
-def test_run_jobs_goes_on_after_a_failure_and_skips_finished(tmp_path):
-    jobs = [Job(Path(f"{name}.mkv"), tmp_path / f"{name}.npy") for name in ("a", "bad", "done", "c")]
-    lines, ran = [], []
+def test_the_job_loop_goes_on_after_a_failure_and_counts_skips(tmp_path):
+    jobs = [Job(Path(f"{name}.mkv"), tmp_path / f"{name}.npy") for name in ("a", "bad", "done", "bug", "c")]
+    lines, recorded = [], []
 
     def process(job):
         if job.video.stem == "bad":
             raise InputError(f"{job.video}: not a video")
-        ran.append(job.video.stem)
+        if job.video.stem == "bug":
+            raise ZeroDivisionError("oops")
+        return Outcome("skipped" if job.video.stem == "done" else "done", rows=3)
 
-    summary = run_jobs(jobs, process, is_done=lambda j: j.video.stem == "done", report=lines.append)
-    assert ran == ["a", "c"] and lines == ["error: bad.mkv: not a video"]
-    assert summary.line() == "2 done, 1 skipped (already extracted), 1 failed" and not summary.ok
-
-
-# ---------------------------------------------------------------- writes
-
-def arrays(n=3, width=8, classes=5):
-    rng = np.random.default_rng(0)
-    return dict(features=rng.standard_normal((n, width)).astype(np.float32),
-                logits=rng.standard_normal((n, classes)).astype(np.float32),
-                event_times=rng.random((n, classes)).astype(np.float32))
-
-
-def test_write_plain_heads_and_reference_format(tmp_path):
-    a = arrays()
-    paths = write.write_outputs(tmp_path / "f.npy", metadata={"rows": 3}, heads=True, **a)
-    assert np.array_equal(np.load(paths["features"]), a["features"])
-    heads = np.load(paths["heads"])
-    assert np.array_equal(heads["logits"], a["logits"]) and np.array_equal(heads["event_times"], a["event_times"])
-    manifest = json.loads(paths["metadata"].read_text())
-    assert manifest.pop("outputs") == {
-        kind: {"file": paths[kind].name, "bytes": paths[kind].stat().st_size,
-               "sha256": hashlib.sha256(paths[kind].read_bytes()).hexdigest()} for kind in ("features", "heads")}
-    assert manifest == {"rows": 3}
-    paths = write.write_outputs(tmp_path / "r.npy", metadata={}, fmt="reference", **a)
-    with pytest.raises(ValueError):
-        np.load(paths["features"])  # the reference's format is a pickle: refused without allow_pickle
-    d = np.load(paths["features"], allow_pickle=True).item()
-    assert d["features"].shape == (3, 1, 8) and d["cls_score_all"].shape == (3, 1, 5)
-    assert np.array_equal(d["event_times"][:, 0], a["event_times"])
-    # named for what it is: r.pkl, not r.npy; the metadata describes that file
-    assert sorted(os.listdir(tmp_path)) == ["f.heads.npz", "f.json", "f.npy", "r.json", "r.pkl"]
-    finished = write.inspect_outputs(tmp_path / "r.npy")
-    assert finished.state == write.FINISHED and finished.paths["features"] == tmp_path / "r.pkl"
-    described = write.feature_file_description("reference", a["features"], a["logits"], a["event_times"])
-    assert described["shape"] == [3, 1, 8] and described["load"] == "np.load(path, allow_pickle=True).item()"
-    assert described["arrays"] == {"features": [3, 1, 8], "cls_score_all": [3, 1, 5], "event_times": [3, 1, 5]}
-    assert write.feature_file_description("npy", a["features"], a["logits"], a["event_times"])["shape"] == [3, 8]
+    loop = JobLoop(report=lines.append, record=lambda job, outcome: recorded.append((job.video.stem, outcome.status)))
+    summary = loop.run(jobs, process)
+    assert lines == ["error: bad.mkv: not a video", "error: bug.mkv: internal error: ZeroDivisionError: oops"]
+    assert recorded == [("a", "done"), ("bad", "failed"), ("done", "skipped"), ("bug", "failed"), ("c", "done")]
+    assert summary.line() == "2 done, 1 skipped (already extracted), 2 failed" and not summary.ok
+    with pytest.raises(ZeroDivisionError):  # a bug is raised where the caller wants to see it (TSF_DEBUG, one video)
+        JobLoop(report=lines.append).run(jobs[3:4], process, keep_going_on_bugs=False)
 
 
 # ---------------------------------------------------------------- progress and the speed figure
@@ -362,81 +329,6 @@ def test_one_speed_figure():
     assert realtime_factor(10.0, 50.0) == 0.2 and realtime_factor(10.0, 0.0) is None
     assert [format_speed(x) for x in (0.198, 1.15, 9.6, 84.4, None)] == [
         "x0.2 real time", "x1.1 real time", "x9.6 real time", "x84 real time", "x? real time"]
-
-
-def test_write_never_clobbers_and_cleans_up_on_interrupt(tmp_path, monkeypatch):
-    a = arrays()
-    write.write_outputs(tmp_path / "f.npy", metadata={"v": 1}, heads=True, **a)
-    with pytest.raises(OutputError, match="exists"):
-        write.write_outputs(tmp_path / "f.npy", metadata={"v": 2}, **a)
-    assert json.loads((tmp_path / "f.json").read_text())["v"] == 1
-    # Replacing removes the files the new set does not have (no stale heads beside new features).
-    write.write_outputs(tmp_path / "f.npy", metadata={"v": 3}, replace=True, **a)
-    assert json.loads((tmp_path / "f.json").read_text())["v"] == 3
-    assert sorted(os.listdir(tmp_path)) == ["f.json", "f.npy"]
-
-    calls = []
-    real_replace = os.replace
-
-    def interrupted_replace(src, dst):
-        calls.append(dst)
-        if len(calls) == 2:  # after the metadata, before the features
-            raise KeyboardInterrupt
-        real_replace(src, dst)
-
-    monkeypatch.setattr(write.os, "replace", interrupted_replace)
-    with pytest.raises(KeyboardInterrupt):
-        write.write_outputs(tmp_path / "g" / "g.npy", metadata={}, **a)
-    assert sorted(os.listdir(tmp_path)) == ["f.json", "f.npy"]  # nor the directory made for it
-
-
-def test_output_set_states(tmp_path):
-    a = arrays()
-    out = tmp_path / "f.npy"
-    assert write.inspect_outputs(out).state == write.ABSENT
-    write.write_outputs(out, metadata={"v": 1}, heads=True, **a)
-    finished = write.inspect_outputs(out)
-    assert finished.state == write.FINISHED and finished.kinds == {"features", "metadata", "heads"}
-
-    # What a kill between the renames leaves: the manifest without (or with other) files.
-    (tmp_path / "f.heads.npz").unlink()
-    assert write.inspect_outputs(out).state == write.DEBRIS
-    (tmp_path / "f.npy").write_bytes(b"old features")
-    debris = write.inspect_outputs(out)
-    assert debris.state == write.DEBRIS and debris.problem == f"{tmp_path / 'f.npy'} does not match f.json"
-    stale = [tmp_path / ".f.npy.abcd1234.part", tmp_path / ".f.json.zz_99_zz.part"]
-    kept = [tmp_path / ".f.npy.abcd1234.part.mine", tmp_path / ".other.npy.abcd1234.part"]
-    for path in stale + kept:
-        path.write_bytes(b"x")
-    assert write.clear_unfinished(out).state == write.ABSENT
-    assert sorted(os.listdir(tmp_path)) == sorted(p.name for p in kept)
-
-    # Files no manifest vouches for are someone else's.
-    (tmp_path / "f.npy").write_bytes(b"precious")
-    foreign = write.clear_unfinished(out)
-    assert foreign.state == write.FOREIGN and "f.npy exists without the f.json" in foreign.problem
-    (tmp_path / "f.json").write_text("{}")
-    assert "f.json exists and is not a tsf output manifest" in write.inspect_outputs(out).problem
-    (tmp_path / "f.json").write_text(json.dumps({"outputs": {"features": str(out)}}))  # before manifests
-    assert "f.json lists no checksums to check its set against" in write.inspect_outputs(out).problem
-    assert (tmp_path / "f.npy").read_bytes() == b"precious"
-
-
-def test_names_too_long_for_the_file_system_fail_before_any_work(tmp_path):
-    stem = "x" * (255 - len(".heads.npz"))
-    paths = write.check_outputs(tmp_path / "sub" / f"{stem}.npy", heads=True)  # 255 bytes: fits
-    assert not (tmp_path / "sub").exists()  # checking creates nothing
-    write.write_outputs(paths["features"], metadata={}, heads=True, **arrays())  # temporaries are cut to fit
-    with pytest.raises(OutputError, match=r"the name is 256 bytes, more than the 255 this file system allows"):
-        write.check_outputs(tmp_path / f"{stem}x.npy", heads=True)
-    with pytest.raises(OutputError, match="is 300 bytes"):
-        write.check_outputs(tmp_path / ("d" * 300) / "f.npy")
-
-
-def test_unwritable_output_directory(tmp_path):
-    blocker = touch(tmp_path / "file")
-    with pytest.raises(OutputError, match="cannot write"):
-        write.check_outputs(blocker / "sub" / "out.npy")
 
 
 # ---------------------------------------------------------------- damage detection from timestamps
@@ -495,24 +387,6 @@ def test_mismatching_tensorrt_engine_falls_back_to_onnxruntime_with_a_warning(mo
                in r.getMessage() for r in caplog.records)
 
 
-def test_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
-    """ENOSPC while the features are flushed (the metadata fitted): the error names the features file."""
-    import errno
-
-    real_fsync = os.fsync
-
-    def no_space_for_features(fd):
-        if ".f.npy." in os.readlink(f"/proc/self/fd/{fd}"):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_fsync(fd)
-
-    monkeypatch.setattr(write.os, "fsync", no_space_for_features)
-    with pytest.raises(OutputError) as caught:
-        write.write_outputs(tmp_path / "f.npy", metadata={}, heads=True, **arrays())
-    assert str(caught.value) == f"cannot write {tmp_path / 'f.npy'}: no space left on device"
-    assert os.listdir(tmp_path) == []
-
-
 def test_allow_partial_with_nothing_before_the_break_is_still_an_error(tmp_path):
     import videos
     from runtime_helpers import extract, small_bundle, video
@@ -521,3 +395,22 @@ def test_allow_partial_with_nothing_before_the_break_is_still_an_error(tmp_path)
     cut = videos.make_truncated(video("long_20s.mkv"), tmp_path / "cut.mkv", keep=0.1)
     with pytest.raises(DecodeError, match="truncated"):
         extract(cut, small_bundle(4), align="reference", device="cpu", allow_partial=True)
+
+
+def test_an_engine_is_one_module_of_the_backends_package(monkeypatch):
+    """Adding a CPU engine is adding its module: discovery puts it in --backend's choices and, by its
+    AUTO_PRIORITY, in the order `auto` tries engines on the device kinds it names."""
+    import pkgutil
+    import types
+
+    from tsf.runtime.backends import registry
+
+    real_iter, real_module = pkgutil.iter_modules, registry.engine_module
+    new = types.SimpleNamespace(AUTO_PRIORITY={"cpu": 15}, PRECISIONS={"cpu": ("fp32",)})
+    monkeypatch.setattr(registry.pkgutil, "iter_modules",
+                        lambda path: [*real_iter(path), pkgutil.ModuleInfo(None, "newcpu", False)])
+    monkeypatch.setattr(registry, "engine_module", lambda name: new if name == "newcpu" else real_module(name))
+    engines, auto = registry._discover()
+    assert "newcpu" in engines and auto["cpu"] == ("openvino", "newcpu", "onnxruntime")
+    assert auto["cuda"] == ("tensorrt", "torch", "onnxruntime")
+    assert not set(engines) & registry.NOT_ENGINES

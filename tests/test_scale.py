@@ -180,3 +180,18 @@ def test_killed_run_resumes_to_identical_outputs(tmp_path):
             np.testing.assert_array_equal(np.load(tmp_path / "clean" / name), np.load(resumed / name))
         else:
             np.testing.assert_array_equal(np.load(tmp_path / "clean" / name)["logits"], np.load(resumed / name)["logits"])
+
+
+def test_the_slurm_scripts_options_rebuild_the_same_settings():
+    """The script is built from the settings (not from argv): parsed again, they are the same."""
+    from dataclasses import fields
+
+    from tsf.runtime.cli import command
+    from tsf.runtime.extractor import ExtractSettings
+
+    settings = ExtractSettings(align="reference", rate=2, batch_size=3, backend="onnxruntime", device="cpu",
+                               precision="fp32", threads=1, decoder="cpu", heads=True, format="reference",
+                               overwrite=True, allow_partial=True)
+    parsed = command.make_context("tsf-extract", [*settings.as_options(), "x.mkv"]).params
+    assert ExtractSettings(**{f.name: parsed[f.name] for f in fields(ExtractSettings)}) == settings
+    assert ExtractSettings().as_options() == []

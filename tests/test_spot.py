@@ -10,8 +10,8 @@ import pytest
 
 from spot_data import CLASS_NAMES, planted_logits, softmax64, write_heads
 from tsf.runtime.errors import InputError
-from tsf.runtime.spotting.spot import (class_probabilities, find_game_halves, game_time, load_half, nms_peaks,
-                              spot_half, window_centre_times)
+from tsf.runtime.outputs import game_halves
+from tsf.runtime.spotting.spot import SpotSettings, class_probabilities, game_time, load_half, nms_peaks, spot_half
 from tsf.runtime.spotting.cli import main
 
 EVENTS = {
@@ -48,18 +48,26 @@ def test_softmax_matches_float64_reference_and_survives_large_logits():
     np.testing.assert_allclose(class_probabilities(big)[0], [1 / (1 + np.exp(-1)), np.exp(-1) / (1 + np.exp(-1)), 0.0])
 
 
-def test_window_centres_follow_the_alignment():
-    np.testing.assert_array_equal(window_centre_times(3, "center"), [0.5, 1.5, 2.5])
-    np.testing.assert_array_equal(window_centre_times(3, "reference"), [2.5, 3.5, 4.5])
-    with pytest.raises(InputError):
-        window_centre_times(3, "left")
+def test_rows_are_placed_at_the_times_their_set_records(tmp_path):
+    assert list(load_half(write_heads(str(tmp_path / "c"), planted_logits(3, {}))).row_times) == [0.5, 1.5, 2.5]
+    assert list(load_half(write_heads(str(tmp_path / "r"), planted_logits(3, {}), "reference")).row_times) == \
+        [2.5, 3.5, 4.5]
+    assert list(load_half(write_heads(str(tmp_path / "two"), planted_logits(4, {}), rate=2)).row_times) == \
+        [0.25, 0.75, 1.25, 1.75]
+
+
+def test_two_rows_per_second_place_events_at_the_right_milliseconds(tmp_path):
+    """SoccerNet's rate: row i of a --rate 2 set is centred on (i + 0.5) / 2 s."""
+    logits = planted_logits(2 * ROWS, {"Goal": [(201, 12.0)], "Corner": [(600, 11.0)]})
+    spots = spot_half(load_half(write_heads(str(tmp_path / "1_tsf"), logits, rate=2)), 1, SpotSettings(threshold=0.5))
+    assert [(s.label, s.to_soccernet()["position"]) for s in spots] == [("Goal", "100750"), ("Corner", "300250")]
 
 
 @pytest.mark.parametrize("alignment, centre_offset", [("center", 0.5), ("reference", 2.5)])
 def test_planted_peaks_are_spotted_at_their_game_time(tmp_path, alignment, centre_offset):
     logits = planted_logits(ROWS, EVENTS)
     heads = load_half(write_heads(str(tmp_path / "1_224p"), logits, alignment))
-    spots = spot_half(heads, half=1, nms_window=30, threshold=0.5)
+    spots = spot_half(heads, half=1, settings=SpotSettings(nms_window=30, threshold=0.5))
     got = as_comparable(spots)
     want = expected_events(logits, centre_offset, EVENTS)
     assert [{k: v for k, v in g.items() if k != "confidence"} for g in got] == \
@@ -70,7 +78,7 @@ def test_planted_peaks_are_spotted_at_their_game_time(tmp_path, alignment, centr
 
 def test_a_narrower_nms_window_keeps_the_second_goal(tmp_path):
     heads = load_half(write_heads(str(tmp_path / "1"), planted_logits(ROWS, EVENTS)))
-    goals = [s.seconds for s in spot_half(heads, 1, nms_window=10, threshold=0.5) if s.label == "Goal"]
+    goals = [s.seconds for s in spot_half(heads, 1, SpotSettings(nms_window=10, threshold=0.5)) if s.label == "Goal"]
     assert goals == [100.5, 110.5]
 
 
@@ -92,7 +100,7 @@ def test_event_times_head_places_the_event_inside_its_window(tmp_path):
     event_times = np.full(logits.shape, 0.5, dtype=np.float32)
     event_times[100, CLASS_NAMES.index("Goal")] = 0.2
     heads = load_half(write_heads(str(tmp_path / "1"), logits, "center", event_times=event_times))
-    (goal,) = [s for s in spot_half(heads, 1, threshold=0.5, use_event_times=True) if s.label == "Goal"]
+    (goal,) = [s for s in spot_half(heads, 1, SpotSettings(threshold=0.5, event_times=True)) if s.label == "Goal"]
     assert goal.seconds == pytest.approx(100.5 - 2.5 + 0.2 * 5)
 
 
@@ -105,10 +113,13 @@ def test_game_time_formats_like_soccernet():
 def test_halves_are_found_by_soccernet_names(tmp_path):
     for name in ("1_224p", "2_224p"):
         write_heads(str(tmp_path / name), planted_logits(10, {}))
-    assert find_game_halves(str(tmp_path)) == {1: str(tmp_path / "1_224p.heads.npz"), 2: str(tmp_path / "2_224p.heads.npz")}
-    write_heads(str(tmp_path / "match"), planted_logits(10, {}))
-    with pytest.raises(InputError, match="cannot tell the half"):
-        find_game_halves(str(tmp_path))
+    write_heads(str(tmp_path / "match"), planted_logits(10, {}))  # not a half: not part of the game
+    assert game_halves(tmp_path) == {1: tmp_path / "1_224p", 2: tmp_path / "2_224p"}
+    for name in ("1_tsf", "2_tsf"):  # a second feature set of the same game, named with --name
+        write_heads(str(tmp_path / name), planted_logits(10, {}))
+    assert game_halves(tmp_path, "tsf") == {1: tmp_path / "1_tsf", 2: tmp_path / "2_tsf"}
+    with pytest.raises(InputError, match="two output sets for half 1"):
+        game_halves(tmp_path)
 
 
 def test_missing_or_mismatched_class_names_are_one_line_errors(tmp_path):
@@ -122,7 +133,7 @@ def test_missing_or_mismatched_class_names_are_one_line_errors(tmp_path):
     names.write_text("\n".join(CLASS_NAMES) + "\n")
     assert load_half(path, str(names)).class_names == CLASS_NAMES
     os.remove(tmp_path / "1.json")
-    with pytest.raises(InputError, match="metadata file not found"):
+    with pytest.raises(InputError, match="1.npy exists without the 1.json"):
         load_half(path)
 
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import pytest
 
 from tsf.training.errors import TrainingError
 from tsf.training.labels import (BACKGROUND, ClassMap, Event, annotation_time_ms, offset_for_video,
-                                 parse_game_time, read_game_start_offsets, read_simple_annotations)
+                                 parse_game_time, read_game_start_offsets, read_simple_annotations,
+                                 soccernet_game_events)
 from tsf.training.prepare import SourceVideo, build_samples, hash_split
+
+pytestmark = pytest.mark.paddle  # the exporter and the trainer run Paddle
 
 SOCCERNET_ORDER = ["Penalty", "Kick-off", "Goal", "Substitution", "Offside", "Shots on target",
                    "Shots off target", "Clearance", "Ball out of play", "Throw-in", "Foul",
@@ -105,3 +109,23 @@ def test_hash_split_is_stable_and_follows_the_ratios():
     assert abs(splits["train"] / 2000 - 0.8) < 0.04 and abs(splits["valid"] / 2000 - 0.1) < 0.03
     assert [hash_split(n, (0.8, 0.1, 0.1)) for n in names[:50]] == [hash_split(n, (0.8, 0.1, 0.1)) for n in names[:50]]
     assert {hash_split(n, (0, 1, 0)) for n in names[:50]} == {"valid"}
+
+
+def test_a_bad_annotation_is_named_with_its_file_and_place(tmp_path):
+    game = tmp_path / "league" / "game"
+    game.mkdir(parents=True)
+    annotations = [{"gameTime": "1 - 00:07", "label": "Goal", "position": "7000"},
+                   {"gameTime": "1 - 00:09", "label": "Foul", "position": "abc"}]
+    (game / "Labels-v2.json").write_text(json.dumps({"annotations": annotations}))
+    with pytest.raises(TrainingError, match=rf"^{re.escape(str(game / 'Labels-v2.json'))}, annotation 2: position "
+                                            r"'abc' is not a number of milliseconds$"):
+        soccernet_game_events(str(game), {1: str(game / "1_HQ.mkv")})
+
+
+def test_events_of_a_half_without_video_are_counted(tmp_path):
+    game = tmp_path / "game"
+    game.mkdir()
+    annotations = [{"gameTime": f"{half} - 00:0{s}", "label": "Goal"} for half in (1, 2, 2) for s in (1,)]
+    (game / "Labels-v2.json").write_text(json.dumps({"annotations": annotations}))
+    events, without_video = soccernet_game_events(str(game), {1: str(game / "1_HQ.mkv")})
+    assert [e.time_ms for e in events] == [1000] and without_video == {2: 2}

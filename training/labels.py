@@ -149,8 +149,9 @@ def offset_for_video(offsets: dict[str, float], video_name: str, half: int) -> f
     return 0.0
 
 
-def soccernet_game_events(game_dir: str, videos_by_half: dict[int, str]) -> list[Event]:
-    """Events of one game directory, on each half-video's own clock (game-start offset applied)."""
+def soccernet_game_events(game_dir: str, videos_by_half: dict[int, str]) -> tuple[list[Event], dict[int, int]]:
+    """Events of one game directory, on each half-video's own clock (game-start offset applied), and
+    the number of events of each half that has no video (left out: prepare names them)."""
     labels_path = os.path.join(game_dir, "Labels-v2.json")
     try:
         with open(labels_path, encoding="utf-8") as f:
@@ -159,15 +160,19 @@ def soccernet_game_events(game_dir: str, videos_by_half: dict[int, str]) -> list
         raise TrainingError(f"cannot read annotations from {labels_path} ({type(exc).__name__})") from None
     ini_path = os.path.join(game_dir, "video.ini")
     offsets = read_game_start_offsets(ini_path) if os.path.isfile(ini_path) else {}
-    events = []
-    for annotation in annotations:
-        half, ms = annotation_time_ms(annotation)
+    events, without_video = [], Counter()
+    for number, annotation in enumerate(annotations, start=1):
+        try:
+            half, ms = annotation_time_ms(annotation)
+        except TrainingError as exc:
+            raise TrainingError(f"{labels_path}, annotation {number}: {exc}") from None
         video = videos_by_half.get(half)
         if video is None:
-            continue  # that half's video is absent; prepare counts events per present video only
+            without_video[half] += 1
+            continue
         offset_ms = int(round(offset_for_video(offsets, os.path.basename(video), half) * 1000))
         events.append(Event(video, ms + offset_ms, str(annotation.get("label", ""))))
-    return events
+    return events, dict(without_video)
 
 
 # ---------------------------------------------------------------- simple format -----------------

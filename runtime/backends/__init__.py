@@ -1,11 +1,10 @@
 """Stage 6: batches of windows -> features, logits and event times, on the fastest engine here.
 
-Every engine is one module of this package, named in `registry.ENGINES`, with a class that
-follows `registry.Backend`, a `PRECISIONS` table (device kind -> the precisions it offers there,
-the `auto` choice first) and a `load(bundle, device, precision, threads)` function that returns
-a backend, or raises
-`EngineUnavailable` saying why this engine cannot run here. `select_backend` is the one place
-that chooses: `auto` walks `AUTO_ORDER` for the device and takes the first engine that loads;
+Every engine is one module of this package (registry.py says what one holds: a class that
+follows `registry.Backend`, its `PRECISIONS` and `AUTO_PRIORITY` tables, and a `load(bundle,
+device, precision, threads)` function that returns a backend, or raises `EngineUnavailable`
+saying why this engine cannot run here). `select_backend` is the one place that chooses: `auto`
+walks `AUTO_ORDER` for the device and takes the first engine that loads;
 a named engine either loads or fails with its reason. On the CPU the precision an engine runs
 is decided by `precision.cpu_precision` (reduced precision only behind its fidelity gate, whose
 records the caller hands in as `gate`: runtime/fidelity.py) before the engine loads. Engine
@@ -21,18 +20,13 @@ from ..bundle import Bundle
 from ..errors import BackendError, EngineUnavailable
 from ..gpu import CPU, Device, resolve_device
 from .precision import Gate, cpu_precision
-from .registry import ENGINES, Backend, engine_module, engine_precisions
+from .registry import AUTO_ORDER, ENGINES, Backend, engine_module, engine_precisions
 
 __all__ = ["AUTO_ORDER", "BACKEND_CHOICES", "ENGINES", "MAX_THREADS", "PRECISION_CHOICES", "Backend", "Gate",
            "cpu_threads", "engine_precisions", "load_engine", "select_backend"]
 
 log = logging.getLogger("tsf")
 
-# What `--backend auto` tries, fastest first.
-AUTO_ORDER = {
-    "cuda": ("tensorrt", "torch", "onnxruntime"),
-    "cpu": ("openvino", "onnxruntime"),
-}
 BACKEND_CHOICES = ("auto", *ENGINES)
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16", "int8")
 

@@ -19,6 +19,8 @@ from ..extras import require
 from ..gpu import Device
 
 PRECISIONS = {"cpu": ("bf16", "fp32")}
+# --backend auto on the CPU: first (registry.py).
+AUTO_PRIORITY = {"cpu": 10}
 INFERENCE_PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
 
 

@@ -17,6 +17,7 @@ from typing import Iterable
 
 from ..errors import TsfError
 from ..jobs import Job
+from ..outputs import FORMATS, set_name
 
 log = logging.getLogger("tsf")
 
@@ -94,12 +95,8 @@ def read_list(list_file: Path) -> list[Path]:
     return [folder / entry for entry in entries if entry and not entry.startswith("#")]
 
 
-def features_name(video: Path) -> str:
-    return video.stem + ".npy"
-
-
 def expand_jobs(inputs: Iterable[str | os.PathLike], output: str | os.PathLike | None = None,
-                list_file: str | os.PathLike | None = None) -> list[Job]:
+                list_file: str | os.PathLike | None = None, name: str | None = None) -> list[Job]:
     """(video, output) pairs.
 
     One video file: `output` is the features file (or, if it is an existing directory or ends with
@@ -107,7 +104,11 @@ def expand_jobs(inputs: Iterable[str | os.PathLike], output: str | os.PathLike |
     directory and each output mirrors its video's path relative to the directory given (or, for
     files, to the deepest folder containing all of them), so SoccerNet's identically named halves
     (league/season/game/1_224p.mkv) do not collide. Without `output`, features go beside each video.
+    `name` names the feature sets SoccerNet's way (`outputs.set_name`: 1_224p.mkv -> 1_NAME.npy).
     """
+    def features_file(video: Path) -> str:
+        return set_name(video, name) + FORMATS["npy"].suffix
+
     groups: list[tuple[Path, list[Path]]] = []  # (root to mirror from, videos)
     loose: list[Path] = []
     for item in inputs:
@@ -126,9 +127,12 @@ def expand_jobs(inputs: Iterable[str | os.PathLike], output: str | os.PathLike |
     if single:
         video = loose[0]
         if out is None:
-            target = video.with_name(features_name(video))
+            target = video.with_name(features_file(video))
         elif out.is_dir() or _names_a_directory(str(output)):
-            target = out / features_name(video)
+            target = out / features_file(video)
+        elif name is not None:
+            raise JobError(f"--name names the feature files in a directory; -o {output} names the file itself "
+                           "(give -o a directory, or leave out --name)")
         else:
             target = out
         return [Job(video, target)]
@@ -142,10 +146,10 @@ def expand_jobs(inputs: Iterable[str | os.PathLike], output: str | os.PathLike |
     for root, videos in groups:
         for video in videos:
             if out is None:
-                target = video.with_name(features_name(video))
+                target = video.with_name(features_file(video))
             else:
                 relative = Path(os.path.relpath(os.path.abspath(video), os.path.abspath(root)))
-                target = out / relative.parent / features_name(video)
+                target = out / relative.parent / features_file(video)
             jobs.append(Job(video, target))
     jobs = unique_jobs(jobs)
     _refuse_collisions(jobs)

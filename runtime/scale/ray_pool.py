@@ -8,7 +8,7 @@ driver keeps the skip rule (complete outputs are not resubmitted), the output la
 output path was fixed by `expand_jobs`) and the failure policy:
 - bad input (a TsfError in the worker) fails that video once, as in the plain command;
 - anything else (a worker process lost with its node or to the OOM killer, a CUDA error) is
-  retried on another worker, up to `retries` more times; a lost actor is replaced.
+  retried on another worker, up to `jobs.RETRIES` more times; a lost actor is replaced.
 Outputs are written by the workers, atomically, so they must go to storage every node sees.
 """
 
@@ -20,16 +20,13 @@ import socket
 import time
 from collections import deque
 from dataclasses import replace
-from typing import Callable
 
 from ..errors import BackendError, TsfError
 from ..extras import require
 from ..extractor import ExtractSettings, Extractor
-from ..jobs import Job, Summary
+from ..jobs import RETRIES, Job, JobLoop, Outcome, attempt
 
 log = logging.getLogger("tsf")
-
-DEFAULT_RETRIES = 2
 
 
 class ExtractWorker:
@@ -44,14 +41,9 @@ class ExtractWorker:
         self.extractor.backend  # load the engine now: a worker that cannot run fails at start
         self.host = socket.gethostname()
 
-    def process(self, job: Job) -> tuple[str, str | None, float, str, int | None]:
-        """(status "done" | "failed", error, seconds, host, rows); unexpected exceptions propagate (retried)."""
-        started = time.monotonic()
-        try:
-            rows = self.extractor.process(job).rows
-        except TsfError as e:
-            return "failed", str(e), time.monotonic() - started, self.host, None
-        return "done", None, time.monotonic() - started, self.host, rows
+    def process(self, job: Job) -> Outcome:
+        """The job's outcome (bad input: "failed"); any other exception propagates, to be retried."""
+        return replace(attempt(job, self.extractor.process, keep_going_on_bugs=False), host=self.host)
 
 
 def worker_plan(resources: dict, device: str, cpus_per_worker: int) -> tuple[int, dict]:
@@ -68,40 +60,39 @@ def worker_plan(resources: dict, device: str, cpus_per_worker: int) -> tuple[int
     return slots, {"num_cpus": cpus_per_worker}
 
 
-def run_on_ray(jobs: list[Job], model: str, settings: ExtractSettings, *, address: str | None,
-               is_done: Callable[[Job], bool],
-               report: Callable[[str], None], record=None, cpus_per_worker: int = 4,
-               retries: int = DEFAULT_RETRIES, worker_class=ExtractWorker) -> Summary:
-    """Process `jobs` on Ray (connecting to `address`, or reusing an initialised Ray); same Summary as run_jobs.
-
-    `record(job, status, seconds=, error=, rows=, worker=host, attempts=n)` hears each outcome (the run report).
-    `worker_class`: the actor's body (tests substitute one that fails on purpose).
-    """
+def run_on_ray(jobs: list[Job], extractor: Extractor, loop: JobLoop, *, address: str | None,
+               cpus_per_worker: int = 4):
+    """Process `jobs` on Ray (connecting to `address`, or reusing an initialised Ray) under the
+    job loop's policy; `extractor` (here, on the driver) decides what is skipped before anything is
+    sent, and each worker holds one like it (`ExtractWorker`)."""
     ray = require("ray", "cluster", "--ray", BackendError)
-    record = record or (lambda *args, **kwargs: None)
-    summary = Summary()
     todo = deque()
     for job in jobs:
-        if is_done(job):
-            summary.skipped.append(job)
-            record(job, "skipped")
+        try:
+            decision = extractor.check(job)
+        except TsfError as e:
+            loop.finish(job, Outcome("failed", error=str(e)))
+            continue
+        if decision.skip:
+            loop.finish(job, Outcome("skipped", decision.rows))
         else:
             todo.append((job, 1))
     if not todo:
-        return summary
+        return loop.summary
 
     started_here = not ray.is_initialized()
     if started_here:
         start_ray(ray, address)
     try:
+        settings = extractor.settings
         count, resources = worker_plan(ray.cluster_resources(), settings.device, cpus_per_worker)
         count = min(count, len(todo))
         cpu_threads = resources["num_cpus"] if "num_gpus" not in resources else None
-        actor_class = ray.remote(**resources)(worker_class)
+        actor_class = ray.remote(**resources)(ExtractWorker)
         log.info("ray: %d workers (%s each) for %d videos", count,
                  ", ".join(f"{k.removeprefix('num_')}={v}" for k, v in resources.items()), len(todo))
 
-        model = os.path.abspath(model)
+        model = os.path.abspath(extractor.bundle.dir)
 
         def new_worker():
             return actor_class.remote(model, settings, cpu_threads)
@@ -111,39 +102,33 @@ def run_on_ray(jobs: list[Job], model: str, settings: ExtractSettings, *, addres
         while todo or running:
             while idle and todo:
                 worker = idle.pop()
-                job, attempt = todo.popleft()
+                job, tries = todo.popleft()
                 # Absolute paths: a worker on another node does not share the driver's working directory.
                 remote_job = Job(job.video.absolute(), job.output.absolute())
-                running[worker.process.remote(remote_job)] = (worker, job, attempt, time.monotonic())
+                running[worker.process.remote(remote_job)] = (worker, job, tries, time.monotonic())
             (ref,), _ = ray.wait(list(running), num_returns=1)
-            worker, job, attempt, submitted = running.pop(ref)
+            worker, job, tries, submitted = running.pop(ref)
             try:
-                status, error, seconds, host, rows = ray.get(ref)
+                outcome = ray.get(ref)
             except ray.exceptions.RayError as e:
                 lost = isinstance(e, ray.exceptions.RayActorError)
                 idle.append(new_worker() if lost else worker)
                 reason = f"worker lost ({type(e).__name__})" if lost else _last_line(e)
-                if attempt <= retries:
-                    log.warning("%s: %s; retrying (attempt %d of %d)", job.video, reason, attempt + 1, retries + 1)
-                    todo.append((job, attempt + 1))
+                if tries <= RETRIES:
+                    log.warning("%s: %s; retrying (attempt %d of %d)", job.video, reason, tries + 1, RETRIES + 1)
+                    todo.append((job, tries + 1))
                     continue
-                message = f"{job.video}: failed {attempt} times on Ray: {reason}"
-                summary.failed.append((job, message))
-                report(f"error: {message}")
-                record(job, "failed", seconds=time.monotonic() - submitted, error=message, attempts=attempt)
+                loop.finish(job, Outcome("failed", error=f"{job.video}: failed {tries} times on Ray: {reason}",
+                                         seconds=time.monotonic() - submitted, attempts=tries))
                 continue
             idle.append(worker)
-            if status == "done":
-                summary.done.append(job)
-                log.info("%s -> %s (%s, %.1f s)", job.video, job.output, host, seconds)
-            else:
-                summary.failed.append((job, error))
-                report(f"error: {error}")
-            record(job, status, seconds=seconds, error=error, rows=rows, worker=host, attempts=attempt)
+            if outcome.status == "done":
+                log.info("%s -> %s (%s, %.1f s)", job.video, job.output, outcome.host, outcome.seconds)
+            loop.finish(job, replace(outcome, attempts=tries))
     finally:
         if started_here:
             ray.shutdown()
-    return summary
+    return loop.summary
 
 
 def start_ray(ray, address: str | None) -> None:

@@ -13,17 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import OutputError
-from ..outputs import os_error_reason, output_paths
-from ..jobs import Job
-
-
-def metadata_rows(job: Job) -> int | None:
-    """Rows recorded in a finished output's metadata (None if absent or unreadable)."""
-    try:
-        with open(output_paths(job.output)["metadata"], encoding="utf-8") as f:
-            return int(json.load(f)["rows"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+from ..jobs import Job, Outcome
+from ..outputs import os_error_reason
 
 
 class RunReport:
@@ -45,19 +36,16 @@ class RunReport:
             except OSError as e:
                 raise OutputError(f"cannot write the report {path}: {os_error_reason(e)}") from None
 
-    def record(self, job: Job, status: str, seconds: float | None = None, error: str | None = None,
-               rows: int | None = None, worker: str | None = None, attempts: int | None = None) -> None:
+    def record(self, job: Job, outcome: Outcome) -> None:
         if self.file is None:
             return
-        if status == "skipped":
-            rows = metadata_rows(job)
-        line = {"video": str(job.video), "output": str(job.output), "status": status, "rows": rows,
-                "seconds": round(seconds, 3) if seconds is not None else None, "error": error,
-                "host": worker or self.host, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        line = {"video": str(job.video), "output": str(job.output), "status": outcome.status, "rows": outcome.rows,
+                "seconds": round(outcome.seconds, 3) if outcome.seconds is not None else None, "error": outcome.error,
+                "host": outcome.host or self.host, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         if self.shard is not None:
             line["shard"] = f"{self.shard[0]}/{self.shard[1]}"
-        if attempts is not None:
-            line["attempts"] = attempts
+        if outcome.attempts is not None:
+            line["attempts"] = outcome.attempts
         try:
             self.file.write(json.dumps(line) + "\n")
             self.file.flush()

@@ -1,8 +1,8 @@
 """`tsf-spot`: head outputs of whole games -> SoccerNet `results_spotting.json`, optionally scored.
 
-A game is a folder holding the two halves' `tsf-extract --heads` outputs (`1_224p.heads.npz`
-+ `1_224p.json`, `2_224p...`), as `tsf-extract -o OUT/ --list ...` lays them out when given
-SoccerNet's folders. Games are named by their path under the folder given on the command line
+A game is a folder holding the two halves' `tsf-extract --heads` output sets (`1_224p.*`,
+`2_224p.*`, or `1_NAME.*`, `2_NAME.*` with `--name`), as `tsf-extract -o OUT/ ...` lays them out
+when given SoccerNet's folders; they are read through runtime/outputs.py. Games are named by their path under the folder given on the command line
 (SoccerNet's `league/season/game`), which is the `UrlLocal` written and the path looked up in
 `--evaluate LABELS_ROOT`. click (a core dependency) parses the command line.
 """
@@ -17,8 +17,9 @@ from ... import __version__
 from ..console import run_cli
 from ..errors import InputError
 from . import average_map
-from .spot import (DEFAULT_BACKGROUND, DEFAULT_NMS_WINDOW_S, DEFAULT_THRESHOLD, RESULTS_FILE, find_game_halves,
-                   find_games, load_half, results_document, spot_half, write_json_atomically)
+from ..outputs import find_game_folders, game_halves
+from .spot import (DEFAULT_BACKGROUND, DEFAULT_NMS_WINDOW_S, DEFAULT_THRESHOLD, RESULTS_FILE, SpotSettings, load_half,
+                   results_document, spot_half, write_json_atomically)
 
 
 def _game_name(game_folder: str, root: str) -> str:
@@ -28,8 +29,8 @@ def _game_name(game_folder: str, root: str) -> str:
     return relative.replace(os.sep, "/")
 
 
-def _collect_games(folders, half1, half2, game) -> list[tuple[str, dict[int, str], str]]:
-    """[(game name, {half: heads path}, default output folder)]."""
+def _collect_games(folders, half1, half2, game, name) -> list[tuple[str, dict, str]]:
+    """[(game name, {half: output set}, default output folder)]."""
     if half1 or half2:
         if folders:
             raise InputError("give game folders or --half1/--half2, not both")
@@ -44,10 +45,11 @@ def _collect_games(folders, half1, half2, game) -> list[tuple[str, dict[int, str
     for root in folders:
         if not os.path.isdir(root):
             raise InputError(f"folder not found: {root}")
-        found = find_games(root)
+        found = find_game_folders(root, name)
         if not found:
-            raise InputError(f"no *.heads.npz under {root} (run tsf-extract with --heads)")
-        games += [(_game_name(folder, root), find_game_halves(folder), folder) for folder in found]
+            named = f"1_{name} or 2_{name}" if name else "1_... or 2_..."
+            raise InputError(f"no output sets named {named} under {root} (run tsf-extract with --heads)")
+        games += [(_game_name(str(folder), root), game_halves(folder, name), str(folder)) for folder in found]
     names = [name for name, _, _ in games]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -57,6 +59,8 @@ def _collect_games(folders, half1, half2, game) -> list[tuple[str, dict[int, str
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("folders", nargs=-1, type=click.Path(file_okay=False))
+@click.option("--name", help="The feature sets to read, as tsf-extract --name named them (1_NAME, 2_NAME) "
+                             "[default: the one set per half in each game folder].")
 @click.option("--half1", type=click.Path(dir_okay=False), help="First half's OUT (.heads.npz, .json or prefix), instead of folders.")
 @click.option("--half2", type=click.Path(dir_okay=False), help="Second half's OUT, with --half1.")
 @click.option("--game", help="Game name (UrlLocal) for --half1/--half2 [default: their folder's name].")
@@ -78,26 +82,27 @@ def _collect_games(folders, half1, half2, game) -> list[tuple[str, dict[int, str
               help="auto: the SoccerNet package's evaluation where installed, else tsf's re-implementation.")
 @click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False), help="Also write the scores as JSON here.")
 @click.version_option(__version__, prog_name="tsf-spot")
-def cli(folders, half1, half2, game, output, classes_file, background, nms_window, threshold, event_times,
-        overwrite, labels_root, map_implementation, metrics_path):
+def cli(folders, name, half1, half2, game, output, classes_file, overwrite, labels_root, map_implementation, metrics_path,
+        **spot_options):
     """Spot actions in games (folders of tsf-extract --heads outputs) and write SoccerNet results files.
 
-    FOLDERS: game folders, or folders of games (every folder below holding *.heads.npz is a game,
+    FOLDERS: game folders, or folders of games (every folder below holding a half's output set is a game,
     named by its path below FOLDER, e.g. league/season/game).
     """
     if metrics_path and not labels_root:
         raise InputError("--metrics needs --evaluate LABELS_ROOT")
     written = {}
-    for name, halves, game_folder in _collect_games(folders, half1, half2, game):
+    settings = SpotSettings(**spot_options)
+    for game_name, halves, game_folder in _collect_games(folders, half1, half2, game, name):
         for missing in sorted({1, 2} - set(halves)) if folders else ():  # --half1/--half2 say what they give
-            click.echo(f"warning: game {name!r} has no half {missing}", err=True)
+            click.echo(f"warning: game {game_name!r} has no half {missing}", err=True)
         spots = []
         for half, path in sorted(halves.items()):
-            spots += spot_half(load_half(path, classes_file), half, background, nms_window, threshold, event_times)
-        target = os.path.join(output, name, RESULTS_FILE) if output else os.path.join(game_folder, RESULTS_FILE)
-        write_json_atomically(results_document(name, spots), target, overwrite)
-        written[name] = target
-        click.echo(f"{name}: {len(spots)} events -> {target}")
+            spots += spot_half(load_half(path, classes_file), half, settings)
+        target = os.path.join(output, game_name, RESULTS_FILE) if output else os.path.join(game_folder, RESULTS_FILE)
+        write_json_atomically(results_document(game_name, spots), target, overwrite)
+        written[game_name] = target
+        click.echo(f"{game_name}: {len(spots)} events -> {target}")
     if labels_root:
         scores = average_map.evaluate_results(labels_root, written, implementation=map_implementation)
         for metric in average_map.TOLERANCES:

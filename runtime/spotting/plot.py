@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +23,9 @@ from ... import __version__
 from ..console import run_cli
 from ..errors import InputError, TsfError
 from ..extras import require
-from .spot import (DEFAULT_BACKGROUND, DEFAULT_NMS_WINDOW_S, RESULTS_FILE, HalfHeads, class_probabilities,
-                   find_game_halves, half_number, heads_and_metadata_paths, load_half, spot_half,
-                   window_centre_times)
-from ..outputs import write_files_atomically
+from ..outputs import game_halves, half_number, set_base, write_files_atomically
+from .spot import (DEFAULT_BACKGROUND, DEFAULT_NMS_WINDOW_S, RESULTS_FILE, HalfHeads, SpotSettings,
+                   class_probabilities, load_half, spot_half)
 
 DEFAULT_SIZE = (1600, 900)
 MAX_SIDE = 8192  # pixels: an 8192 x 8192 picture is a 256 MiB canvas while it is drawn
@@ -93,8 +91,7 @@ def render_match(halves: dict[int, HalfHeads], spotted: list[MarkedEvent], truth
     names = [n for n in first.class_names if n != background]
     if len(names) == len(first.class_names):
         raise InputError(f"no background class named {background!r} among the class names; pass --background NAME")
-    longest_seconds = max(window_centre_times(len(h.logits), h.alignment, h.window_seconds)[-1] + 0.5
-                          for h in halves.values())
+    longest_seconds = max(h.row_times[-1] + _half_step(h.row_times) for h in halves.values())
     unit_seconds, unit_name = (60, "minutes") if longest_seconds >= 180 else (1, "seconds")
 
     figure = Figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi, layout="constrained")
@@ -106,8 +103,8 @@ def render_match(halves: dict[int, HalfHeads], spotted: list[MarkedEvent], truth
             raise InputError(f"{heads.source}: class names differ from the other half's")
         action_columns = [heads.class_names.index(n) for n in names]
         probabilities = class_probabilities(heads.logits)[:, action_columns]
-        centres = window_centre_times(len(probabilities), heads.alignment, heads.window_seconds)
-        start, end = (centres[0] - 0.5) / unit_seconds, (centres[-1] + 0.5) / unit_seconds
+        centres, half_step = heads.row_times, _half_step(heads.row_times)
+        start, end = (centres[0] - half_step) / unit_seconds, (centres[-1] + half_step) / unit_seconds
         image = ax.imshow(probabilities.T, aspect="auto", interpolation="nearest", cmap="viridis", vmin=0, vmax=1,
                           extent=(start, end, len(names) - 0.5, -0.5))
         for events, style in ((spotted, dict(marker="o", s=70, facecolors="none", edgecolors="#ff3b30", linewidths=1.6)),
@@ -133,24 +130,20 @@ def render_match(halves: dict[int, HalfHeads], spotted: list[MarkedEvent], truth
     return buffer.getvalue()
 
 
-def _halves_from(path: str, classes_file: str | None) -> tuple[dict[int, HalfHeads], str]:
-    """{half: heads} and the folder that holds them, from a game folder or one heads file."""
+def _half_step(row_times) -> float:
+    """Half the time between rows: how far each row's column reaches either side of its time."""
+    return float(row_times[1] - row_times[0]) / 2 if len(row_times) > 1 else 0.5
+
+
+def _halves_from(path: str, classes_file: str | None, name: str | None) -> tuple[dict[int, HalfHeads], str]:
+    """{half: heads} and the folder that holds them, from a game folder or one output set."""
     if os.path.isdir(path):
-        found = find_game_halves(path)
+        found = game_halves(path, name)
         if not found:
-            raise InputError(f"no *.heads.npz in {path} (run tsf-extract with --heads)")
-        return {half: _load_heads(p, classes_file) for half, p in found.items()}, path
-    heads_path, _ = heads_and_metadata_paths(path)
-    return ({half_number(heads_path) or 1: _load_heads(heads_path, classes_file)},
-            os.path.dirname(os.path.abspath(heads_path)))
-
-
-def _load_heads(heads_path: str, classes_file: str | None) -> HalfHeads:
-    """`load_half`, after checking the file is an archive at all: NumPy reads anything else as a
-    pickle and answers with advice about allow_pickle."""
-    if os.path.isfile(heads_path) and not zipfile.is_zipfile(heads_path):
-        raise InputError(f"{heads_path} is not a heads file (not an .npz archive; tsf-extract --heads writes them)")
-    return load_half(heads_path, classes_file)
+            raise InputError(f"no half's output set (1_..., 2_...) in {path} (run tsf-extract with --heads)")
+        return {half: load_half(p, classes_file) for half, p in found.items()}, path
+    base = set_base(path)
+    return {half_number(base.name) or 1: load_half(base, classes_file)}, str(base.parent.absolute())
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -171,6 +164,7 @@ def _parse_size(text: str) -> tuple[int, int]:
 @click.option("--results", type=click.Path(dir_okay=False),
               help="results_spotting.json to mark [default: the game folder's, else spotted now].")
 @click.option("--labels", type=click.Path(dir_okay=False), help="Labels-v2.json: mark the ground truth too.")
+@click.option("--name", help="In a game folder, the feature sets to draw (1_NAME, 2_NAME) [default: the one per half].")
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False),
               help="Class names, one per line in logit order [default: from the metadata].")
 @click.option("--background", default=DEFAULT_BACKGROUND, show_default=True)
@@ -183,11 +177,12 @@ def _parse_size(text: str) -> tuple[int, int]:
 @click.option("--title", help="[default: the game folder's name]")
 @click.option("--overwrite", is_flag=True, help="Replace an existing picture.")
 @click.version_option(__version__, prog_name="tsf-plot")
-def cli(game, output, results, labels, classes_file, background, nms_window, min_confidence, size, dpi, title, overwrite):
+def cli(game, output, results, labels, name, classes_file, background, nms_window, min_confidence, size, dpi, title,
+        overwrite):
     """Draw a match timeline: per-class confidence over time, spotted events, optionally the ground truth.
 
-    GAME: a game folder of tsf-extract --heads outputs (1_224p.heads.npz, 2_224p.heads.npz, ...)
-    or one OUT.heads.npz.
+    GAME: a game folder of tsf-extract --heads output sets (1_224p.*, 2_224p.*, ...) or one set
+    (OUT.npy, OUT.json, OUT.heads.npz or OUT).
     """
     size = _parse_size(size)
     target = Path(output)
@@ -196,14 +191,14 @@ def cli(game, output, results, labels, classes_file, background, nms_window, min
                                  param_hint="'-o'")
     if target.exists() and not overwrite:
         raise TsfError(f"{target} exists (use --overwrite to replace it)")
-    halves, folder = _halves_from(game, classes_file)
+    halves, folder = _halves_from(game, classes_file, name)
     if results is None and os.path.isfile(os.path.join(folder, RESULTS_FILE)):
         results = os.path.join(folder, RESULTS_FILE)
     if results is not None:
         spotted = _read_soccernet_file(results)
     else:
         spotted = [MarkedEvent(s.half, s.seconds, s.label, s.confidence) for half, heads in halves.items()
-                   for s in spot_half(heads, half, background, nms_window, min_confidence)]
+                   for s in spot_half(heads, half, SpotSettings(background, nms_window, min_confidence))]
     spotted = [e for e in spotted if e.confidence >= min_confidence]
     truth = _read_soccernet_file(labels) if labels else None
     png = render_match(halves, spotted, truth, background, title if title is not None else os.path.basename(os.path.abspath(folder)),
