@@ -148,7 +148,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         restarts = 0
         if container.format.flags & TIMESTAMPS_MAY_RESTART:
             runs = _timestamp_runs(path, stream.index)
-            restarts = len(runs) - 1
+            restarts = max(len(runs) - 1, 0)
             if restarts:  # the container's duration spans one run at most
                 duration = sum(last - first + 1 / fps for first, last in runs)
         if duration <= 0:
