@@ -39,7 +39,7 @@ from tsf.runtime.bundle import (BUNDLE_FORMAT, BUNDLE_JSON, FORMAT_VERSION, ONNX
 from tsf.runtime.console import DeferredInterrupt
 from tsf.runtime.errors import BackendError, OutputError, TsfError, first_line
 from tsf.runtime.gpu import GPU_IMPORT_ERRORS
-from tsf.runtime.outputs import make_directories
+from tsf.runtime.files import make_directories
 
 from .cpu_gate import measure_cpu_gates
 from .onnx_export import export_onnx

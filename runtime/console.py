@@ -9,7 +9,8 @@ import signal
 import sys
 import threading
 
-from .errors import TsfError, one_line, os_error_line
+from .errors import TsfError, one_line
+from .files import os_error_reason
 
 log = logging.getLogger("tsf")
 
@@ -92,13 +93,20 @@ def run_cli(command, prog_name: str, argv=None, *, interrupted: str = "interrupt
         click.echo(f"error: {one_line(exc)}", err=True)
         status = 2
     except OSError as exc:
-        click.echo(f"error: {one_line(os_error_line(exc))}", err=True)
+        click.echo(f"error: {one_line(_os_error_line(exc))}", err=True)
         status = 2
     if argv is None:
         end_process(status)
     if status != 0:
         sys.exit(status)
     return 0
+
+
+def _os_error_line(error: OSError) -> str:
+    """An OSError as `path: reason`, without Python's `[Errno N]` and quotes."""
+    reason = os_error_reason(error)
+    reason = reason[:1].lower() + reason[1:]
+    return reason if error.filename is None else f"{error.filename}: {reason}"
 
 
 def end_process(status: int):

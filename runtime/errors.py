@@ -43,15 +43,6 @@ def _shortened(word: str) -> str:
     return f"{word[:keep]}...{word[-keep:]}"
 
 
-def os_error_line(error: OSError) -> str:
-    """An OSError as `path: reason`, without Python's `[Errno N]` and quotes."""
-    reason = error.strerror or str(error)
-    reason = reason[:1].lower() + reason[1:]
-    if error.filename is None:
-        return reason
-    return f"{error.filename}: {reason}"
-
-
 def first_line(error: BaseException) -> str:
     """The first line of an exception's text (libraries append tracebacks and advice), or its type."""
     text = str(error).strip()

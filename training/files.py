@@ -6,7 +6,7 @@ never sees half a file. `tempfile.mkstemp` creates its files readable by their o
 finished file gets the mode `open()` would have given it (0666 less the umask), so a run folder on
 a shared disk is usable by the group or everyone where the user's umask says so.
 
-Dependencies: only the standard library.
+Dependencies: only the standard library (and the runtime's `usual_file_mode`, the one home of it).
 """
 
 from __future__ import annotations
@@ -14,23 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-
-def umask() -> int:
-    """The process's umask, read without changing it where Linux reports it (since 4.7)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)  # elsewhere: set and put back (not thread-safe, but nothing else is)
-    os.umask(mask)
-    return mask
-
-
-def usual_file_mode() -> int:
-    return 0o666 & ~umask()
+from tsf.runtime.files import usual_file_mode
 
 
 def temporary_beside(path: str, suffix: str = "") -> str:

@@ -23,7 +23,8 @@ from ... import __version__
 from ..console import run_cli
 from ..errors import InputError, TsfError
 from ..extras import require
-from ..outputs import game_halves, half_number, set_base, write_files_atomically
+from ..files import write_files_atomically
+from ..outputs import game_halves, half_number, set_base
 from .spot import (DEFAULT_BACKGROUND, DEFAULT_NMS_WINDOW_S, RESULTS_FILE, HalfHeads, SpotSettings,
                    class_probabilities, load_half, spot_half)
 

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, OutputError
-from ..outputs import read_outputs, write_files_atomically
+from ..files import write_files_atomically
+from ..outputs import read_outputs
 from .classes import BACKGROUND
 
 RESULTS_FILE = "results_spotting.json"
