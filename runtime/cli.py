@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from .. import __version__
-from .backends import BACKEND_CHOICES, PRECISION_CHOICES
+from .backends import BACKEND_CHOICES, MAX_THREADS, PRECISION_CHOICES
 from .bundle import default_bundle_dir
 from .console import run_cli, setup_logging
 from .extractor import MAX_RATE, ExtractSettings, Extractor
@@ -62,7 +62,7 @@ log = logging.getLogger("tsf")
                    "CPU: bf16 where the CPU has it natively and the bundle's fidelity gate passed, else fp32). "
                    "bf16 and int8 (opt-in) run on the CPU only after their gate: worst row cosine >= 0.999 "
                    "against fp32 (docs/precision.md).")
-@click.option("--threads", type=click.IntRange(min=1),
+@click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS),
               help="CPU threads for inference [default: SLURM_CPUS_PER_TASK, else the CPUs this process may use]")
 @click.option("--decoder", type=click.Choice(DECODER_CHOICES), default="auto", show_default=True,
               help="auto: NVDEC (GPU) when PyNvVideoCodec and a GPU are present and inference runs there, else PyAV.")
@@ -81,8 +81,9 @@ log = logging.getLogger("tsf")
                    "else one per video up to 100) and exit. Resubmitting it resumes.")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
               help="Run on Ray: one worker per GPU (per CPU slot without GPUs), each loading the model once. "
-                   "ADDRESS as for ray.init (default: $RAY_ADDRESS, else a local Ray). Write --ray=ADDRESS "
-                   "or put --ray last, so that it does not take a video as its address.")
+                   "ADDRESS as for ray.init (HOST:PORT, ray://HOST:PORT, auto: the cluster started on this "
+                   "machine; default: $RAY_ADDRESS, else a new local Ray). Write --ray=ADDRESS or put --ray "
+                   "last, so that it does not take a video as its address.")
 @click.option("--ray-cpus-per-worker", type=click.IntRange(min=1), default=4, show_default=True,
               help="CPUs (and inference threads) per Ray worker on clusters without GPUs.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),

@@ -25,7 +25,7 @@ import av
 from .errors import InputError
 from .preprocess import array_module
 from .gpu import ProducerStream
-from .probe import VideoInfo, open_container
+from .probe import RESTART_SECONDS, VideoInfo, open_container
 
 log = logging.getLogger("tsf")
 
@@ -107,6 +107,10 @@ class FrameTimeChecker:
     lost video when the decoder reported damage around it (`damaged`), or when the decoder cannot
     see damage (`damage_visible=False`). Otherwise the frame before the jump was held on screen,
     and a held frame is a frame.
+
+    In a video whose timestamps restart (`info.timestamp_restarts`, found by the probe), each run
+    of frames after a restart is moved to follow the run before it one frame interval later, so
+    the frame times cover the whole video, as the probe's duration does.
     """
 
     def __init__(self, info: VideoInfo, damage_visible: bool = False):
@@ -114,14 +118,24 @@ class FrameTimeChecker:
         self.damage_visible = damage_visible
         self.last: Fraction | None = None
         self._next_nominal: Fraction | None = None
+        self._restart_offset = Fraction(0)  # added to every timestamp since the last restart
         self._reports: list[tuple[Fraction, str]] = []  # (stream time, what the decoder saw)
         self._unplaced: str | None = None  # damage seen before the next video packet's time is known
         self._read_end: int | None = None
 
     def frame_time(self, pts_time: Fraction | None) -> Fraction:
-        """A frame's time: its timestamp, or for a frame without one the nominal rate after the previous."""
+        """A frame's time: its timestamp (after the restarts so far), or for a frame without one the
+        nominal rate after the previous."""
         if pts_time is None:
             pts_time = self._next_nominal if self._next_nominal is not None else self.info.start_time
+        else:
+            pts_time += self._restart_offset
+            if self.info.timestamp_restarts and self.last is not None and pts_time < self.last - RESTART_SECONDS:
+                joined_at = self.last + self.info.frame_duration
+                log.info("%s: the timestamps restart at %.1f s; the frames after it follow on from there",
+                         self.info.path, float(self._rel(joined_at)))
+                self._restart_offset += joined_at - pts_time
+                pts_time = joined_at
         self._next_nominal = pts_time + self.info.frame_duration
         return pts_time
 

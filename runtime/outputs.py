@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from .bundle import sha256_file
-from .errors import InputError, OutputError
+from .errors import InputError, OutputError, file_kind
 from .files import (TEMPORARY_RANDOM, TEMPORARY_SUFFIX, name_max, os_error_reason, remove_quietly, temporary_prefix,
                     write_files_atomically)
 
@@ -346,7 +346,11 @@ class OutputSet:
 
     def check_writable(self, fmt: str, heads: bool) -> None:
         """Fail early (before any decoding) if the set's files or their temporaries cannot be created:
-        a name the file system cannot take, a directory that cannot be made or written. Creates nothing."""
+        a name the file system cannot take, a directory that cannot be made or written, OUT naming
+        a device or a pipe (`-o /dev/null`). Creates nothing."""
+        kind = file_kind(os.stat(self.base).st_mode) if os.path.exists(self.base) else None
+        if kind is not None:
+            raise OutputError(f"cannot write an output set under {self.base}: it is {kind}, not a file name")
         paths = self.paths(fmt, heads)
         directory = self.base.parent
         existing = directory

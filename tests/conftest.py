@@ -22,6 +22,25 @@ from reference.pdparams import reference_state, write_pdparams
 os.environ["TSF_HOME"] = tempfile.mkdtemp(prefix="tsf-tests-home-")
 atexit.register(shutil.rmtree, os.environ["TSF_HOME"], ignore_errors=True)
 
+# Host settings that change what tsf does: a Slurm job's array share and CPU count, a Ray cluster
+# to join, tsf's own switches. TSF_TENSORRT_STUBS is the suite's own setting (test_gpu_static.py).
+HOST_SETTINGS = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX",
+                 "SLURM_ARRAY_TASK_STEP", "SLURM_CPUS_PER_TASK", "RAY_ADDRESS")
+KEPT_TSF_SETTINGS = ("TSF_HOME", "TSF_TENSORRT_STUBS")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_host_settings():
+    """Every test (and every session fixture, which may export a bundle) runs as on a bare machine:
+    without the host's Slurm, Ray and TSF_* settings; the TSF_HOME above stays. Tests that need one
+    set it with monkeypatch, which restores this state afterwards."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name in HOST_SETTINGS or (name.startswith("TSF_") and name not in KEPT_TSF_SETTINGS):
+                patch.delenv(name)
+        yield
+
+
 # Paddle is for tsf-export and tsf-train only: every test not marked `paddle` runs with Paddle's
 # import blocked (and, where an earlier test of the process imported it, hidden), so the runtime's
 # tests prove it runs where Paddle is not installed.

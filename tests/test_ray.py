@@ -17,6 +17,10 @@ from tsf.runtime.scale.ray_pool import ExtractWorker, run_on_ray
 
 ray = pytest.importorskip("ray")
 
+# Starting a local Ray takes seconds; a test (with the module's Ray, started in its set-up) that
+# takes this long is stuck, and fails rather than holding the suite.
+pytestmark = pytest.mark.timeout(600)
+
 VOLATILE_METADATA = {"created", "timings", "outputs", "settings", "engine"}
 
 
@@ -27,9 +31,49 @@ def local_ray():
     # The failing workers below live in this test module, which Ray's worker processes cannot
     # import: ship them by value.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # "local": a Ray of the tests' own, never the cluster RAY_ADDRESS or /tmp/ray names (on a
+    # shared machine, another job's).
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+class RecordingRay:
+    """Stands in for the `ray` module where only `ray.init(address=..., **options)` is called."""
+
+    def __init__(self):
+        self.addresses = []
+
+    def init(self, address=None, **options):
+        self.addresses.append(address)
+
+
+def test_ray_without_an_address_is_a_ray_of_its_own_or_ray_address(monkeypatch):
+    from tsf.runtime.scale.ray_pool import start_ray
+
+    recording = RecordingRay()
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    start_ray(recording, None)
+    start_ray(recording, "auto")
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    start_ray(recording, None)
+    assert recording.addresses == ["local", "auto", "auto"]
+
+
+def test_an_address_where_nothing_listens_fails_at_once():
+    """ray.init would retry for about ten minutes, printing a warning every few seconds."""
+    import socket
+
+    from tsf.runtime.errors import BackendError
+    from tsf.runtime.scale.ray_pool import start_ray
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    recording = RecordingRay()
+    with pytest.raises(BackendError, match=f"cannot reach Ray at ray://127.0.0.1:{port}: connection refused"):
+        start_ray(recording, f"ray://127.0.0.1:{port}")
+    assert recording.addresses == []
 
 
 def three_videos(tmp_path: Path) -> Path:

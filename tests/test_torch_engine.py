@@ -99,7 +99,8 @@ def test_tsf_extract_backend_torch_gives_the_onnxruntime_rows(small_bundle_dir, 
     meta = json.loads((tmp_path / "torch.json").read_text())
     assert (meta["backend"], meta["device"], meta["precision"]) == ("torch", "cpu", "fp32")
     assert meta["engine"] == {"library": "torch", "version": torch.__version__, "cuda": torch.version.cuda,
-                              "device": "cpu", "gpu": None, "precision": "fp32", "threads": torch.get_num_threads()}
+                              "device": "cpu", "gpu": None, "precision": "fp32", "threads": torch.get_num_threads(),
+                              "float32_matmul_precision": torch.get_float32_matmul_precision()}
 
 
 # ------------------------------------------------------------------ bundles that cannot serve it

@@ -22,13 +22,18 @@ from ..gpu import CPU, Device, resolve_device
 from .precision import Gate, cpu_precision
 from .registry import AUTO_ORDER, ENGINES, Backend, engine_module, engine_precisions
 
-__all__ = ["AUTO_ORDER", "BACKEND_CHOICES", "ENGINES", "PRECISION_CHOICES", "Backend", "Gate", "cpu_threads",
-           "engine_precisions", "load_engine", "select_backend"]
+__all__ = ["AUTO_ORDER", "BACKEND_CHOICES", "ENGINES", "MAX_THREADS", "PRECISION_CHOICES", "Backend", "Gate",
+           "cpu_threads", "engine_precisions", "load_engine", "select_backend"]
 
 log = logging.getLogger("tsf")
 
 BACKEND_CHOICES = ("auto", *ENGINES)
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16", "int8")
+
+
+# The most inference threads tsf asks an engine for. ONNX Runtime and OpenVINO take a C int (a
+# larger number is a TypeError deep inside them), and no CPU has more cores than this.
+MAX_THREADS = 4096
 
 
 def cpu_threads(requested: int | None = None) -> int:
@@ -38,14 +43,18 @@ def cpu_threads(requested: int | None = None) -> int:
     `taskset`) and oversubscribes a node running several shards.
     """
     if requested:
-        return int(requested)
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if slurm.isdigit() and int(slurm) > 0:
-        return int(slurm)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        threads, source = int(requested), "--threads"
+    else:
+        slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+        if not (slurm.isdigit() and int(slurm) > 0):
+            try:
+                return len(os.sched_getaffinity(0))
+            except AttributeError:  # not on Linux
+                return os.cpu_count() or 1
+        threads, source = int(slurm), "SLURM_CPUS_PER_TASK"
+    if not 1 <= threads <= MAX_THREADS:
+        raise BackendError(f"{source} {threads}: CPU inference runs on 1 to {MAX_THREADS} threads")
+    return threads
 
 
 def load_engine(name: str, bundle: Bundle, device: Device, precision: str, threads: int | None,

@@ -30,6 +30,7 @@ from .spot import (DEFAULT_BACKGROUND, DEFAULT_NMS_WINDOW_S, RESULTS_FILE, HalfH
                    class_probabilities, load_half, spot_half)
 
 DEFAULT_SIZE = (1600, 900)
+MAX_SIDE = 8192  # pixels: an 8192 x 8192 picture is a 256 MiB canvas while it is drawn
 DEFAULT_DPI = 100
 DEFAULT_MIN_CONFIDENCE = 0.5
 
@@ -83,6 +84,10 @@ def render_match(halves: dict[int, HalfHeads], spotted: list[MarkedEvent], truth
     from matplotlib.lines import Line2D
     if not halves:
         raise InputError("nothing to plot: no halves")
+    for heads in halves.values():
+        if len(heads.logits) == 0:
+            raise InputError(f"{heads.source}: the heads have no rows (a video shorter than one window?): "
+                             "nothing to plot")
     first = next(iter(halves.values()))
     names = [n for n in first.class_names if n != background]
     if len(names) == len(first.class_names):
@@ -149,6 +154,8 @@ def _parse_size(text: str) -> tuple[int, int]:
         raise click.BadParameter(f"{text!r} is not WIDTHxHEIGHT in pixels, e.g. 1600x900") from None
     if width < 200 or height < 150:
         raise click.BadParameter("the picture must be at least 200x150 pixels")
+    if max(width, height) > MAX_SIDE:
+        raise click.BadParameter(f"the picture can be at most {MAX_SIDE} pixels a side")
     return width, height
 
 
@@ -180,6 +187,9 @@ def cli(game, output, results, labels, name, classes_file, background, nms_windo
     """
     size = _parse_size(size)
     target = Path(output)
+    if target.suffix.lower() != ".png":
+        raise click.BadParameter(f"{output}: tsf-plot draws PNG pictures; give a name ending in .png",
+                                 param_hint="'-o'")
     if target.exists() and not overwrite:
         raise TsfError(f"{target} exists (use --overwrite to replace it)")
     halves, folder = _halves_from(game, classes_file, name)
