@@ -69,6 +69,12 @@ class DecodeError(InputError):
         self.at_time = at_time
 
 
+class TimestampsRestart(InputError):
+    """The timestamps of a container whose timestamps may restart went back further than a muxer's
+    jitter, where the probe found no restart: the video is probed again with a scan of the whole
+    file (`Extractor.extract`), never cut at the restart."""
+
+
 class DecodedFrame(Protocol):
     pts_time: Fraction  # seconds on the stream clock
     number: int  # position in presentation order, from 0
@@ -130,7 +136,11 @@ class FrameTimeChecker:
             pts_time = self._next_nominal if self._next_nominal is not None else self.info.start_time
         else:
             pts_time += self._restart_offset
-            if self.info.timestamp_restarts and self.last is not None and pts_time < self.last - RESTART_SECONDS:
+            restarted = self.last is not None and pts_time < self.last - RESTART_SECONDS
+            if restarted and self.info.timestamps_may_restart and not self.info.timestamp_restarts:
+                raise TimestampsRestart(f"{self.info.path}: the timestamps restart at "
+                                        f"{float(self._rel(self.last)):.1f} s, which the probe did not foresee")
+            if restarted and self.info.timestamp_restarts:
                 joined_at = self.last + self.info.frame_duration
                 log.info("%s: the timestamps restart at %.1f s; the frames after it follow on from there",
                          self.info.path, float(self._rel(joined_at)))

@@ -27,7 +27,8 @@ from .fidelity import FidelityGate
 from .jobs import Job, Outcome
 from .outputs import FORMATS, Decision, Expected, OutputSet, fingerprint, identify_input, metadata_document
 from .pipeline import Result, extract
-from .probe import probe_video
+from .decode import TimestampsRestart
+from .probe import VideoInfo, probe_video
 from .progress import VideoProgress, format_speed
 from .sample import ALIGNMENTS, plan_windows, stride_for
 
@@ -113,11 +114,18 @@ class Extractor:
 
     def extract(self, video: str | Path) -> Result:
         """One video's features in memory: probe -> plan -> decode, preprocess, batch, infer."""
-        s = self.settings
         info = probe_video(video)
+        try:
+            return self._extract(info)
+        except TimestampsRestart as restart:
+            log.info("%s; scanning the whole file for where its parts start", restart)
+            return self._extract(probe_video(video, scan_restarts=True))
+
+    def _extract(self, info: VideoInfo) -> Result:
+        s = self.settings
         plan = plan_windows(info, self.bundle.window, s.align, s.rate)
         backend = self.backend  # loaded, and its choice logged, before the progress bar starts
-        with VideoProgress(plan.rows, float(plan.stride_seconds), Path(video).name, enabled=self.show_progress) as bar:
+        with VideoProgress(plan.rows, float(plan.stride_seconds), info.path.name, enabled=self.show_progress) as bar:
             return extract(info, plan, self.bundle, backend, decoder=s.decoder, batch_size=s.batch_size,
                            allow_partial=s.allow_partial, progress=lambda rows, total: bar.update(rows))
 

@@ -48,6 +48,7 @@ class VideoInfo:
     # Times the timestamps restart (MPEG-TS/PS recordings joined end to end): the runs of frames are
     # joined one after another, and `duration` is their sum (decode.FrameTimeChecker).
     timestamp_restarts: int = 0
+    timestamps_may_restart: bool = False  # the container's timestamps may jump (MPEG-TS/PS, Ogg)
 
     @property
     def end_time(self) -> Fraction:
@@ -107,7 +108,11 @@ def _one_frame(container, stream) -> bool:
     return bool(rate) and end is not None and (end - start) * Fraction(rate) <= 1
 
 
-def probe_video(path: str | os.PathLike) -> VideoInfo:
+def probe_video(path: str | os.PathLike, scan_restarts: bool = False) -> VideoInfo:
+    """What `path` is. In a container whose timestamps may restart (MPEG-TS/PS), the whole file is
+    scanned for restarts when its size says it holds more video than the container states
+    (`_holds_more_than_stated`), or when `scan_restarts` says a decoder met one
+    (`TimestampsRestart`)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -146,7 +151,8 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             raise InputError(f"{path}: the container states no duration")
         duration = end - start
         restarts = 0
-        if container.format.flags & TIMESTAMPS_MAY_RESTART:
+        may_restart = bool(container.format.flags & TIMESTAMPS_MAY_RESTART)
+        if may_restart and (scan_restarts or _holds_more_than_stated(path, stream.index, stat.st_size, duration)):
             runs = _timestamp_runs(path, stream.index)
             restarts = max(len(runs) - 1, 0)
             if restarts:  # the container's duration spans one run at most
@@ -174,6 +180,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             color_range=int(ctx.color_range),
             sample_aspect_ratio=_sample_aspect_ratio(stream),
             timestamp_restarts=restarts,
+            timestamps_may_restart=may_restart,
         )
 
 
@@ -188,6 +195,44 @@ def _sample_aspect_ratio(stream) -> Fraction:
 
 # AVFMT_TS_DISCONT: formats whose timestamps may jump (MPEG-TS, MPEG-PS, Ogg, HLS, ...).
 TIMESTAMPS_MAY_RESTART = av.format.Flags.ts_discont.value
+
+
+# How much of the file's start `_holds_more_than_stated` reads, and by how much the video its size
+# implies must exceed the stated duration before the whole file is scanned: far above how much a
+# broadcast's bitrate varies over a half, far below the doubling of two recordings joined.
+RATE_SAMPLE_BYTES = 8 << 20
+MORE_THAN_STATED = Fraction(3, 2)
+
+
+def _holds_more_than_stated(path: Path, stream_index: int, size: int, stated: Fraction) -> bool:
+    """True when the file may hold more video than its container states, as one whose timestamps
+    restart does (FFmpeg states a TS's duration from its first and last timestamps): the video
+    seconds per byte of the first 8 MiB, times the file's size, against the stated duration; or a
+    restart within those 8 MiB. Reading the whole file instead costs seconds per gigabyte."""
+    first = last = previous = None
+    read_to = 0
+    with open_container(path) as container:
+        stream = container.streams[stream_index]
+        time_base = Fraction(stream.time_base)
+        try:
+            for packet in container.demux():
+                if packet.pos is not None and packet.pos >= 0:
+                    read_to = max(read_to, packet.pos + packet.size)
+                if packet.stream.index == stream_index and packet.pts is not None:
+                    pts = packet.pts * time_base
+                    order = packet.dts * time_base if packet.dts is not None else pts
+                    if previous is not None and order < previous - RESTART_SECONDS:
+                        return True
+                    previous = order
+                    first = pts if first is None else min(first, pts)
+                    last = pts if last is None else max(last, pts)
+                if read_to >= RATE_SAMPLE_BYTES:
+                    break
+        except (av.error.FFmpegError, ValueError, OSError):
+            return False  # damage is the decoder's to report, with its time
+    if first is None or last <= first or read_to <= 0:
+        return False
+    return (last - first) * size / read_to > stated * MORE_THAN_STATED
 
 
 def _timestamp_runs(path: Path, stream_index: int) -> list[tuple[Fraction, Fraction]]:

@@ -451,6 +451,28 @@ def test_a_transport_stream_whose_timestamps_restart_is_extracted_whole(tmp_path
                                rtol=0, atol=1e-5)
 
 
+def test_a_restart_is_scanned_for_only_when_the_file_holds_more_than_stated_or_a_decoder_meets_one(
+        tmp_path, monkeypatch, caplog):
+    """Scanning a whole TS costs seconds per gigabyte: a file whose size fits its stated duration is
+    not scanned; one the cheap check misses is scanned when decoding meets the restart, and its rows
+    are the whole video's, never cut at the restart."""
+    from tsf.runtime import probe
+
+    source = videos.make_video(tmp_path / "half.ts", seconds=8, fps=25)
+    joined = joined_ts(source, tmp_path / "joined.ts", restart=True)
+    continuous = joined_ts(source, tmp_path / "continuous.ts", restart=False)
+    real_scan = probe._timestamp_runs
+    scanned = []
+    monkeypatch.setattr(probe, "_timestamp_runs", lambda *a: scanned.append(a[0].name) or real_scan(*a))
+    assert probe_video(continuous).duration == 16 and scanned == []
+    monkeypatch.setattr(probe, "_holds_more_than_stated", lambda *a: False)  # as if the check missed it
+    assert probe_video(joined).timestamp_restarts == 0 and scanned == []
+    with caplog.at_level("INFO", logger="tsf"):
+        result = extract(joined, small_bundle(4), device="cpu")
+    assert result.rows == 16 and scanned == ["joined.ts"]
+    assert "which the probe did not foresee; scanning the whole file" in caplog.text
+
+
 @pytest.mark.parametrize("name, cover", [("cover.mkv", "mjpeg"), ("cover.mov", "png")])
 def test_a_cover_picture_ahead_of_the_video_is_not_the_video(tmp_path, name, cover):
     """A one-frame picture track before the video, without the attached-picture flag: the MKV was
