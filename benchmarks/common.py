@@ -586,6 +586,8 @@ def build_bundle(arch: dict, seed: int, weights: str, bundle: str, engines: bool
 
 
 if __name__ == "__main__":
-    from tsf.runtime.console import end_process
-
+    try:
+        from tsf.runtime.console import end_process
+    except ImportError:  # the device check's facts step, which runs even where tsf did not install
+        sys.exit(_child_main(sys.argv[1:]))
     end_process(_child_main(sys.argv[1:]))  # a child that ran OpenVINO must not abort as it exits

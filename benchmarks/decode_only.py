@@ -18,6 +18,7 @@ all of them alike. Test videos are generated with PyAV/libx264.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import threading
 import time
@@ -89,15 +90,17 @@ def consume(video: str, kind: str, mode: str, batch_size: int = 8, decoders: int
         counts = [[0, 0] for _ in segments]
 
         def decode(index, segment, decoder):
+            # NVDEC's frames are read on the decoder's stream, as the pipeline's producers read them.
             try:
-                for frame in decoder.frames():
-                    if segment.end is not None and frame.pts_time >= segment.end:
-                        break
-                    counts[index][0] += 1
-                    if mode == "rgb-all":
-                        frame.to_rgb()
-                        counts[index][1] += 1
-                _synchronize(kind)
+                with decoder.gpu_stream.work() if decoder.gpu_stream else contextlib.nullcontext():
+                    for frame in decoder.frames():
+                        if segment.end is not None and frame.pts_time >= segment.end:
+                            break
+                        counts[index][0] += 1
+                        if mode == "rgb-all":
+                            frame.to_rgb()
+                            counts[index][1] += 1
+                    _synchronize(kind)
             finally:
                 decoder.close()
 

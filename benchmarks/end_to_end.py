@@ -63,7 +63,7 @@ class _TimedDecoder:
 
     def __init__(self, decoder, clock: StageClock):
         self._decoder, self._clock = decoder, clock
-        self.name, self.device = decoder.name, decoder.device
+        self.name, self.gpu_stream = decoder.name, decoder.gpu_stream
         self.engines = getattr(decoder, "engines", None)  # what the runtime's choice of K reads
 
     def frames(self):

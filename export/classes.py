@@ -9,8 +9,6 @@ list, so that its heads go through tsf-spot and tsf-plot as they are (the bundle
 
 from __future__ import annotations
 
-import os
-
 from tsf.runtime.errors import InputError
 from tsf.runtime.spotting.classes import SOCCERNET_V2_CLASS_NAMES
 
@@ -20,24 +18,6 @@ def default_class_names(count: int, random_init: bool) -> list[str]:
     if random_init and count == len(SOCCERNET_V2_CLASS_NAMES):
         return list(SOCCERNET_V2_CLASS_NAMES)
     return [f"class_{i}" for i in range(count)]
-
-
-def read_class_names(path: str | os.PathLike) -> list[str]:
-    """One name per line, in index order; surrounding blanks trimmed, blank trailing lines ignored."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = [line.strip() for line in f.read().splitlines()]
-    except FileNotFoundError:
-        raise InputError(f"class names file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read class names from {path} ({exc})") from None
-    while lines and not lines[-1]:
-        lines.pop()
-    if not lines:
-        raise InputError(f"{path} holds no class names")
-    if "" in lines:
-        raise InputError(f"{path} has an empty class name on line {lines.index('') + 1}")
-    return lines
 
 
 def check_class_names(names, count: int, source: str) -> list[str]:

@@ -52,7 +52,8 @@ def window_batches(frames: Iterator, plan: WindowPlan, batch_size: int, preproce
         nonlocal latest
         for j, frame in settled:
             if latest[0] != frame.number:
-                latest = (frame.number, preprocess_frame(frame.to_rgb(), preprocessing))
+                picture = preprocess_frame(frame.to_rgb(), preprocessing, pixel_aspect=plan.pixel_aspect)
+                latest = (frame.number, picture)
                 stats.frames_preprocessed += 1
             buffer[j] = latest[1]
         stats.peak_buffered_frames = max(stats.peak_buffered_frames, len({id(a) for a in buffer.values()}))
@@ -90,10 +91,9 @@ def window_batches(frames: Iterator, plan: WindowPlan, batch_size: int, preproce
     except DecodeError as error:
         if not allow_partial:
             raise
+        # The rows whose frames all came before the last one decoded are kept. That last frame is
+        # not trusted: damage may begin inside its packet (the demuxer notices only when the next
+        # one does not parse, and decoders conceal rather than fail), as a truncated file cuts
+        # its last packet short. Rows needing it, or anything later, are dropped.
         stats.partial = error
-        last = selector.previous
-        if last is not None:
-            # Targets up to the last decoded frame's display interval are still known; rows
-            # needing anything later are dropped.
-            take(selector.finish(until=last.pts_time + plan.tolerance))
     yield from ready_batches(flush=True)

@@ -24,6 +24,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from .errors import InputError
+from .files import usual_file_mode
 
 BUNDLE_FORMAT = "tsf-bundle"
 FORMAT_VERSION = 1
@@ -395,6 +396,7 @@ def _write_json_quietly(path: Path, value: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        os.chmod(temporary, usual_file_mode())  # readable by whoever may read the bundle (mkstemp: 0600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(value, f)
         os.replace(temporary, path)

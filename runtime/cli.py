@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from .. import __version__
-from .backends import BACKEND_CHOICES, PRECISION_CHOICES
+from .backends import BACKEND_CHOICES, MAX_THREADS, PRECISION_CHOICES
 from .bundle import default_bundle_dir
 from .console import run_cli, setup_logging
 from .errors import TsfError
@@ -27,7 +27,7 @@ from .sample import ALIGNMENTS
 from .scale.inputs import expand_jobs
 from .scale.ray_pool import run_on_ray
 from .scale.report import RunReport
-from .scale.slurm import select_share, slurm_script_for
+from .scale.slurm import SLURM_ARRAY_MAX_DEFAULT, parse_shard, select_share, slurm_script
 
 log = logging.getLogger("tsf")
 
@@ -63,7 +63,7 @@ log = logging.getLogger("tsf")
                    "CPU: bf16 where the CPU has it natively and the bundle's fidelity gate passed, else fp32). "
                    "bf16 and int8 (opt-in) run on the CPU only after their gate: worst row cosine >= 0.999 "
                    "against fp32 (docs/precision.md).")
-@click.option("--threads", type=click.IntRange(min=1),
+@click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS),
               help="CPU threads for inference [default: SLURM_CPUS_PER_TASK, else the CPUs this process may use]")
 @click.option("--decoder", type=click.Choice(DECODER_CHOICES), default="auto", show_default=True,
               help="auto: NVDEC (GPU) when PyNvVideoCodec and a GPU are present and inference runs there, else PyAV.")
@@ -76,7 +76,7 @@ log = logging.getLogger("tsf")
                    "NVDEC engines (up to the number of videos), else 1. With --ray: N workers per GPU, each "
                    "with 1/N of it.")
 @click.option("--heads", is_flag=True, help="Also write OUT.heads.npz with logits and event_times (N, classes).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="npy", show_default=True,
+@click.option("--format", type=click.Choice(FORMATS), default="npy", show_default=True,
               help=" ".join(f.help for f in FORMATS.values()))
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip finished videos).")
 @click.option("--allow-partial", is_flag=True,
@@ -90,8 +90,9 @@ log = logging.getLogger("tsf")
                    "else one per video up to 100) and exit. Resubmitting it resumes.")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
               help="Run on Ray: one worker per GPU (per CPU slot without GPUs), each loading the model once. "
-                   "ADDRESS as for ray.init (default: $RAY_ADDRESS, else a local Ray). Write --ray=ADDRESS "
-                   "or put --ray last, so that it does not take a video as its address.")
+                   "ADDRESS as for ray.init (HOST:PORT, ray://HOST:PORT, auto: the cluster started on this "
+                   "machine; default: $RAY_ADDRESS, else a new local Ray). Write --ray=ADDRESS or put --ray "
+                   "last, so that it does not take a video as its address.")
 @click.option("--ray-cpus-per-worker", type=click.IntRange(min=1), default=4, show_default=True,
               help="CPUs (and inference threads) per Ray worker on clusters without GPUs.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
@@ -106,7 +107,11 @@ def command(videos, output, list_file, name, model, quiet, shard, print_slurm_sc
     if print_slurm_script:
         if ray_address is not None:
             raise click.UsageError("--print-slurm-script and --ray are two ways to run; choose one")
-        click.echo(slurm_script_for(click.get_current_context(), jobs, shard, report_path, settings.device), nl=False)
+        shards = parse_shard(shard)[1] if shard is not None else min(len(jobs), SLURM_ARRAY_MAX_DEFAULT)
+        options = [*(["--list", str(list_file)] if list_file else []), *(["-o", output] if output else []),
+                   *(["--name", name] if name else []), *(["--model", str(model)] if model else []),
+                   *(["-q"] if quiet else [])]
+        click.echo(slurm_script([str(v) for v in videos], options, settings, shards, len(jobs), report_path), nl=False)
         return 0
     all_jobs = len(jobs)
     jobs, share = select_share(jobs, shard)
@@ -128,7 +133,7 @@ def command(videos, output, list_file, name, model, quiet, shard, print_slurm_sc
         run_report.close()
     if len(jobs) == 1 and summary.skipped:
         log.info("%s exists; skipped (use --overwrite to replace it)",
-                 OutputSet(jobs[0].output).paths(settings.fmt)["features"])
+                 OutputSet(jobs[0].output).paths(settings.format)["features"])
     elif len(jobs) > 1:
         log.info("tsf-extract: %s", summary.line())
     return 0 if summary.ok else 2

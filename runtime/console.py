@@ -10,6 +10,7 @@ import sys
 import threading
 
 from .errors import TsfError, one_line
+from .files import os_error_reason
 
 log = logging.getLogger("tsf")
 
@@ -88,8 +89,11 @@ def run_cli(command, prog_name: str, argv=None, *, interrupted: str = "interrupt
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo(f"error: {interrupted}", err=True)
         status = 130
-    except (TsfError, OSError) as exc:
+    except TsfError as exc:
         click.echo(f"error: {one_line(exc)}", err=True)
+        status = 2
+    except OSError as exc:
+        click.echo(f"error: {one_line(_os_error_line(exc))}", err=True)
         status = 2
     if argv is None:
         end_process(status)
@@ -98,10 +102,18 @@ def run_cli(command, prog_name: str, argv=None, *, interrupted: str = "interrupt
     return 0
 
 
+def _os_error_line(error: OSError) -> str:
+    """An OSError as `path: reason`, without Python's `[Errno N]` and quotes."""
+    reason = os_error_reason(error)
+    reason = reason[:1].lower() + reason[1:]
+    return reason if error.filename is None else f"{error.filename}: {reason}"
+
+
 def end_process(status: int):
     """Exit with `status`. After OpenVINO ran, the process leaves once Python's own exit handlers
-    have run, without the C++ static destructors: OpenVINO's CPU plugin corrupts the heap in
-    them and the process could abort after its outputs were written (docs/toolchain.md)."""
+    have run, without the C++ static destructors: a race in their teardown (oneTBB's) could abort
+    the process after its outputs were written (docs/toolchain.md). Ray workers leave through Ray's
+    own exit path, deliberately not this one (docs/toolchain.md says why)."""
     if "openvino" in sys.modules:
         import atexit
         import os

@@ -24,9 +24,9 @@ import av
 
 from .errors import InputError
 from .preprocess import array_module
-from .gpu import CPU, Device
 from .decode_segments import Keyframe, first_keyframe_after_seek
-from .probe import VideoInfo, open_container
+from .gpu import ProducerStream
+from .probe import RESTART_SECONDS, VideoInfo, open_container
 
 log = logging.getLogger("tsf")
 
@@ -70,6 +70,12 @@ class DecodeError(InputError):
         self.at_time = at_time
 
 
+class TimestampsRestart(InputError):
+    """The timestamps of a container whose timestamps may restart went back further than a muxer's
+    jitter, where the probe found no restart: the video is probed again with a scan of the whole
+    file (`Extractor.extract`), never cut at the restart."""
+
+
 class DecodedFrame(Protocol):
     pts_time: Fraction  # seconds on the stream clock
     number: int  # position in presentation order, from 0
@@ -80,7 +86,9 @@ class DecodedFrame(Protocol):
 
 class Decoder(Protocol):
     name: str  # "cpu" or "nvdec"
-    device: Device  # where its frames live: the thread that preprocesses them works there
+    # The CUDA stream its frames are written on (gpu.ProducerStream), None for frames in host
+    # memory: whoever works on the frames works on that stream (pipeline.py's producer does).
+    gpu_stream: ProducerStream | None
 
     def frames(self) -> Iterator[DecodedFrame]:
         """Frames in presentation order; raises DecodeError at a break or early end."""
@@ -106,6 +114,10 @@ class FrameTimeChecker:
     lost video when the decoder reported damage around it (`damaged`), or when the decoder cannot
     see damage (`damage_visible=False`). Otherwise the frame before the jump was held on screen,
     and a held frame is a frame.
+
+    In a video whose timestamps restart (`info.timestamp_restarts`, found by the probe), each run
+    of frames after a restart is moved to follow the run before it one frame interval later, so
+    the frame times cover the whole video, as the probe's duration does.
     """
 
     def __init__(self, info: VideoInfo, damage_visible: bool = False):
@@ -113,14 +125,28 @@ class FrameTimeChecker:
         self.damage_visible = damage_visible
         self.last: Fraction | None = None
         self._next_nominal: Fraction | None = None
+        self._restart_offset = Fraction(0)  # added to every timestamp since the last restart
         self._reports: list[tuple[Fraction, str]] = []  # (stream time, what the decoder saw)
         self._unplaced: str | None = None  # damage seen before the next video packet's time is known
         self._read_end: int | None = None
 
     def frame_time(self, pts_time: Fraction | None) -> Fraction:
-        """A frame's time: its timestamp, or for a frame without one the nominal rate after the previous."""
+        """A frame's time: its timestamp (after the restarts so far), or for a frame without one the
+        nominal rate after the previous."""
         if pts_time is None:
             pts_time = self._next_nominal if self._next_nominal is not None else self.info.start_time
+        else:
+            pts_time += self._restart_offset
+            restarted = self.last is not None and pts_time < self.last - RESTART_SECONDS
+            if restarted and self.info.timestamps_may_restart and not self.info.timestamp_restarts:
+                raise TimestampsRestart(f"{self.info.path}: the timestamps restart at "
+                                        f"{float(self._rel(self.last)):.1f} s, which the probe did not foresee")
+            if restarted and self.info.timestamp_restarts:
+                joined_at = self.last + self.info.frame_duration
+                log.info("%s: the timestamps restart at %.1f s; the frames after it follow on from there",
+                         self.info.path, float(self._rel(joined_at)))
+                self._restart_offset += joined_at - pts_time
+                pts_time = joined_at
         self._next_nominal = pts_time + self.info.frame_duration
         return pts_time
 
@@ -189,7 +215,7 @@ class PyAVDecoder:
     file, and frames shown before that keyframe are not yielded."""
 
     name = "cpu"
-    device = CPU
+    gpu_stream = None
 
     def __init__(self, info: VideoInfo, threads: int = 0, keyframe: Keyframe | None = None):
         self.info = info

@@ -26,10 +26,18 @@ containers. `engines` is the GPU's NVDEC engine count (`GetDecoderCaps`' num_dec
 the pipeline gives a video that many decoders.
 
 Each frame's planes are copied once on the GPU (device to device, 3 MB for 1080p) into CuPy
-arrays the frame owns: NVDEC hands out surfaces from a small pool that later Decode calls reuse,
-while the window selector holds a frame until it has seen the next one. Nothing here waits on
-the host: the decoder works on our stream, so the copies follow its writes and its next writes
-follow the copies in stream order.
+arrays the frame owns: NVDEC hands out output buffers that the next Decode call overwrites,
+while the window selector holds a frame until it has seen the next one.
+
+Streams (docs/design.md, "GPU streams"): the decoder owns the producer's stream
+(`gpu.ProducerStream`, non-blocking) and gives it to NVDEC as `cudastream`. PyNvVideoCodec 2.2
+then queues each frame's post-processing and its copy into the output buffer on that stream
+(records a per-frame event there, and waits on the host only when given no stream); our copies,
+the colour conversion and preprocessing queue on the same stream, and so does the next Decode's
+overwrite of the output buffers. Stream order alone orders all of it: no event, no host wait.
+`WaitOnCUStream` is not needed (it orders another stream after the decoder, and only for
+decoders created with `enableasyncallocations`, which tsf does not use), and DLPack's handshake
+is a no-op for the decoder's own stream.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from .colour import matrix_supported, yuv420_to_rgb
 from .decode import FrameTimeChecker, upright
 from .decode_segments import Keyframe
 from .errors import EngineUnavailable, first_line
-from .gpu import GPU_IMPORT_ERRORS, Device, cupy_support
+from .gpu import GPU_IMPORT_ERRORS, Device, ProducerStream, cupy_support
 from .probe import VideoInfo
 
 # FFmpeg's "no timestamp" value, which NVDEC passes through for frames without one.
@@ -124,7 +132,11 @@ def nvdec_refusal(info: VideoInfo, chroma_format: str, bit_depth: int, caps: Map
 
 @dataclass
 class NvdecFrame:
-    """The runtime's `DecodedFrame` (runtime/decode.py) for NVDEC frames: NV12 planes, RGB on demand."""
+    """The runtime's `DecodedFrame` (runtime/decode.py) for NVDEC frames: NV12 planes, RGB on demand.
+
+    The planes are written on the decoder's stream (`NvdecDecoder.gpu_stream`): read them, and
+    call `to_rgb`, with that stream current (`gpu_stream.work()`), as the pipeline's producer does.
+    """
 
     pts_time: Fraction
     number: int
@@ -152,14 +164,10 @@ class NvdecDecoder:
         self._cupy = cupy
         self._nvc = nvc = _import_pynvvideocodec()
         self.info = info
-        self.device = Device("cuda", gpu_id)
-        self._cuda_device = cupy.cuda.Device(gpu_id)
-        with self._cuda_device:
+        with cupy.cuda.Device(gpu_id):
             cupy.empty(1, dtype=cupy.uint8)  # makes the device's primary context current
             context = cupy.cuda.driver.ctxGetCurrent()
-            # A blocking stream: work on it is ordered with the legacy default stream on which
-            # the preprocessing of these frames runs in this thread.
-            self._stream = cupy.cuda.Stream(non_blocking=False)
+        self.gpu_stream = ProducerStream(Device("cuda", gpu_id))
         try:
             self._demuxer = nvc.CreateDemuxer(filename=str(info.path))
         except Exception as e:  # PyNvVideoCodec raises its own (PyNvVCException) or RuntimeError
@@ -181,7 +189,7 @@ class NvdecDecoder:
         self.keyframe = keyframe
         try:
             self._decoder = nvc.CreateDecoder(
-                gpuid=gpu_id, codec=codec, cudacontext=context, cudastream=self._stream.ptr,
+                gpuid=gpu_id, codec=codec, cudacontext=context, cudastream=self.gpu_stream.ptr,
                 usedevicememory=True, outputColorType=nvc.OutputColorType.NATIVE)
         except Exception as e:
             raise EngineUnavailable(f"NVDEC cannot decode {info.codec} on this GPU ({first_line(e)})") from None
@@ -189,7 +197,9 @@ class NvdecDecoder:
 
     def _planes(self, nv_frame):
         """The frame's luma and interleaved chroma as CuPy arrays of its own (device copies on our stream)."""
-        view = self._cupy.from_dlpack(nv_frame)  # zero-copy view of the decoder's NV12 surface
+        # A zero-copy view of NVDEC's NV12 output buffer. CuPy hands PyNvVideoCodec the current
+        # stream, the decoder's own, so its DLPack export adds no wait.
+        view = self._cupy.from_dlpack(nv_frame)
         if view.ndim == 3 and view.shape[2] == 1:
             view = view[..., 0]
         height, width = self.info.height, self.info.width
@@ -212,13 +222,8 @@ class NvdecDecoder:
             try:
                 packet = next(packets, None)
                 decoded = self._decoder.Decode(packet) if packet is not None else self._flush()
-                ready = []
-                if decoded:
-                    with self._cuda_device, self._stream:
-                        # Orders our stream after the decoder's post-processing (a device-side
-                        # wait: the host does not block).
-                        self._decoder.WaitOnCUStream(self._stream.ptr)
-                        ready = [(nv_frame.getPTS(), self._planes(nv_frame)) for nv_frame in decoded]
+                with self.gpu_stream.work():
+                    ready = [(nv_frame.getPTS(), self._planes(nv_frame)) for nv_frame in decoded or ()]
             except Exception as e:  # PyNvVideoCodec's exception types are not importable without a GPU
                 raise checker.broke(first_line(e)) from None
             for pts, (luma, chroma) in ready:

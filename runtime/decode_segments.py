@@ -33,7 +33,7 @@ from fractions import Fraction
 
 import av
 
-from .probe import VideoInfo, open_container
+from .probe import VideoInfo, open_container, probe_video
 from .sample import WindowPlan
 
 log = logging.getLogger("tsf")
@@ -99,8 +99,14 @@ def choose_videos_at_once(requested: int | None, videos: int, engines: int | Non
 def keyframe_starts(info: VideoInfo, count: int) -> list[Keyframe]:
     """Up to `count - 1` keyframes near k/count of the video (k = 1 .. count-1), strictly after
     its first frame and in increasing order; fewer when keyframes are scarce (duplicates are
-    dropped), none when the container cannot seek (the video is then decoded in one piece)."""
-    if count < 2 or info.duration <= 0:
+    dropped), none when the container cannot seek or its timestamps restart (the video is then
+    decoded in one piece: after a restart only the frames before it tell where a frame belongs)."""
+    if count < 2 or info.duration <= 0 or info.timestamp_restarts:
+        return []
+    if info.timestamps_may_restart and probe_video(info.path, scan_restarts=True).timestamp_restarts:
+        # A restart the probe did not look for is met by one decoder reading the file in order
+        # (the video is then probed again, Extractor.extract); a decoder that seeks by time could
+        # land past it, in the other recording. So the file's timestamps are read through first.
         return []
     found: list[Keyframe] = []
     try:

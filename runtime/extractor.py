@@ -34,7 +34,8 @@ from .fidelity import FidelityGate
 from .jobs import Job, Outcome
 from .outputs import FORMATS, Decision, Expected, OutputSet, fingerprint, identify_input, metadata_document
 from .pipeline import Result, extract
-from .probe import probe_video
+from .decode import TimestampsRestart
+from .probe import VideoInfo, probe_video
 from .progress import VideoProgress, format_speed
 from .sample import ALIGNMENTS, plan_windows, stride_for
 
@@ -59,17 +60,33 @@ class ExtractSettings:
     decoders: int | None = None  # per video; None: decode_segments.choose_decoders
     videos_at_once: int | None = None  # None: decode_segments.choose_videos_at_once
     heads: bool = False
-    fmt: str = "npy"
+    format: str = "npy"
     overwrite: bool = False
     allow_partial: bool = False
+
+    def as_options(self) -> list[str]:
+        """These settings as tsf-extract's options (those that differ from the defaults), for a
+        command that must do the same elsewhere (the Slurm script)."""
+        words = []
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value == field.default:
+                continue
+            option = "--" + field.name.replace("_", "-")
+            words += [option] if value is True else [option, str(value)]
+        return words
 
     def __post_init__(self):
         if self.align not in ALIGNMENTS:
             raise InputError(f"unknown alignment {self.align!r} ({' or '.join(ALIGNMENTS)})")
-        if self.fmt not in FORMATS:
-            raise InputError(f"unknown output format {self.fmt!r} ({' or '.join(FORMATS)})")
+        if self.format not in FORMATS:
+            raise InputError(f"unknown output format {self.format!r} ({' or '.join(FORMATS)})")
         if self.rate is not None and not (isinstance(self.rate, int) and 1 <= self.rate <= MAX_RATE):
             raise InputError(f"rate {self.rate!r}: rows per second must be a whole number from 1 to {MAX_RATE}")
+        for name in ("decoders", "videos_at_once"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int) and value >= 1):
+                raise InputError(f"{name} {value!r}: must be a whole number of at least 1")
 
 
 class Extractor:
@@ -132,19 +149,26 @@ class Extractor:
     def fingerprint(self, precision: str | None) -> dict:
         s = self.settings
         return fingerprint(self.bundle.bundle_id, self.bundle.window, stride_for(self.bundle.window, s.rate), s.align,
-                           s.fmt, precision)
+                           s.format, precision)
 
     # ------------------------------------------------------------------------------ one video
 
     def extract(self, video: str | Path) -> Result:
         """One video's features in memory: probe -> plan -> decode, preprocess, batch, infer."""
-        s = self.settings
         info = probe_video(video)
+        try:
+            return self._extract(info)
+        except TimestampsRestart as restart:
+            log.info("%s; scanning the whole file for where its parts start", restart)
+            return self._extract(probe_video(video, scan_restarts=True))
+
+    def _extract(self, info: VideoInfo) -> Result:
+        s = self.settings
         plan = plan_windows(info, self.bundle.window, s.align, s.rate)
         backend = self.backend  # loaded, and its choice logged, before the progress bar starts
         # CPU inference takes its threads' cores; a GPU engine leaves every core to decoding.
         cpus_left = cpu_threads() - (0 if backend.device.is_cuda else cpu_threads(s.threads))
-        with VideoProgress(plan.rows, float(plan.stride_seconds), Path(video).name, enabled=self.show_progress) as bar:
+        with VideoProgress(plan.rows, float(plan.stride_seconds), info.path.name, enabled=self.show_progress) as bar:
             return extract(info, plan, self.bundle, backend, decoder=s.decoder, decoders=s.decoders,
                            cpus_left=cpus_left, sharing=self.sharing, batch_size=s.batch_size,
                            allow_partial=s.allow_partial, progress=lambda rows, total: bar.update(rows))
@@ -154,7 +178,7 @@ class Extractor:
         touched); decided from what is on disk, without loading the engine or decoding."""
         s = self.settings
         accepted = auto_precisions() if s.precision == "auto" else {s.precision}
-        expected = Expected(Path(job.video), self.fingerprint(None), frozenset(accepted), s.fmt, s.heads,
+        expected = Expected(Path(job.video), self.fingerprint(None), frozenset(accepted), s.format, s.heads,
                             s.allow_partial)
         return OutputSet(job.output).decide(expected, s.overwrite)
 
@@ -164,7 +188,7 @@ class Extractor:
         decision = self.check(job)
         if decision.skip:
             return Outcome("skipped", decision.rows)
-        OutputSet(job.output).check_writable(self.settings.fmt, self.settings.heads)
+        OutputSet(job.output).check_writable(self.settings.format, self.settings.heads)
         result = self.extract(job.video)
         self._write(result, job.output, decision)
         return Outcome("done", result.rows)
@@ -185,7 +209,7 @@ class Extractor:
         metadata = metadata_document(result, self.bundle, backend, asdict(s), self.fingerprint(backend.precision),
                                      identify_input(result.info.path))
         paths = OutputSet(output).write(decision, features=result.features, logits=result.logits,
-                                        event_times=result.event_times, metadata=metadata, fmt=s.fmt, heads=s.heads)
+                                        event_times=result.event_times, metadata=metadata, fmt=s.format, heads=s.heads)
         if result.stats.partial is not None:
             log.warning("%s: kept %d rows decoded before the break (%s)", result.info.path, result.rows,
                         result.stats.partial)

@@ -1,4 +1,5 @@
-"""Where tsf runs: the one place that knows whether a CUDA GPU is here and which device to use.
+"""Where tsf runs: the one place that knows whether a CUDA GPU is here and which device to use,
+and how work on a GPU is ordered between the producer thread and the engine (the two streams).
 
 The GPU count comes from the CUDA driver itself (`libcuda`, through ctypes), so the answer does
 not depend on which GPU libraries happen to be installed: a machine with a GPU but without CuPy
@@ -96,20 +97,69 @@ def cupy_support(device: Device) -> str | None:
     return None
 
 
-@contextmanager
-def device_scope(device: Device):
-    """Makes `device` CuPy's current device in this thread for the block (nothing on the CPU).
+class ProducerStream:
+    """The CUDA stream that one producer works on: a GPU decoder, the colour conversion and
+    preprocessing of its frames and their batching (docs/design.md, "GPU streams").
 
-    CuPy's current device is per thread and GPU 0 unless set, and CuPy refuses to run kernels on
-    arrays of another GPU: a thread that works on a GPU's frames must enter that GPU's scope.
+    Non-blocking, so never ordered with the legacy default stream: work that any library queues
+    there (PyTorch's default stream is that stream) neither waits for the producer nor makes it
+    wait. The decoder that writes frames creates it and hands it to the hardware decoder, so that
+    decoding, its copies and everything after them are ordered by this one stream alone. What the
+    producer made leaves it only through `handoff`'s event, never through a host-side wait.
     """
-    if not device.is_cuda:
-        yield
-        return
-    import cupy
 
-    with cupy.cuda.Device(device.index):
-        yield
+    def __init__(self, device: Device):
+        import cupy
+
+        self.device = device
+        with cupy.cuda.Device(device.index):
+            self.stream = cupy.cuda.Stream(non_blocking=True)
+
+    @property
+    def ptr(self) -> int:
+        return self.stream.ptr
+
+    @contextmanager
+    def work(self):
+        """This stream's device and the stream itself current in this thread for the block: CuPy
+        queues the block's kernels here (CuPy's current device and stream are per thread)."""
+        import cupy
+
+        with cupy.cuda.Device(self.device.index), self.stream:
+            yield
+
+    def handoff(self):
+        """A CUDA event after everything queued here so far: the consumer of what was made waits
+        for it (`ConsumerStream.receive`) on the device, and the producer goes on."""
+        return self.stream.record()
+
+
+class ConsumerStream:
+    """Where a consumer thread (the engine's caller) takes over what a producer made.
+
+    The engines read a GPU batch after the work queued so far on the caller's current CuPy
+    stream: torch through DLPack (CuPy's `__dlpack__` makes the reading stream wait for an event
+    recorded on the current stream), TensorRT with an event of its own, ONNX Runtime by waiting
+    for that stream (backends/). `receive(event)` makes that current stream a non-blocking one of
+    the consumer's that first waits for the producer's event: the engine's read is ordered after
+    the producer's kernels for this batch and after nothing else, and the host never waits.
+    """
+
+    def __init__(self, device: Device):
+        import cupy
+
+        self.device = device
+        with cupy.cuda.Device(device.index):
+            self.stream = cupy.cuda.Stream(non_blocking=True)
+
+    @contextmanager
+    def receive(self, event):
+        """The block runs with this stream current, after it has been made to wait for `event`."""
+        import cupy
+
+        with cupy.cuda.Device(self.device.index), self.stream:
+            self.stream.wait_event(event)
+            yield
 
 
 def gpu_name(device: Device) -> str | None:

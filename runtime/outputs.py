@@ -25,7 +25,6 @@ features, heads and each row's time as data. Only the standard library and NumPy
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import json
@@ -41,7 +40,9 @@ from pathlib import Path
 import numpy as np
 
 from .bundle import sha256_file
-from .errors import InputError, OutputError
+from .errors import InputError, OutputError, file_kind
+from .files import (TEMPORARY_RANDOM, TEMPORARY_SUFFIX, name_max, os_error_reason, remove_quietly, temporary_prefix,
+                    write_files_atomically)
 
 log = logging.getLogger("tsf")
 
@@ -49,10 +50,6 @@ METADATA_SUFFIX = ".json"
 HEADS_SUFFIX = ".heads.npz"
 MANIFEST = "outputs"  # OUT.json's key: kind -> {"file", "bytes", "sha256"} for every other file of the set
 REPLACES = "replaces"  # OUT.json's key: file name -> sha256 of the file this set replaces (tsf's own)
-
-TEMPORARY_SUFFIX = ".part"
-_TEMPORARY_RANDOM = 8  # characters tempfile.mkstemp puts between prefix and suffix
-DEFAULT_NAME_MAX = 255
 
 # SoccerNet names a game's halves 1_... and 2_... (1_224p.mkv, 2_720p.mkv; its loaders read
 # os.path.join(game, "1_" + features)): the half is the leading digit before "_" or ".".
@@ -349,7 +346,11 @@ class OutputSet:
 
     def check_writable(self, fmt: str, heads: bool) -> None:
         """Fail early (before any decoding) if the set's files or their temporaries cannot be created:
-        a name the file system cannot take, a directory that cannot be made or written. Creates nothing."""
+        a name the file system cannot take, a directory that cannot be made or written, OUT naming
+        a device or a pipe (`-o /dev/null`). Creates nothing."""
+        kind = file_kind(os.stat(self.base).st_mode) if os.path.exists(self.base) else None
+        if kind is not None:
+            raise OutputError(f"cannot write an output set under {self.base}: it is {kind}, not a file name")
         paths = self.paths(fmt, heads)
         directory = self.base.parent
         existing = directory
@@ -357,12 +358,12 @@ class OutputSet:
             existing = existing.parent
         if not existing.is_dir():
             raise OutputError(f"cannot write to {directory}: {existing} is not a directory")
-        name_max = _name_max(existing)
+        longest = name_max(existing)
         missing = directory.relative_to(existing).parts if existing != directory else ()
         for name in [*missing, *(p.name for p in paths.values())]:
-            if len(os.fsencode(name)) > name_max:
+            if len(os.fsencode(name)) > longest:
                 raise OutputError(f"cannot write {directory / name}: the name is {len(os.fsencode(name))} bytes, "
-                                  f"more than the {name_max} this file system allows")
+                                  f"more than the {longest} this file system allows")
         try:
             with tempfile.TemporaryFile(dir=existing):
                 pass
@@ -392,7 +393,7 @@ class OutputSet:
         leftovers = [p for p in on_disk.ours if p not in contents]
         kept = [p for p in on_disk.strays if p not in contents]
         for stale in self._temporaries():
-            _remove_quietly(stale)
+            remove_quietly(stale)
         write_files_atomically(contents, overwrite=True, remove_first=leftovers)
         if kept:
             log.warning("%s: left %s alone (no tsf manifest vouches for %s)", self.base,
@@ -403,8 +404,8 @@ class OutputSet:
         """Temporaries an interrupted run left for this set's files (tsf's own naming)."""
         found = []
         for path in self._candidates():
-            prefix = _temporary_prefix(path)
-            length = len(prefix) + _TEMPORARY_RANDOM + len(TEMPORARY_SUFFIX)
+            prefix = temporary_prefix(path)
+            length = len(prefix) + TEMPORARY_RANDOM + len(TEMPORARY_SUFFIX)
             try:
                 names = os.listdir(path.parent)
             except OSError:
@@ -685,128 +686,3 @@ def _read_manifest(path: Path) -> dict | None:
     if not isinstance(metadata, dict) or not isinstance(metadata.get(MANIFEST), dict):
         return None
     return metadata
-
-
-# ------------------------------------------------------------------------------- atomic writes
-
-def write_files_atomically(contents: dict[Path, bytes], overwrite: bool = False, remove_first=()) -> None:
-    """All files or none: temporaries first, then (after removing `remove_first`) renames in order.
-
-    A failure before the first rename removes the temporaries and changes nothing else; a failure
-    after it removes every file of `contents`, so no half-replaced set is left. Directories made
-    for the files are removed again on failure. New files get the usual mode (0666 less the umask).
-    """
-    if not overwrite:
-        existing = [p for p in contents if os.path.lexists(p)]
-        if existing:
-            raise OutputError(f"{existing[0]} exists (use --overwrite to replace it)")
-    temporaries: dict[Path, str] = {}
-    created: list[Path] = []
-    renaming = False
-    current = next(iter(contents))
-    try:
-        for path, data in contents.items():
-            current = path
-            created += make_directories(path.parent)
-            fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=TEMPORARY_SUFFIX)
-            temporaries[path] = temporary
-            os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual mode
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        renaming = True
-        for path in remove_first:
-            current = path
-            _remove_if_present(path)
-        for path, temporary in temporaries.items():
-            current = path
-            os.replace(temporary, path)
-        _fsync_directory(current.parent)
-    except BaseException as e:
-        for temporary in temporaries.values():
-            _remove_quietly(temporary)
-        if renaming:
-            for path in contents:
-                _remove_quietly(path)
-        for directory in created:
-            _remove_directory_quietly(directory)
-        if isinstance(e, OSError):
-            raise OutputError(f"cannot write {current}: {os_error_reason(e)}") from None
-        raise
-
-
-def make_directories(directory: Path) -> list[Path]:
-    """mkdir -p, returning the directories it created, innermost first (the order to remove them in)."""
-    created = []
-    for parent in [directory, *directory.parents]:
-        if parent.exists():
-            break
-        created.append(parent)
-    for parent in reversed(created):
-        try:
-            parent.mkdir()
-        except FileExistsError:
-            pass  # made meanwhile by another process: not ours to remove
-        except OSError as exc:
-            raise OutputError(f"cannot create {parent}: {os_error_reason(exc)}") from None
-    return created
-
-
-def os_error_reason(e: OSError) -> str:
-    """An OSError's reason in words (Python's text for ENOSPC is the C library's, capitalised)."""
-    return "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-
-
-def _name_max(directory: Path) -> int:
-    try:
-        return os.pathconf(directory, "PC_NAME_MAX")
-    except (OSError, ValueError, AttributeError):
-        return DEFAULT_NAME_MAX
-
-
-def _temporary_prefix(path: Path) -> str:
-    """`.NAME.`, with NAME cut so that the temporary's name fits where the output's own does."""
-    room = DEFAULT_NAME_MAX - len(".." + TEMPORARY_SUFFIX) - _TEMPORARY_RANDOM
-    return "." + os.fsdecode(os.fsencode(path.name)[:room]) + "."
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _remove_quietly(path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _remove_if_present(path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _remove_directory_quietly(directory: Path) -> None:
-    try:
-        directory.rmdir()  # only if still empty
-    except OSError:
-        pass
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the renames themselves durable; not supported everywhere (e.g. some network file systems).
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -4,7 +4,9 @@ What runs is the bundle's `Preprocessing` (runtime/bundle.py), which for the ref
 of the reference facts: /255, resize so the short side is 224 (bilinear, half-pixel centres, no
 antialiasing; the long side becomes floor(long / short * 224); skipped when the short side is
 already 224), centre crop 224 at offset round((long' - 224) / 2) with Python's round-half-to-even,
-channels first. Bundles may ask for another short side and crop, a mean and std, or BGR.
+channels first. Bundles may ask for another short side and crop, a mean and std, or BGR. Pixels
+that are not square (anamorphic PAL/NTSC, 1440x1080 HDV) are resized to the picture's displayed
+proportions in the same single resize, each axis with its own scale.
 
 Written against the array API subset that NumPy and CuPy share (`xp` is either module), so the
 CPU and GPU paths run the same lines. The resize is separable and computed as two gathers of the
@@ -19,6 +21,7 @@ reference computes.
 from __future__ import annotations
 
 import functools
+from fractions import Fraction
 
 import numpy as np
 
@@ -34,10 +37,20 @@ def array_module(array):
     return np
 
 
-def resized_long_side(long: int, short: int, size: int) -> int:
-    # floor(long / short * size) in integers: in floats, a ratio whose exact result is an integer
-    # can land just below it and floor to one pixel less.
-    return (long * size) // short
+def resized_long_side(long, short, size: int) -> int:
+    # floor(long / short * size) in integers (or exact fractions): in floats, a ratio whose exact
+    # result is an integer can land just below it and floor to one pixel less.
+    return int((long * size) // short)
+
+
+def resized_shape(height: int, width: int, short_side: int, pixel_aspect: Fraction = Fraction(1)) -> tuple[int, int]:
+    """(H', W'): the picture as shown (stored width times the pixel aspect) with its short side
+    scaled to `short_side`, the long side floored. Square pixels whose short side is already
+    `short_side` keep their size."""
+    shown_width = width * pixel_aspect
+    if height <= shown_width:
+        return short_side, resized_long_side(shown_width, height, short_side)
+    return resized_long_side(height, shown_width, short_side), short_side
 
 
 def crop_offset(resized: int, size: int) -> int:
@@ -61,30 +74,27 @@ def axis_taps(in_size: int, out_size: int, first: int, count: int):
 
 # Every frame of a video has the same size: the taps are computed once, not per frame.
 @functools.lru_cache(maxsize=16)
-def resize_plan(height: int, width: int, short_side: int, crop: int):
-    """Per axis (rows, columns): None when the axis is only cropped, else its gather taps, plus the crop offset."""
-    short = min(height, width)
-    if short == short_side:
-        out_h, out_w = height, width
-    elif height <= width:
-        out_h, out_w = short_side, resized_long_side(width, height, short_side)
-    else:
-        out_h, out_w = resized_long_side(height, width, short_side), short_side
+def resize_plan(height: int, width: int, short_side: int, crop: int, pixel_aspect: Fraction = Fraction(1)):
+    """Per axis (rows, columns): None when the picture is only cropped, else the gather taps of
+    each axis, plus the crop offset."""
+    out_h, out_w = resized_shape(height, width, short_side, pixel_aspect)
     top, left = crop_offset(out_h, crop), crop_offset(out_w, crop)
-    if short == short_side:
+    if (out_h, out_w) == (height, width):
         return None, None, top, left
     return axis_taps(height, out_h, top, crop), axis_taps(width, out_w, left, crop), top, left
 
 
-def preprocess_frame(rgb, spec: Preprocessing, xp=None):
-    """H x W x 3 uint8 RGB -> float32 [3, crop, crop], as the bundle's `spec` says."""
+def preprocess_frame(rgb, spec: Preprocessing, xp=None, pixel_aspect: Fraction = Fraction(1)):
+    """H x W x 3 uint8 RGB -> float32 [3, crop, crop], as the bundle's `spec` says. `pixel_aspect`
+    (a pixel's width over its height as displayed: 64/45 for 16:9 PAL) is undone by the resize, so
+    the model sees the picture in the proportions players show."""
     if xp is None:
         xp = array_module(rgb)
     height, width = rgb.shape[0], rgb.shape[1]
     if min(height, width) < 1:
         raise ValueError("empty frame")
     size = spec.crop_size
-    rows, cols, top, left = resize_plan(height, width, spec.short_side, size)
+    rows, cols, top, left = resize_plan(height, width, spec.short_side, size, pixel_aspect)
     if rows is None:
         result = rgb[top:top + size, left:left + size].astype(xp.float32)
     else:

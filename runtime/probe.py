@@ -13,7 +13,13 @@ from pathlib import Path
 
 import av
 
-from .errors import InputError
+from .errors import InputError, file_kind
+
+# A timestamp that goes back more than this in a container whose timestamps may restart (MPEG-TS
+# and MPEG-PS recordings joined end to end, a broadcast whose encoder restarted) starts a new run
+# of the video; FFmpeg's own command line takes the same 0.1 s as a discontinuity. Smaller steps
+# back are a muxer's repeated or jittered timestamps, and the frame is dropped (decode.py).
+RESTART_SECONDS = Fraction(1, 10)
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,13 @@ class VideoInfo:
     # this stream, which a GPU decoder must reproduce (runtime/colour.py). 2 and 0: untagged.
     colorspace: int = 2
     color_range: int = 0
+    # The stored pixels' width over their height as displayed (PAL 16:9: 64/45); preprocessing
+    # resizes the picture to the proportions players show (docs/reference.md, section 4).
+    sample_aspect_ratio: Fraction = Fraction(1)
+    # Times the timestamps restart (MPEG-TS/PS recordings joined end to end): the runs of frames are
+    # joined one after another, and `duration` is their sum (decode.FrameTimeChecker).
+    timestamp_restarts: int = 0
+    timestamps_may_restart: bool = False  # the container's timestamps may jump (MPEG-TS/PS, Ogg)
 
     @property
     def end_time(self) -> Fraction:
@@ -45,11 +58,20 @@ class VideoInfo:
     def frame_duration(self) -> Fraction:
         return 1 / self.fps
 
+    @property
+    def pixel_aspect(self) -> Fraction:
+        """Width over height of one pixel of the upright picture (after the display rotation)."""
+        return self.sample_aspect_ratio if self.rotation % 180 == 0 else 1 / self.sample_aspect_ratio
+
 
 def open_container(path: Path):
-    """av.open with every FFmpeg failure turned into a one-line InputError."""
+    """av.open with every FFmpeg failure turned into a one-line InputError.
+
+    The file is opened by its absolute path: FFmpeg reads a name's text before a colon as a
+    protocol (`2024-01-01T20:00.mp4`, `pipe:x.mp4`, `file:y.mp4`), and an absolute path starts with
+    a slash, which no protocol name holds."""
     try:
-        return av.open(str(path), metadata_errors="ignore")
+        return av.open(os.path.abspath(path), metadata_errors="ignore")
     except av.error.FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except (av.error.FFmpegError, ValueError, OSError) as e:
@@ -65,22 +87,42 @@ def pick_video_stream(container):
     """The video stream to extract from: the first real video stream.
 
     Broadcast files also carry audio, teletext/subtitle and data streams, and some containers
-    store cover art as a one-frame "video" stream flagged attached_pic: those are skipped.
+    store cover art as a one-frame "video" stream, flagged attached_pic or not (a PNG or JPEG
+    track muxed ahead of the video): those are skipped. A file of stills only gives its first
+    still, which the probe then refuses as one.
     """
-    for stream in container.streams.video:
-        if stream.disposition & av.stream.Disposition.attached_pic:
-            continue
-        return stream
-    return None
+    candidates = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    moving = [s for s in candidates if not _one_frame(container, s)]
+    return (moving or candidates or [None])[0]
 
 
-def probe_video(path: str | os.PathLike) -> VideoInfo:
+def _one_frame(container, stream) -> bool:
+    """The stream holds a single picture: flagged as a still, counted as one frame, or stated to
+    last no longer than one frame."""
+    if stream.frames == 1 or stream.disposition & av.stream.Disposition.still_image:
+        return True
+    if _metadata_value(stream.metadata, "NUMBER_OF_FRAMES") == "1":  # mkvmerge's statistics
+        return True
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    start, end = stream_span(container, stream)
+    return bool(rate) and end is not None and (end - start) * Fraction(rate) <= 1
+
+
+def probe_video(path: str | os.PathLike, scan_restarts: bool = False) -> VideoInfo:
+    """What `path` is. In a container whose timestamps may restart (MPEG-TS/PS), the whole file is
+    scanned for restarts when its size says it holds more video than the container states
+    (`_holds_more_than_stated`), or when `scan_restarts` says a decoder met one
+    (`TimestampsRestart`)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not a video")
     stat = path.stat()
+    kind = file_kind(stat.st_mode)
+    if kind is not None:
+        raise InputError(f"{path}: {kind}, not a video file (tsf reads files it can seek in; save a stream to "
+                         "a file first)")
     if stat.st_size == 0:
         raise InputError(f"{path}: empty file")
     with open_container(path) as container:
@@ -108,6 +150,13 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         if end is None:
             raise InputError(f"{path}: the container states no duration")
         duration = end - start
+        restarts = 0
+        may_restart = bool(container.format.flags & TIMESTAMPS_MAY_RESTART)
+        if may_restart and (scan_restarts or _holds_more_than_stated(path, stream.index, stat.st_size, duration)):
+            runs = _timestamp_runs(path, stream.index)
+            restarts = max(len(runs) - 1, 0)
+            if restarts:  # the container's duration spans one run at most
+                duration = sum(last - first + 1 / fps for first, last in runs)
         if duration <= 0:
             raise InputError(f"{path}: video has no duration")
         frames = stream.frames or round(duration * fps)
@@ -129,7 +178,86 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             rotation=rotation,
             colorspace=int(ctx.colorspace),
             color_range=int(ctx.color_range),
+            sample_aspect_ratio=_sample_aspect_ratio(stream),
+            timestamp_restarts=restarts,
+            timestamps_may_restart=may_restart,
         )
+
+
+def _sample_aspect_ratio(stream) -> Fraction:
+    """The container's pixel shape if it states one, else the codec's, else square (FFmpeg's
+    av_guess_sample_aspect_ratio does the same)."""
+    for value in (stream.sample_aspect_ratio, stream.codec_context.sample_aspect_ratio):
+        if value is not None and value > 0:
+            return Fraction(value)
+    return Fraction(1)
+
+
+# AVFMT_TS_DISCONT: formats whose timestamps may jump (MPEG-TS, MPEG-PS, Ogg, HLS, ...).
+TIMESTAMPS_MAY_RESTART = av.format.Flags.ts_discont.value
+
+
+# How much of the file's start `_holds_more_than_stated` reads, and by how much the video its size
+# implies must exceed the stated duration before the whole file is scanned: far above how much a
+# broadcast's bitrate varies over a half, far below the doubling of two recordings joined.
+RATE_SAMPLE_BYTES = 8 << 20
+MORE_THAN_STATED = Fraction(3, 2)
+
+
+def _holds_more_than_stated(path: Path, stream_index: int, size: int, stated: Fraction) -> bool:
+    """True when the file may hold more video than its container states, as one whose timestamps
+    restart does (FFmpeg states a TS's duration from its first and last timestamps): the video
+    seconds per byte of the first 8 MiB, times the file's size, against the stated duration; or a
+    restart within those 8 MiB. Reading the whole file instead costs seconds per gigabyte."""
+    first = last = previous = None
+    read_to = 0
+    with open_container(path) as container:
+        stream = container.streams[stream_index]
+        time_base = Fraction(stream.time_base)
+        try:
+            for packet in container.demux():
+                if packet.pos is not None and packet.pos >= 0:
+                    read_to = max(read_to, packet.pos + packet.size)
+                if packet.stream.index == stream_index and packet.pts is not None:
+                    pts = packet.pts * time_base
+                    order = packet.dts * time_base if packet.dts is not None else pts
+                    if previous is not None and order < previous - RESTART_SECONDS:
+                        return True
+                    previous = order
+                    first = pts if first is None else min(first, pts)
+                    last = pts if last is None else max(last, pts)
+                if read_to >= RATE_SAMPLE_BYTES:
+                    break
+        except (av.error.FFmpegError, ValueError, OSError):
+            return False  # damage is the decoder's to report, with its time
+    if first is None or last <= first or read_to <= 0:
+        return False
+    return (last - first) * size / read_to > stated * MORE_THAN_STATED
+
+
+def _timestamp_runs(path: Path, stream_index: int) -> list[tuple[Fraction, Fraction]]:
+    """(first, last) presentation time of each run of the video stream's packets between restarts
+    (a decode timestamp more than RESTART_SECONDS behind the one before), in file order.
+
+    Reads every packet of the file (no decoding): a restart can be anywhere."""
+    runs: list[list[Fraction]] = []
+    previous = None
+    with open_container(path) as container:
+        stream = container.streams[stream_index]
+        time_base = Fraction(stream.time_base)
+        try:
+            for packet in container.demux(stream):
+                if packet.pts is None:
+                    continue
+                pts = packet.pts * time_base
+                order = packet.dts * time_base if packet.dts is not None else pts
+                if previous is None or order < previous - RESTART_SECONDS:
+                    runs.append([pts, pts])
+                runs[-1] = [min(runs[-1][0], pts), max(runs[-1][1], pts)]
+                previous = order
+        except (av.error.FFmpegError, ValueError, OSError):
+            pass  # damage is the decoder's to report, with its time
+    return [(first, last) for first, last in runs]
 
 
 # Image files open as one-frame "videos" through FFmpeg's image demuxers: image2 (chosen by the
@@ -140,8 +268,7 @@ IMAGE_DEMUXERS = ("image2",)
 
 def _is_still_image(container, stream) -> bool:
     name = container.format.name
-    return (name in IMAGE_DEMUXERS or name.endswith("_pipe") or stream.frames == 1
-            or bool(stream.disposition & av.stream.Disposition.still_image))
+    return name in IMAGE_DEMUXERS or name.endswith("_pipe") or _one_frame(container, stream)
 
 
 def stream_span(container, stream) -> tuple[Fraction, Fraction | None]:

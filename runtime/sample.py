@@ -36,6 +36,9 @@ class WindowPlan:
     tolerance: Fraction  # a quarter of the nominal frame duration
     frame_time_rule: str
     reference_indices: list[tuple[int, ...]] | None = field(default=None)  # parity mode only
+    # The upright picture's pixel width over height as displayed (VideoInfo.pixel_aspect): how the
+    # frames these times pick are to be read.
+    pixel_aspect: Fraction = Fraction(1)
 
     @property
     def rows(self) -> int:
@@ -114,7 +117,8 @@ def plan_windows(info: VideoInfo, window: Window, align: str = "center", rate: i
     if align == "center":
         times = center_times(info, window, stride)
         return WindowPlan("center", window.frames, window.seconds, stride, times,
-                          row_centres(align, len(times), stride, window.seconds), tolerance, rule)
+                          row_centres(align, len(times), stride, window.seconds), tolerance, rule,
+                          pixel_aspect=info.pixel_aspect)
     if align == "reference":
         indices = reference_indices(int(info.duration), info.fps, info.frame_count_estimate, window, stride)
         if not indices:
@@ -124,7 +128,7 @@ def plan_windows(info: VideoInfo, window: Window, align: str = "center", rate: i
         times = [tuple(info.start_time + Fraction(k) / info.fps for k in row) for row in indices]
         return WindowPlan("reference", window.frames, window.seconds, stride, times,
                           row_centres(align, len(times), stride, window.seconds), tolerance, rule,
-                          reference_indices=indices)
+                          reference_indices=indices, pixel_aspect=info.pixel_aspect)
     raise InputError(f"unknown alignment {align!r} (center or reference)")
 
 

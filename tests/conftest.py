@@ -22,6 +22,57 @@ from reference.pdparams import reference_state, write_pdparams
 os.environ["TSF_HOME"] = tempfile.mkdtemp(prefix="tsf-tests-home-")
 atexit.register(shutil.rmtree, os.environ["TSF_HOME"], ignore_errors=True)
 
+# Host settings that change what tsf does: a Slurm job's array share and CPU count, a Ray cluster
+# to join, tsf's own switches. TSF_TENSORRT_STUBS is the suite's own setting (test_gpu_static.py).
+HOST_SETTINGS = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX",
+                 "SLURM_ARRAY_TASK_STEP", "SLURM_CPUS_PER_TASK", "RAY_ADDRESS")
+KEPT_TSF_SETTINGS = ("TSF_HOME", "TSF_TENSORRT_STUBS")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_host_settings():
+    """Every test (and every session fixture, which may export a bundle) runs as on a bare machine:
+    without the host's Slurm, Ray and TSF_* settings; the TSF_HOME above stays. Tests that need one
+    set it with monkeypatch, which restores this state afterwards."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name in HOST_SETTINGS or (name.startswith("TSF_") and name not in KEPT_TSF_SETTINGS):
+                patch.delenv(name)
+        yield
+
+
+# Paddle is for tsf-export and tsf-train only: every test not marked `paddle` runs with Paddle's
+# import blocked (and, where an earlier test of the process imported it, hidden), so the runtime's
+# tests prove it runs where Paddle is not installed.
+PADDLE_MODULES = ("paddle", "paddle2onnx")
+
+
+class _PaddleBlocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in PADDLE_MODULES:
+            raise ImportError(f"{name} is blocked in tests not marked 'paddle': the runtime must not need it")
+        return None
+
+
+@pytest.fixture(autouse=True)
+def _paddle_only_where_marked(request):
+    if request.node.get_closest_marker("paddle"):
+        yield
+        return
+    import sys
+
+    hidden = {name: module for name, module in sys.modules.items() if name.split(".")[0] in PADDLE_MODULES}
+    for name in hidden:
+        del sys.modules[name]
+    blocker = _PaddleBlocked()
+    sys.meta_path.insert(0, blocker)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(blocker)
+        sys.modules.update(hidden)
+
+
 FULL_STATE_SEED = 20240
 FULL_CLIP_SEED = 3
 SMALL_STATE_SEED = 31
@@ -40,11 +91,10 @@ def small_export(tmp_path_factory, small_state):
     """(bundle directory, weights file): `small_state` written as a .pdparams and exported with the
     SoccerNet class names, shared by the read-only tests of every module."""
     from tsf.export import export_bundle  # Paddle: only when used
-    from tsf.runtime.spotting.classes import SOCCERNET_V2_CLASS_NAMES
 
     root = tmp_path_factory.mktemp("small")
     weights = write_pdparams(small_state, root / "small.pdparams")
-    return export_bundle(root / "bundle", weights=weights, class_names=SOCCERNET_V2_CLASS_NAMES), weights
+    return export_bundle(root / "bundle", weights=weights, soccernet_classes=True), weights
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +119,15 @@ def full_reference_bundle(tmp_path_factory, full_reference_pdparams):
     from tsf.export import export_bundle  # Paddle: only when used
 
     return export_bundle(tmp_path_factory.mktemp("bundles") / "full_reference", weights=full_reference_pdparams)
+
+
+@pytest.fixture(scope="session")
+def full_runtime_bundle(tmp_path_factory, full_reference_state):
+    """`full_reference_state` as a bundle without Paddle (runtime_helpers.write_bundle): the runtime's
+    full-size tests run where the exporter cannot."""
+    from runtime_helpers import write_bundle
+
+    return write_bundle(tmp_path_factory.mktemp("bundles") / "full_runtime", full_reference_state, heads=12)
 
 
 @pytest.fixture(scope="session")

@@ -115,16 +115,18 @@ def decode_all(path: Path) -> tuple[list[Fraction], list[np.ndarray], av.contain
     return times, images, rate
 
 
-def independent_features(bundle_dir, rows_of_images) -> np.ndarray:
-    """Features by the independent path: float64 preprocessing of the given frames, onnxruntime directly."""
+def independent_features(bundle_dir, rows_of_images, preprocess=None) -> np.ndarray:
+    """Features by the independent path: float64 preprocessing of the given frames (`preprocess`,
+    default the reference's), onnxruntime directly."""
     import onnxruntime
 
     from reference.numpy_preprocess import reference_preprocess
 
+    preprocess = preprocess or reference_preprocess
     session = onnxruntime.InferenceSession(str(bundle_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     out = []
     for images in rows_of_images:
-        clip = np.stack([reference_preprocess(img) for img in images], axis=1)[None]  # 1,3,T,224,224 float64
+        clip = np.stack([preprocess(img) for img in images], axis=1)[None]  # 1,3,T,224,224 float64
         out.append(session.run(["features"], {"video": clip.astype(np.float32)})[0][0])
     return np.array(out)
 

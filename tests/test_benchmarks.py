@@ -21,6 +21,8 @@ from benchmarks.flops import clip_flops  # noqa: E402
 from tsf.runtime.backends import ENGINES, engine_precisions  # noqa: E402
 from tsf.runtime.backends.precision import native_bf16  # noqa: E402
 
+pytestmark = pytest.mark.paddle  # the benchmarks export their bundles and run the Paddle baseline
+
 
 def test_reference_model_is_about_0_78_tflop_per_clip():
     total = clip_flops()["total"]
@@ -153,22 +155,78 @@ def test_smoke_run_of_every_benchmark(tmp_path, bench_cache):
     assert results["baseline"]["speed_ratio"] > 0
 
 
-@pytest.mark.slow
-def test_device_check_dry_run(tmp_path):
-    """The device check's every step on the CPU at tiny size, so it is known to run before a GPU is lent."""
+# --- The device check (benchmarks/device_check.py): its install, every step, the carry ---
+
+# Where `make setup-test` puts the wheels of CI's dry run, in the virtual environment
+# (`python -m benchmarks.device_check --prepare --dry-run --wheels-only --carried VENV/device-check-dry-run`).
+DRY_RUN_FOLDER = "device-check-dry-run"
+
+
+def dry_run_wheels() -> Path:
+    """The wheels prepared for this Python's dry run, in this environment or the one whose
+    packages it reuses."""
+    venvs = [Path(sys.prefix)] + [Path(p).parents[2] for p in sys.path if p.endswith("site-packages")]
+    for venv in venvs:
+        wheels = venv / DRY_RUN_FOLDER / "wheels"
+        if list(wheels.glob("*.whl")):
+            return wheels
+    pytest.fail(f"no wheels for the device check's dry run in {sys.prefix}/{DRY_RUN_FOLDER}: `make setup-test` "
+                "fetches them (python -m benchmarks.device_check --prepare --dry-run --wheels-only --carried "
+                f"{sys.prefix}/{DRY_RUN_FOLDER})")
+
+
+@pytest.fixture(scope="module")
+def device_check_bundle(tmp_path_factory) -> Path:
+    """The small bundle --prepare exports for parity (Paddle: here, never on the GPU machine)."""
     from benchmarks import device_check
 
-    carried = tmp_path / "carried"
-    device_check.prepare_bundle(carried)
-    out = tmp_path / "out"
-    run = common.run_child([sys.executable, "-m", "benchmarks.device_check", "--dry-run", "--carried", str(carried),
-                            "--cache", str(tmp_path / "cache"), "--out", str(out)], timeout_s=600)
+    return device_check.prepare_bundle(tmp_path_factory.mktemp("carried"))
+
+
+def fresh_environment(folder: Path) -> str:
+    """A virtual environment without tsf whose other packages (torch, numpy, onnxruntime, pytest,
+    pip, setuptools...) are this one's: what the GPU machine's image is to the check there."""
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+    site = next((folder / "lib").glob("python*/site-packages"))
+    # Plain path lines: the .pth files in those folders (tsf's editable finder) are not run from here.
+    (site / "image_packages.pth").write_text("".join(f"{p}\n" for p in sys.path if p.endswith("site-packages")))
+    return str(folder / "bin" / "python")
+
+
+@pytest.mark.slow
+def test_device_check_dry_run_installs_as_the_gpu_machine_does_and_runs_every_step(tmp_path, device_check_bundle):
+    """The whole check on the CPU at tiny size, through the real install path: a fresh environment
+    without tsf, the project and this Python's pinned wheels (PyNvVideoCodec stripped) installed
+    with --no-index --no-deps --target, every step a child that sees only that."""
+    import shutil
+
+    from benchmarks import device_check
+
+    python = fresh_environment(tmp_path / "venv")
+    no_tsf = common.run_child([python, "-P", "-c", "import tsf.runtime"], env={"PYTHONPATH": ""})
+    assert no_tsf.returncode != 0 and "No module named" in no_tsf.stderr
+    carried, out = tmp_path / "carried", tmp_path / "out"
+    shutil.copytree(device_check_bundle, carried / "bundle")
+    shutil.copytree(dry_run_wheels(), carried / "wheels")
+    run = common.run_child([python, "-P", "-m", "benchmarks.device_check", "--dry-run", "--python", python,
+                            "--carried", str(carried), "--cache", str(tmp_path / "cache"), "--out", str(out)],
+                           env={"PYTHONPATH": str(REPO_ROOT)}, timeout_s=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["mode"] == "dry-run" and results["provenance"]["commit"]
-    assert list(results["steps"]) == ["facts", "pytest", "parity", "model_only", "end_to_end"]
+    assert list(results["steps"]) == ["install", "facts", "video", "parity", "model_only", "end_to_end", "pytest"]
     assert all(step["ok"] for step in results["steps"].values())
-    assert "skipped" in results["pytest"]["summary"] and (out / "pytest-gpu.txt").stat().st_size > 0
+    assert results["parent_imports"] == []  # the check itself imported none of what it installed
+
+    installed = results["install"]["installed"]
+    assert any(name.startswith("tsf-") for name in installed) and any(name.startswith("av-") for name in installed)
+    assert any(name.startswith("pynvvideocodec-") for name in installed)
+    facts = results["facts"]
+    assert facts["packages"]["tsf"]["from"] == facts["packages"]["av"]["from"] == "the check's install"
+    assert set(facts["driver_libraries"]) == set(device_check.DRIVER_LIBRARIES)
+    assert "PyNvVideoCodec" in facts["packages"] and facts["missing"]  # no GPU here: named, not fatal
 
     parity = results["parity"]["precisions"]
     assert set(parity) == {"fp32", "bf16"} and parity["fp32"]["passed"]
@@ -178,11 +236,71 @@ def test_device_check_dry_run(tmp_path):
     assert all(r["clips_per_s"] > 0 and r["share_of_bf16_ceiling"] > 0 for r in model_rows)
     (e2e,) = results["end_to_end"]["runs"]
     assert (e2e["decoder"], e2e["backend"], e2e["rows"]) == ("cpu", "torch", 6)  # 6 s: one window per second
-    assert e2e["projected_half_s"] > 0
-    assert [t["met"] is None for t in results["targets"]] == [True, True, False]
+    assert e2e["projected_half_s"] > 0 and e2e["timings"]["producing_seconds"] > 0
+    assert "skipped" in results["pytest"]["summary"] and (out / "pytest-gpu.txt").stat().st_size > 0
+    assert [t["met"] is None for t in results["targets"]] == [True, True, False, True]
     text = (out / "results.md").read_text()
-    for title in ("Parity", "Model only", "End to end", "Targets"):
+    for title in ("Facts", "Parity", "Model only", "End to end", "Targets"):
         assert f"### {title}" in text
+    assert "===== install" in (out / "steps.log").read_text()
+
+
+def test_device_check_carry_fits_its_limit(device_check_bundle):
+    """What a `run` call carries: the working tree, the small bundle and the pinned wheels as
+    --prepare makes them, within the check's limit (the tool's is 64 MiB)."""
+    from benchmarks import device_check
+
+    carry = (device_check.tree_bytes() + device_check.folder_bytes(device_check_bundle)
+             + sum(device_check.DEVICE_WHEEL_BYTES.values()))
+    print(f"\ncarry: {carry / 2**20:.1f} MiB of {device_check.CARRY_LIMIT_MIB}")
+    assert carry <= device_check.CARRY_LIMIT_MIB * 2**20
+    for name, size in device_check.DEVICE_WHEEL_BYTES.items():
+        assert name in device_check.PINNED and size <= device_check.PINNED[name][1]
+
+
+def test_device_check_strips_a_wheel_to_what_loads_and_pip_installs_it(tmp_path):
+    """benchmarks/strip_wheel.py on a wheel laid out like PyNvVideoCodec 2.2.4's: the package, one
+    copy of each library (its soname), the grafted libraries and the dist-info stay; RECORD matches
+    every file; pip installs the result."""
+    import subprocess
+    import zipfile
+
+    from benchmarks.strip_wheel import record_hash, strip_wheel
+
+    library = b"\x7fELF libavformat"
+    files = {"PyNvVideoCodec/__init__.py": b"", "PyNvVideoCodec/decoders/__init__.py": b"",
+             "PyNvVideoCodec/libavformat.so": library, "PyNvVideoCodec/libavformat.so.63": library,
+             "PyNvVideoCodec/libavformat.so.63.1.101": library, "pynvvideocodec./libcudart-c64a25f3.so.12.3.101": b"rt",
+             "pynvvideocodec-2.2.4.data/data/external/ffmpeg/src/ffmpeg-9.0.1.tar.xz": b"source" * 100,
+             "samples/jupyter/simple_decode_tutorial.ipynb": b"{}", "benchmarks/frame_sampling_benchmark.py": b"",
+             "pynvvideocodec-2.2.4.dist-info/METADATA": b"Metadata-Version: 2.1\nName: pynvvideocodec\nVersion: 2.2.4\n",
+             "pynvvideocodec-2.2.4.dist-info/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: py3-none-any\n",
+             "pynvvideocodec-2.2.4.dist-info/top_level.txt": b"PyNvVideoCodec\nbenchmarks\nsamples\n",
+             "pynvvideocodec-2.2.4.dist-info/licenses/LICENSE.txt": b"MIT"}
+    source = tmp_path / "pynvvideocodec-2.2.4-py3-none-any.whl"
+    with zipfile.ZipFile(source, "w") as wheel:
+        for name, data in files.items():
+            wheel.writestr(name, data)
+        wheel.writestr("pynvvideocodec-2.2.4.dist-info/RECORD", "")
+    stripped = strip_wheel(source, tmp_path / "out")
+    with zipfile.ZipFile(stripped) as wheel:
+        names = set(wheel.namelist())
+        record = wheel.read("pynvvideocodec-2.2.4.dist-info/RECORD").decode().splitlines()
+        top_level = wheel.read("pynvvideocodec-2.2.4.dist-info/top_level.txt").decode()
+        for line in record[:-1]:
+            name, digest, size = line.split(",")
+            assert digest == record_hash(wheel.read(name)) and int(size) == len(wheel.read(name))
+    assert names == {"PyNvVideoCodec/__init__.py", "PyNvVideoCodec/decoders/__init__.py",
+                     "PyNvVideoCodec/libavformat.so.63", "pynvvideocodec./libcudart-c64a25f3.so.12.3.101",
+                     "pynvvideocodec-2.2.4.dist-info/METADATA", "pynvvideocodec-2.2.4.dist-info/WHEEL",
+                     "pynvvideocodec-2.2.4.dist-info/top_level.txt", "pynvvideocodec-2.2.4.dist-info/licenses/LICENSE.txt",
+                     "pynvvideocodec-2.2.4.dist-info/RECORD"}
+    assert {line.split(",")[0] for line in record} == names and top_level == "PyNvVideoCodec\n"
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
+                                "--disable-pip-version-check", "--target", str(tmp_path / "site"), str(stripped)],
+                               capture_output=True, text=True)
+    assert installed.returncode == 0, installed.stderr
+    assert (tmp_path / "site" / "PyNvVideoCodec" / "libavformat.so.63").read_bytes() == library
 
 
 def test_decoder_scaling_rows(bench_cache):

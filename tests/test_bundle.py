@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -187,15 +188,20 @@ def test_loading_verifies_the_onnx_and_caches_its_hash(tmp_path, monkeypatch):
     load_bundle(directory)
     # each named file (model.onnx, weights.safetensors) hashed once, then known by size and times
     assert len(hashed) == 2 and (directory / VERIFIED_CACHE).is_file()
-    (directory / "model.onnx").write_bytes(onnx_bytes(width=512))  # another bundle's model: same file name
+    model = directory / "model.onnx"
+    before = model.stat()
+    model.write_bytes(onnx_bytes(width=512))  # another bundle's model: same file name, same size
+    assert model.stat().st_size == before.st_size
+    # Milliseconds after the hash was cached, a file system with coarse timestamps (whole seconds,
+    # or the kernel's clock tick) can give the new file the old one's times: date it as a later
+    # write is dated.
+    os.utime(model, ns=(before.st_atime_ns, before.st_mtime_ns + 2_000_000_000))
     with pytest.raises(InputError, match=r"model\.onnx does not match the sha256 in .*bundle\.json"):
         load_bundle(directory)
     assert len(hashed) == 3
 
 
 def test_a_read_only_bundle_caches_under_tsf_home(tmp_path, monkeypatch):
-    import os
-
     monkeypatch.setenv("TSF_HOME", str(tmp_path / "home"))
     directory = write_bundle(tmp_path / "b")
     monkeypatch.setattr(os, "access", lambda path, mode: False)  # as for a bundle on a read-only share

@@ -263,3 +263,25 @@ def test_tsf_extract_with_decoders_and_videos_at_once_writes_the_same_features(c
         assert np.array_equal(np.load(tmp_path / "one" / f"{name}.npy"), np.load(tmp_path / "many" / f"{name}.npy"))
         meta = json.loads((tmp_path / "many" / f"{name}.json").read_text())
         assert meta["decoders"] == 2 and meta["settings"]["videos_at_once"] == 2
+
+
+def test_a_restart_the_probe_did_not_look_for_keeps_the_video_in_one_piece(tmp_path, monkeypatch):
+    """A TS of two recordings joined, where the probe's cheap check missed the restart: decoders
+    seeking by time could land in the second recording, so the file is scanned before it is split,
+    and with its restart it is decoded in one piece (one decoder meets the restart, and the video
+    is probed again: its rows are the whole video's, as with one decoder)."""
+    from test_runtime_reliability import joined_ts
+    from tsf.runtime import probe
+
+    joined = joined_ts(videos.make_video(tmp_path / "half.ts", seconds=8, fps=25, size=SIZE), tmp_path / "joined.ts",
+                       restart=True)
+    monkeypatch.setattr(probe, "_holds_more_than_stated", lambda *a: False)  # as if the cheap check missed it
+    info = probe_video(joined)
+    assert info.timestamps_may_restart and info.timestamp_restarts == 0
+    assert keyframe_starts(info, 4) == []
+    from runtime_helpers import extract as extract_video
+
+    one = extract_video(joined, small_bundle(4), device="cpu", decoders=1)
+    four = extract_video(joined, small_bundle(4), device="cpu", decoders=4)
+    assert one.rows == four.rows == 16 and four.decoders == 1
+    assert np.array_equal(one.features, four.features)

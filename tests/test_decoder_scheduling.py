@@ -152,3 +152,26 @@ def test_ray_shares_each_gpu_through_fractional_gpus():
     assert worker_plan({"GPU": 2, "CPU": 32}, "auto", 4) == (2, {"num_gpus": 1, "num_cpus": 1})
     assert worker_plan({"GPU": 2, "CPU": 32}, "auto", 4, per_gpu=4) == (8, {"num_gpus": 0.25, "num_cpus": 1})
     assert worker_plan({"CPU": 32}, "auto", 4, per_gpu=4) == (8, {"num_cpus": 4})  # CPU slots: unchanged
+
+
+def test_k_producers_hand_over_their_batches_without_races(monkeypatch, tmp_path):
+    """K segments on the stand-in GPU (tests/gpu_stand_ins.py's ordering model): each producer on
+    its own decoder's stream, none waiting for inference, every read ordered after its write."""
+    import sys
+
+    from gpu_stand_ins import fake_torch
+    from test_gpu_logic import toy_bundle, torch_engine_on_stand_ins
+
+    path = videos.make_video(tmp_path / "segments.mkv", seconds=12, size=(256, 90), bframes=2, gop=25)
+    cuda, _ = gpu_stand_ins(monkeypatch, hold_producer="tsf-decode")
+    torch = fake_torch(cuda)
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    info = probe_video(path)
+    result = extract(info, plan_windows(info, toy_bundle().window), toy_bundle(), torch_engine_on_stand_ins(cuda, torch),
+                     decoder="nvdec", decoders=3, batch_size=1)
+    assert result.decoders == 3 and result.rows == 12 and result.stats.partial is None
+    producers = [op for op in cuda.ops if op.thread == "tsf-decode"]
+    assert len({op.stream for op in producers}) == 3 and all(op.stream.is_non_blocking for op in producers)
+    assert cuda.producer_waits_on("inference") == []
+    assert [wait for wait in cuda.waits if wait[0] == "tsf-decode"] == []
+    assert cuda.races == []

@@ -10,10 +10,13 @@ import shlex
 import subprocess
 
 import numpy as np
+import pytest
 
 from runtime_helpers import video
 from tsf import demo
 from tsf.runtime.spotting.classes import SOCCERNET_V2_ACTIONS
+
+pytestmark = pytest.mark.paddle  # the demo exports its bundle with tsf-export
 
 
 def printed_command(out: str, *words: str) -> list[str]:

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import stat
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +21,7 @@ import onnxruntime
 import pytest
 
 from reference.numpy_timesformer import forward as numpy_forward
-from reference.pdparams import write_pdparams
+from reference.pdparams import reference_state, write_pdparams
 from tsf.export import export_bundle
 from tsf.runtime.spotting.classes import SOCCERNET_V2_CLASS_NAMES
 from tsf.export import bundle as bundle_module
@@ -27,6 +31,8 @@ from tsf.runtime.backends.precision import native_bf16
 from tsf.runtime.fidelity import MAX_REL_L2, compare
 from tsf.runtime.bundle import VERIFIED_CACHE, load_bundle
 from tsf.runtime.errors import InputError, OutputError
+
+pytestmark = pytest.mark.paddle  # the exporter and the trainer run Paddle
 
 SMALL = dict(depth=2, width=128, frames=4, classes=18)
 SMALL_ARCH = "depth=2,width=128,heads=2,frames=4"
@@ -114,7 +120,8 @@ def test_bundle_json_is_complete(small_export):
     assert meta["class_names"] == list(SOCCERNET_V2_CLASS_NAMES)
     assert meta["class_names"][17] == "background" and meta["class_names"][0] == "Penalty"
     assert meta["weights"] == {"file": "small.pdparams", "random_init": False,
-                               "sha256": hashlib.sha256(Path(weights).read_bytes()).hexdigest()}
+                               "sha256": hashlib.sha256(Path(weights).read_bytes()).hexdigest(),
+                               "architecture_from": "tensor shapes, heads = width / 64"}
     onnx_sha = hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
     assert meta["onnx"]["sha256"] == onnx_sha and meta["onnx"]["file"] == "model.onnx"
     assert meta["onnx"]["opset"] == 17
@@ -265,17 +272,18 @@ def test_conversion_failure_is_one_line(tmp_path, small_state):
 
 
 @pytest.mark.parametrize("kwargs, expected", [
-    (dict(), "either a weights file or --random-init"),
-    (dict(random_init=True, weights="x.pdparams"), "either a weights file or --random-init"),
+    (dict(), "give a WEIGHTS file (or --random-init"),
+    (dict(random_init=True, weights="x.pdparams"), "--random-init takes no WEIGHTS file"),
     (dict(weights="x.pdparams", arch="depth=2"), "--arch only applies"),
     (dict(random_init=True, arch="depth=2,colour=3"), "unknown architecture key 'colour'"),
     (dict(random_init=True, arch="depth=two"), "not an integer"),
     (dict(random_init=True, arch="width=100,heads=3"), "invalid architecture"),
     (dict(random_init=True, arch=SMALL_ARCH, heads=4), "contradicts"),
     (dict(random_init=True, precision="int8"), "precision"),
-    (dict(random_init=True, max_batch=0), "max batch"),
-    (dict(random_init=True, arch=SMALL_ARCH, class_names=["a", "b"]), "2 class names"),
-    (dict(random_init=True, arch=SMALL_ARCH, class_names=["a"] * 18), "repeats class names: a"),
+    (dict(random_init=True, max_batch=0), "--max-batch"),
+    (dict(random_init=True, arch=SMALL_ARCH, classes=["a", "b"]), "2 class names"),
+    (dict(random_init=True, arch=SMALL_ARCH, classes=["a"] * 18), "repeats class names: a"),
+    (dict(random_init=True, classes=["a"] * 18, soccernet_classes=True), "exclude each other"),
     (dict(weights="does/not/exist.pdparams"), "weights file not found"),
 ])
 def test_bad_arguments_write_nothing(tmp_path, kwargs, expected):
@@ -361,3 +369,209 @@ def test_overwrite_with_the_same_onnx_keeps_engines_of_other_gpus(existing_bundl
     export_bundle(out, random_init=True, arch=SMALL_ARCH, seed=2, overwrite=True)  # another model
     assert load_bundle(out).engines == []
     assert not (out / "engines").exists()
+
+
+# -- what the model was trained as: the checkpoint's record, the run folder, or a named guess ---------
+
+def _trained_like(tmp_path, record: bool, heads=2):
+    """A width-64 model with `heads` heads (width / 64 would say 1) saved as tsf-train saves it."""
+    import paddle
+
+    from tsf.training.model import PPTimeSformer, TimeSformerConfig
+    from tsf.training.weights import ModelRecord, save_pdparams
+
+    config = TimeSformerConfig(frames=2, depth=1, width=64, heads=heads, num_classes=3)
+    paddle.seed(11)
+    model = PPTimeSformer(config)
+    model.eval()
+    path = tmp_path / "epoch.pdparams"
+    save_pdparams(model, path, ModelRecord(config, ("run", "jump", "background")) if record else None)
+    return model, path
+
+
+def _paddle_features(model, video):
+    import paddle
+
+    with paddle.no_grad():
+        return model(paddle.to_tensor(video))[0].numpy()
+
+
+def test_a_checkpoint_exports_as_it_was_trained(tmp_path):
+    """heads 2 at width 64: the record, not width / 64, says what the model is; the ONNX computes the
+    trained model's function."""
+    model, weights = _trained_like(tmp_path, record=True)
+    lines = []
+    out = export_bundle(tmp_path / "bundle", weights=weights, log=lines.append)
+    bundle = load_bundle(out)
+    assert bundle.architecture["heads"] == 2
+    assert bundle.class_names == ("run", "jump", "background")
+    assert bundle.meta["weights"]["architecture_from"] == "the checkpoint's model record"
+    assert not any(line.startswith("warning:") for line in lines), lines
+    video = random_video(np.random.default_rng(4), 2, 2)
+    onnx_features = ort_session(out / "model.onnx").run(["features"], {"video": video})[0]
+    assert rel_l2(onnx_features, _paddle_features(model, video)) <= 1e-5
+
+    with pytest.raises(InputError, match="--heads 1 contradicts the checkpoint's model record: the model was "
+                                         "trained with 2 heads"):
+        export_bundle(tmp_path / "other", weights=weights, heads=1)
+    assert not (tmp_path / "other").exists()
+
+
+def test_a_checkpoint_without_a_record_is_read_with_its_run_folder(tmp_path):
+    """Checkpoints of runs made before checkpoints carried their record: the run's config.yaml."""
+    from tsf.training.config import dump_config, load_config
+    from tsf.training.labels import ClassMap
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    model, weights = _trained_like(tmp_path, record=False)
+    weights.rename(run / "checkpoints" / "epoch_0001.pdparams")
+    (run / "checkpoints" / "epoch_0001.pdopt").write_bytes(b"")
+    (run / "checkpoints" / "epoch_0001.json").write_text('{"state": {}}')
+    settings = [f"{k}={v}" for k, v in {"data.dir": "x", "model.frames": 2, "model.depth": 1, "model.width": 64,
+                                         "model.heads": 2, "optimizer.warmup_epochs": 1}.items()]
+    (run / "config.yaml").write_text(dump_config(load_config(None, settings)))
+    (run / "classes.json").write_text(json.dumps(ClassMap(("run", "jump", "background")).to_json()))
+
+    out = export_bundle(tmp_path / "bundle", weights=run / "checkpoints" / "epoch_0001.pdparams")
+    bundle = load_bundle(out)
+    assert bundle.architecture["heads"] == 2 and bundle.class_names == ("run", "jump", "background")
+    assert bundle.meta["weights"]["architecture_from"] == "the run folder's config.yaml"
+    video = random_video(np.random.default_rng(5), 1, 2)
+    onnx_features = ort_session(out / "model.onnx").run(["features"], {"video": video})[0]
+    assert rel_l2(onnx_features, _paddle_features(model, video)) <= 1e-5
+
+
+def test_the_head_count_guess_is_never_silent(tmp_path):
+    _, weights = _trained_like(tmp_path, record=False, heads=1)
+    lines = []
+    out = export_bundle(tmp_path / "bundle", weights=weights, log=lines.append)
+    assert load_bundle(out).architecture["heads"] == 1
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert len(warnings) == 1 and "does not record its head count" in warnings[0] and "--heads N" in warnings[0]
+    assert load_bundle(out).meta["weights"]["architecture_from"] == "tensor shapes, heads = width / 64"
+
+
+# -- what an export may replace, and who may read what it writes -------------------------------------
+
+def test_overwrite_replaces_only_what_tsf_wrote(existing_bundle, tmp_path):
+    """The bundle folder also holds the weights being exported, notes and a folder: all are kept."""
+    out, _ = existing_bundle
+    weights = write_pdparams(reference_state(np.random.default_rng(6), depth=1, width=64, frames=2),
+                             out / "my_weights.pdparams")
+    (out / "NOTES.txt").write_text("what I did")
+    (out / "runs").mkdir()
+    (out / "runs" / "log.txt").write_text("a log")
+    old_onnx = (out / "model.onnx").read_bytes()
+    lines = []
+    export_bundle(out, weights=weights, overwrite=True, log=lines.append)
+    bundle = load_bundle(out)
+    assert bundle.architecture["depth"] == 1 and (out / "model.onnx").read_bytes() != old_onnx
+    assert (out / "NOTES.txt").read_text() == "what I did" and (out / "runs" / "log.txt").read_text() == "a log"
+    assert (out / "my_weights.pdparams").is_file()
+    assert "kept what tsf did not write in" in lines[-1] and "NOTES.txt, my_weights.pdparams, runs" in lines[-1]
+    assert leftovers(out.parent, out.name) == []
+
+
+def test_overwrite_refuses_a_bundle_file_someone_changed(existing_bundle):
+    out, before = existing_bundle
+    (out / "model.onnx").write_bytes(b"my own model")
+    with pytest.raises(OutputError, match=r"model.onnx was not written by tsf \(or has changed since\)"):
+        export_bundle(out, random_init=True, arch=SMALL_ARCH, seed=2, overwrite=True)
+    assert (out / "model.onnx").read_bytes() == b"my own model" and (out / "bundle.json").read_bytes() == before
+    assert leftovers(out.parent, out.name) == []
+
+
+@pytest.mark.parametrize("umask, file_mode, folder_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])
+def test_bundle_files_are_readable_as_the_umask_allows(tmp_path, umask, file_mode, folder_mode):
+    previous = os.umask(umask)
+    try:
+        out = export_bundle(tmp_path / "bundle", random_init=True, arch="depth=1,width=64,frames=2")
+    finally:
+        os.umask(previous)
+    modes = {p.relative_to(out).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [out, *out.rglob("*")]}
+    assert modes == {".": folder_mode, **{name: file_mode for name in modes if name != "."}}, modes
+    assert "weights.safetensors" in modes
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+def test_another_user_loads_a_read_only_bundle(tmp_path):
+    """As another user, without write permission: load_bundle reads (hashes) every file."""
+    shared = Path(tempfile.mkdtemp(prefix="tsf-shared-"))
+    try:
+        shared.chmod(0o755)
+        previous = os.umask(0o022)
+        try:
+            out = export_bundle(shared / "bundle", random_init=True, arch="depth=1,width=64,frames=2")
+        finally:
+            os.umask(previous)
+        home = shared / "home"
+        home.mkdir()
+        os.chown(home, 65534, 65534)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: become "nobody", load, report, leave without running the parent's cleanup
+            status = 1
+            try:
+                os.close(read)
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+                os.environ["TSF_HOME"] = str(home)
+                os.write(write, load_bundle(out).bundle_id.encode())
+                status = 0
+            except BaseException as exc:
+                os.write(write, f"{type(exc).__name__}: {exc}".encode())
+            finally:
+                os._exit(status)
+        os.close(write)
+        with os.fdopen(read) as answer:
+            message = answer.read()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, message
+        assert message == load_bundle(out).bundle_id
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+SITECUSTOMIZE = '''
+import atexit, os, sys
+
+
+def _record_maps():
+    with open(os.path.join(os.environ["TSF_TEST_MAPS"], f"{os.getpid()}.maps"), "w") as out:
+        out.write(" ".join(sys.argv) + "\\n")
+        with open("/proc/self/maps") as maps:
+            out.write(maps.read())
+
+
+if os.environ.get("TSF_TEST_MAPS"):
+    atexit.register(_record_maps)
+'''
+
+
+def test_the_cpu_gates_run_where_paddle_is_not_loaded(tmp_path, monkeypatch):
+    """Each child records the libraries it had mapped as it exits: the ONNX conversion's has Paddle's,
+    the fidelity gate's has none of them (and runs ONNX Runtime's INT8 gate, and OpenVINO where BF16 is native)."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("TSF_TEST_MAPS", str(maps))
+    out = export_bundle(tmp_path / "bundle", random_init=True, arch="depth=1,width=64,frames=2", int8=True)
+
+    children = {}
+    for path in maps.iterdir():
+        argv, _, mapped = path.read_text().partition("\n")
+        children[argv.split()[0]] = {line.split()[-1] for line in mapped.splitlines() if len(line.split()) >= 6}
+    gate = next(libraries for argv, libraries in children.items() if argv.endswith("cpu_gate.py"))
+    conversion = next(libraries for argv, libraries in children.items() if argv.endswith("onnx_export.py"))
+    assert any(f"{os.sep}paddle{os.sep}" in library for library in conversion)  # the measure sees Paddle where it is
+    assert not [library for library in gate if f"{os.sep}paddle{os.sep}" in library]
+    assert any("onnxruntime" in library for library in gate)
+    fidelity = load_bundle(out).meta["fidelity"]
+    assert "int8" in fidelity["onnxruntime"]
+    if "openvino" in fidelity:
+        assert any("libopenvino" in library for library in gate)

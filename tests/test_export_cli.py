@@ -14,6 +14,8 @@ from tsf.runtime.gpu import GPU_IMPORT_ERRORS
 from tsf.runtime.spotting.classes import SOCCERNET_V2_CLASS_NAMES
 from tsf.runtime.bundle import load_bundle
 
+pytestmark = pytest.mark.paddle  # the exporter and the trainer run Paddle
+
 SMALL_ARCH = "depth=2,width=128,heads=2,frames=4"
 
 
@@ -198,3 +200,34 @@ def test_ctrl_c_leaves_nothing(tmp_path):
     assert process.returncode == 130, err
     assert err.strip().splitlines()[-1] == "error: interrupted; nothing was written"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_weights_with_nan_name_the_tensor(tmp_path, capsys):
+    state = reference_state(np.random.default_rng(1), depth=1, width=64, frames=2)
+    state["backbone.blocks.0.attn.qkv.weight"][3, 5] = np.nan
+    state["head.fc.bias"][0] = np.inf
+    weights = write_pdparams(state, tmp_path / "diverged.pdparams")
+    code, _, err = run(capsys, weights, "-o", tmp_path / "b", "--no-engine")
+    assert_one_line_error(code, err, "2 tensor(s) hold values that are not finite numbers",
+                          "backbone.blocks.0.attn.qkv.weight (1 NaN, 0 inf)", "head.fc.bias (0 NaN, 1 inf)")
+    assert "parity" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["diverged.pdparams"]
+
+
+def test_a_directory_is_named_as_one(tmp_path, capsys):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    code, _, err = run(capsys, folder, "-o", tmp_path / "b", "--no-engine")
+    assert_one_line_error(code, err, f"{folder} is a directory, not a .pdparams weights file")
+
+    run_folder = tmp_path / "run"
+    (run_folder / "checkpoints").mkdir(parents=True)
+    (run_folder / "config.yaml").write_text("seed: 0\n")
+    for suffix in ("pdparams", "pdopt", "json"):
+        (run_folder / "checkpoints" / f"epoch_0002.{suffix}").write_text("")
+    (run_folder / "best.pdparams").write_text("")
+    code, _, err = run(capsys, run_folder, "-o", tmp_path / "b", "--no-engine")
+    assert_one_line_error(code, err, f"{run_folder} is a tsf-train run folder, not a weights file: export "
+                                     f"{run_folder / 'best.pdparams'} or "
+                                     f"{run_folder / 'checkpoints' / 'epoch_0002.pdparams'}")
+    assert not (tmp_path / "b").exists()

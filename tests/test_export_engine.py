@@ -12,6 +12,8 @@ import pytest
 
 from tsf.runtime.gpu import GPU_IMPORT_ERRORS
 
+pytestmark = pytest.mark.paddle  # the exporter and the trainer run Paddle
+
 SMALL_ARCH = "depth=2,width=128,heads=2,frames=4"
 
 

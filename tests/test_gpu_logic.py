@@ -22,6 +22,7 @@ import pytest
 from tsf.export.tensorrt_engine import EngineParityError, build_engine, engine_support, parity_gate
 from tsf.runtime.bundle import Bundle, Preprocessing, Window
 from tsf.runtime.errors import BackendError
+from tsf.runtime.gpu import CPU
 from tsf.runtime.fidelity import MAX_REL_L2, MIN_ROW_COSINE, compare
 from tsf.runtime.backends.tensorrt import (
     GpuIdentity,
@@ -190,6 +191,7 @@ def _elem_types(model):
     return types
 
 
+@pytest.mark.paddle  # the exporter's graph (paddle2onnx)
 def test_fp16_onnx_keeps_layernorm_and_softmax_fp32(small_bundle, tmp_path):
     pytest.importorskip("onnxconverter_common")
     import onnx
@@ -268,6 +270,7 @@ def fake_gpu(monkeypatch, onnx_path, noise, trt_version="10.13.0.35"):
     return built
 
 
+@pytest.mark.paddle  # the exporter's graph (paddle2onnx)
 def test_build_engine_writes_the_engine_and_its_entry(small_bundle, tmp_path, monkeypatch):
     onnx_path = Path(small_bundle) / "model.onnx"
     built = fake_gpu(monkeypatch, onnx_path, noise=0.0)
@@ -293,6 +296,7 @@ def test_build_engine_writes_the_engine_and_its_entry(small_bundle, tmp_path, mo
     assert built["old_cache"] == b"timing cache" and built["batches"] == (1, 2, 8)
 
 
+@pytest.mark.paddle  # the exporter's graph (paddle2onnx)
 def test_build_engine_refuses_a_diverging_engine_and_writes_nothing(small_bundle, tmp_path, monkeypatch):
     onnx_path = Path(small_bundle) / "model.onnx"
     fake_gpu(monkeypatch, onnx_path, noise=1.0)
@@ -380,6 +384,7 @@ def fake_tensorrt(version, parse_ok=True):
     return trt, calls
 
 
+@pytest.mark.paddle  # the exporter's graph (paddle2onnx)
 @pytest.mark.parametrize("version", ["10.13.3.9", "11.4.0.106"])
 def test_build_plan_fp16_is_strongly_typed_from_an_fp16_onnx(small_bundle, monkeypatch, version):
     pytest.importorskip("onnxconverter_common")
@@ -419,16 +424,16 @@ def test_build_plan_reports_parse_errors_in_one_line(tmp_path, monkeypatch):
 # --- NvdecDecoder against stand-ins for PyNvVideoCodec 2.2.4 and CuPy (tests/gpu_stand_ins.py) ---
 # What is checked is ours: the capability check before NVDEC is chosen and the fallback's reason,
 # timestamps from PTS and time base, the flush at the end, NV12 planes copied out of reused and
-# padded surfaces, the colour conversion the CPU path does, no host waits while decoding, the
-# producer thread on the decoder's GPU, errors turned into DecodeError.
+# padded surfaces, the colour conversion the CPU path does, no host waits and no races while
+# decoding, the producer thread on the decoder's GPU, errors turned into DecodeError.
 
-def gpu_stand_ins(monkeypatch, device_count=1, **nvdec_options):
+def gpu_stand_ins(monkeypatch, device_count=1, hold_producer=None, own_streams=True, **nvdec_options):
     """Installs the CuPy and PyNvVideoCodec stand-ins; returns (cuda state, PyNvVideoCodec log)."""
     from gpu_stand_ins import Cuda, fake_cupy, fake_pynvvideocodec
     from tsf.runtime import decode_nvdec
 
-    cuda = Cuda(device_count)
-    cupy, cupyx = fake_cupy(cuda)
+    cuda = Cuda(device_count, hold_producer=hold_producer)
+    cupy, cupyx = fake_cupy(cuda, own_streams=own_streams)
     nvc, log = fake_pynvvideocodec(cuda, **nvdec_options)
     monkeypatch.setattr(decode_nvdec, "_import_pynvvideocodec", lambda: nvc)
     monkeypatch.setitem(sys.modules, "cupy", cupy)
@@ -450,7 +455,8 @@ def nvdec_videos(tmp_path_factory):
     }
 
 
-def decode_both(path, gpu_id=0):
+def decode_both(cuda, path, gpu_id=0):
+    """(decoder, PyAV's frames, NVDEC's frames as host arrays, host waits while decoding)."""
     from tsf.runtime.decode import PyAVDecoder
     from tsf.runtime.decode_nvdec import NvdecDecoder
     from tsf.runtime.probe import probe_video
@@ -460,10 +466,13 @@ def decode_both(path, gpu_id=0):
     expected = [(f.pts_time, f.number, f.to_rgb()) for f in cpu.frames()]
     cpu.close()
     decoder = NvdecDecoder(info, gpu_id)
-    frames = list(decoder.frames())  # every frame held before any is looked at
-    got = [(f.pts_time, f.number, f.to_rgb()) for f in frames]
+    with decoder.gpu_stream.work():  # NVDEC's frames are read on the decoder's stream
+        frames = list(decoder.frames())  # every frame held before any is looked at
+        rgb = [f.to_rgb() for f in frames]
+        waits = cuda.host_waits
+        got = [(f.pts_time, f.number, image.get()) for f, image in zip(frames, rgb)]
     decoder.close()
-    return decoder, expected, got
+    return decoder, expected, got, waits
 
 
 @pytest.mark.parametrize("name", ["untagged", "bt709_full"])
@@ -471,7 +480,7 @@ def test_nvdec_yields_the_cpu_decoders_frames_and_colours(nvdec_videos, name, mo
     import videos
 
     cuda, log = gpu_stand_ins(monkeypatch)
-    decoder, expected, got = decode_both(nvdec_videos[name])
+    decoder, expected, got, waits = decode_both(cuda, nvdec_videos[name])
     assert len(got) == len(expected) > 0
     assert [(t, n) for t, n, _ in got] == [(t, n) for t, n, _ in expected]
     for (_, _, ours), (_, _, theirs) in zip(got, expected):
@@ -479,10 +488,12 @@ def test_nvdec_yields_the_cpu_decoders_frames_and_colours(nvdec_videos, name, mo
         assert videos.read_frame_number(ours) == videos.read_frame_number(theirs)
         # The bound of tests/test_colour.py: swscale converts in fixed point.
         assert np.abs(ours.astype(np.int16) - theirs.astype(np.int16)).max() <= 2
-    # The decoder got our stream, frames were handed over on it, and nobody waited on the host.
-    stream = decoder._stream.ptr
-    assert cuda.host_waits == 0
-    assert set(log["dlpack_streams"]) == {stream} and set(log["waits"]) == {stream}
+    # The decoder got our non-blocking stream, frames were handed over on it, nobody waited on the
+    # host while decoding, and every read of an NVDEC buffer came before the next Decode rewrote it.
+    stream = decoder.gpu_stream.stream
+    assert stream.is_non_blocking and log["decoders"][0]._stream is stream
+    assert waits == 0 and cuda.races == []
+    assert set(log["dlpack_streams"]) == {stream.ptr} and log["waits"] == []
     assert log["decoders"][0].calls > len(got) // 2  # one Decode per packet, plus the flush
 
 
@@ -501,9 +512,9 @@ def test_nvdec_reports_where_decoding_broke(nvdec_videos, monkeypatch):
 def test_nvdec_turns_a_rotated_video_upright_like_the_cpu_decoder(tmp_path, monkeypatch):
     import videos
 
-    gpu_stand_ins(monkeypatch)
+    cuda, _ = gpu_stand_ins(monkeypatch)
     phone = videos.make_video(tmp_path / "phone.mp4", seconds=1, fps=25, size=(160, 96), rotation=-90)
-    decoder, expected, got = decode_both(phone)
+    decoder, expected, got, _ = decode_both(cuda, phone)
     assert decoder.info.rotation == 270 and len(got) == len(expected) == 25
     for (_, _, ours), (_, _, theirs) in zip(got, expected):
         assert ours.shape == theirs.shape == (160, 96, 3)
@@ -610,6 +621,136 @@ def test_nvdec_frames_are_preprocessed_on_the_decoders_gpu(nvdec_videos, monkeyp
     assert devices == {1}
 
 
+# --- The GPU pipeline's streams: decode and inference overlap, and batches cross in order ---
+# The real pipeline, NvdecDecoder and the torch engine's `run` on the stand-in device
+# (tests/gpu_stand_ins.py), whose legacy default stream orders itself with blocking streams as
+# CUDA does and which records every op's ordering. The producer is held after its first hand-off
+# until the consumer has queued inference, as on a GPU where inference is in flight while the
+# producer works; then any ordering of the producer after inference (a shared or blocking stream,
+# a host wait) is seen, whatever the thread timing.
+
+FEATURES, OUTPUT_CLASSES = 4, 2
+
+
+def toy_model_outputs(clips):
+    """What the test's model computes from float32 clips [B, 3, T, S, S]: features, logits, event times."""
+    flat = clips.reshape(len(clips), -1)
+    return [np.repeat(flat.mean(1, keepdims=True), FEATURES, 1) + np.arange(FEATURES, dtype=np.float32),
+            np.repeat(flat.max(1, keepdims=True), OUTPUT_CLASSES, 1),
+            np.repeat(flat.min(1, keepdims=True), OUTPUT_CLASSES, 1)]
+
+
+def torch_engine_on_stand_ins(cuda, torch):
+    """The torch engine as `TorchBackend.__init__` leaves it on cuda:0 (its own stream from
+    torch.cuda.Stream, fp16), with a model that reads its input and writes its outputs as one
+    "inference" op on the current torch stream. Loading the real model needs real torch: that
+    part is proven on the CPU (tests/test_torch_engine.py) and on a GPU (tests/gpu)."""
+    from gpu_stand_ins import Buffer
+    from tsf.runtime.backends.torch import TorchBackend
+    from tsf.runtime.gpu import Device
+
+    def model(clips):
+        outputs = [torch.Tensor(o.astype(np.float32), Buffer("model output"), clips.device)
+                   for o in toy_model_outputs(clips._data)]
+        cuda.enqueue(torch.cuda.current_stream()._stream, "inference", reads=[clips._buffer],
+                     writes=[o._buffer for o in outputs])
+        return outputs
+
+    engine = TorchBackend.__new__(TorchBackend)
+    engine.device, engine.precision, engine.model = Device("cuda", 0), "fp16", model
+    engine._device, engine._dtype = torch.device("cuda", 0), torch.float16
+    engine._stream = torch.cuda.Stream(engine._device)
+    engine._widths = (FEATURES, OUTPUT_CLASSES, OUTPUT_CLASSES)
+    engine.default_batch_size, engine.wants_gpu_input = 1, True
+    return engine
+
+
+def toy_bundle():
+    return Bundle(dir=Path("."), meta={}, onnx_path=Path("model.onnx"), class_names=("a", "b"),
+                  architecture={"frames": 4, "depth": 1, "width": FEATURES, "heads": 1, "classes": OUTPUT_CLASSES,
+                                "image_size": 224, "patch_size": 16, "mlp_ratio": 4}, bundle_id="0" * 16,
+                  random_init=True, window=Window.reference(4), preprocessing=Preprocessing.reference())
+
+
+def extract_on_stand_in_gpu(monkeypatch, video, own_streams=True):
+    """One video through the real pipeline: NVDEC -> CuPy -> the torch engine, on the stand-in
+    device; batches of one window, so that several cross. Returns (cuda state, result)."""
+    from gpu_stand_ins import fake_torch
+    from tsf.runtime.pipeline import extract
+    from tsf.runtime.probe import probe_video
+    from tsf.runtime.sample import plan_windows
+
+    cuda, _ = gpu_stand_ins(monkeypatch, hold_producer="tsf-decode", own_streams=own_streams)
+    torch = fake_torch(cuda, own_streams=own_streams)
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    info = probe_video(video)
+    result = extract(info, plan_windows(info, toy_bundle().window), toy_bundle(), torch_engine_on_stand_ins(cuda, torch),
+                     decoder="nvdec", batch_size=1)
+    return cuda, result
+
+
+def test_gpu_decode_and_inference_overlap_and_batches_cross_in_order(nvdec_videos, monkeypatch):
+    import types
+
+    from tsf.runtime.pipeline import extract
+    from tsf.runtime.probe import probe_video
+    from tsf.runtime.sample import plan_windows
+
+    cuda, gpu = extract_on_stand_in_gpu(monkeypatch, nvdec_videos["untagged"])
+    assert gpu.decoder == "nvdec" and gpu.rows == 3
+    inference = [op for op in cuda.ops if op.tag == "inference"]
+    producer = [op for op in cuda.ops if op.thread == "tsf-decode"]
+    assert len(inference) == 3
+    # The check below could fail: the producer queued work while inference was in flight.
+    assert any(op.seq > inference[0].seq for op in producer)
+    # The producer never waits for inference, on the device or on the host; it never waits on the
+    # host at all, and works on one non-blocking stream (its decoder's), inference on another.
+    assert cuda.producer_waits_on("inference") == []
+    assert [wait for wait in cuda.waits if wait[0] == "tsf-decode"] == []
+    assert len({op.stream for op in producer}) == 1 and producer[0].stream.is_non_blocking
+    assert len({op.stream for op in inference}) == 1 and inference[0].stream.is_non_blocking
+    assert inference[0].stream is not producer[0].stream
+    # Every read came after its write, every NVDEC buffer rewrite after the reads of it.
+    assert cuda.races == []
+
+    # The same windows as the CPU path's (PyAV, NumPy, the same model), up to the colour
+    # conversion's rounding (2 levels of 255, tests/test_colour.py).
+    def run(video):
+        return dict(zip(NAMES, toy_model_outputs(video)))
+
+    cpu_engine = types.SimpleNamespace(name="cpu-engine", device=CPU, precision="fp32", default_batch_size=1,
+                                       wants_gpu_input=False, run=run)
+    info = probe_video(nvdec_videos["untagged"])
+    cpu = extract(info, plan_windows(info, toy_bundle().window), toy_bundle(), cpu_engine, decoder="cpu")
+    np.testing.assert_allclose(gpu.features, cpu.features, rtol=0, atol=2 / 255)
+    np.testing.assert_allclose(gpu.event_times, cpu.event_times, rtol=0, atol=2 / 255)
+
+
+def test_the_stand_ins_see_stages_that_do_not_overlap(nvdec_videos, monkeypatch):
+    """Negative control: with every stream the legacy default one (what tsf did before its own
+    streams), the producer's work after the first batch waits for the in-flight inference."""
+    cuda, result = extract_on_stand_in_gpu(monkeypatch, nvdec_videos["untagged"], own_streams=False)
+    assert result.rows == 3 and cuda.races == []
+    waits = cuda.producer_waits_on("inference")
+    assert waits and "waits on the device for inference" in waits[0]
+
+
+def test_the_stand_ins_see_a_batch_read_before_it_is_written(nvdec_videos, monkeypatch):
+    """Negative control: a hand-off that does not wait for the producer's event is a race."""
+    import contextlib
+
+    from tsf.runtime import gpu
+
+    @contextlib.contextmanager
+    def receive_without_waiting(self, event):
+        with self.stream:
+            yield
+
+    monkeypatch.setattr(gpu.ConsumerStream, "receive", receive_without_waiting)
+    cuda, _ = extract_on_stand_in_gpu(monkeypatch, nvdec_videos["untagged"])
+    assert any(race.startswith("inference") and "reads" in race for race in cuda.races)
+
+
 # --- EngineRunner.run against stand-ins for TensorRT 10 and CuPy (tests/gpu_stand_ins.py) ---
 # Checked: batches above the engine's max are split and reassembled in row order, device buffers
 # are allocated once, host and device inputs give the same rows, the host waits once per run,
@@ -644,6 +785,40 @@ def test_stand_in_streams_behave_like_cuda():
     assert cuda.host_waits == 2  # pageable memory: the copy waited
     with pytest.raises(TypeError):
         cupy.cuda.Stream(nonblocking=True)
+
+
+def test_stand_in_default_stream_and_dlpack_order_work_as_cuda_does():
+    """What the overlap tests rely on: the legacy default stream (CuPy's null stream is torch's
+    default stream) orders itself with blocking streams, never with non-blocking ones; torch's own
+    streams are non-blocking; DLPack makes the reader wait for the exporting thread's current
+    stream, and a read that nothing ordered after its write is a race."""
+    from gpu_stand_ins import Cuda, fake_cupy, fake_torch
+
+    cuda = Cuda()
+    cupy, _ = fake_cupy(cuda)
+    torch = fake_torch(cuda)
+    blocking, non_blocking = cupy.cuda.Stream(), cupy.cuda.Stream(non_blocking=True)
+    on_default = cuda.enqueue(cuda.legacy, "default")
+    assert on_default.ordered_before(cuda.enqueue(blocking, "later, blocking"))
+    assert not on_default.ordered_before(cuda.enqueue(non_blocking, "later, non-blocking"))
+    on_blocking = cuda.enqueue(blocking, "blocking")
+    assert on_blocking.ordered_before(cuda.enqueue(cuda.legacy, "later, default"))
+    assert torch.cuda.current_stream().cuda_stream == cupy.cuda.Stream.null.ptr == 0
+    engine = torch.cuda.Stream()
+    assert engine._stream.is_non_blocking
+
+    def written_on(stream):
+        with stream:
+            return cupy.asarray(np.ones((2, 3), np.float32)) * 2
+
+    batch = written_on(non_blocking)
+    with non_blocking, torch.cuda.stream(engine):
+        torch.from_dlpack(batch).cpu()  # exported with the writer's stream current: ordered
+    assert cuda.races == []
+    batch = written_on(non_blocking)
+    with torch.cuda.stream(torch.cuda.Stream()):
+        torch.from_dlpack(batch).cpu()  # exported from the default stream, which never waited for the writer
+    assert len(cuda.races) == 1 and "reads" in cuda.races[0]
 
 
 def test_engine_runner_splits_batches_waits_once_and_keeps_row_order(monkeypatch):

@@ -16,6 +16,8 @@ from reference.pdparams import reference_state
 from tsf.training.model import PPTimeSformer, TimeSformerConfig
 from tsf.training.weights import infer_config, load_reference_weights
 
+pytestmark = pytest.mark.paddle  # the exporter and the trainer run Paddle
+
 TOLERANCE = 1e-5  # relative L2, float32 Paddle vs float64 NumPy
 SMALL = dict(depth=2, width=128, frames=4, classes=18)
 

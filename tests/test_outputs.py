@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tsf.runtime import outputs
+from tsf.runtime import files, outputs
 from tsf.runtime.errors import InputError, OutputError
 from tsf.runtime.outputs import (ABSENT, DEBRIS, EDITED, FINISHED, FOREIGN, Expected, OutputSet, half_number,
                                  read_outputs, set_base, set_name, valid_set_name, write_outputs)
@@ -245,7 +245,7 @@ def test_replacing_records_what_it_replaces_so_a_kill_between_renames_is_provabl
             raise KeyboardInterrupt  # SIGTERM, a kill: the manifest is in place, the features not yet
 
     monkeypatch.setattr(outputs.os, "replace", killed_after_the_manifest)
-    monkeypatch.setattr(outputs, "_remove_quietly", lambda path: None)  # as if the process died here
+    monkeypatch.setattr(files, "remove_quietly", lambda path: None)  # as if the process died here
     with pytest.raises(KeyboardInterrupt):
         out.write(decision, **arrays(seed=1), metadata=metadata(video, precision="bf16"), heads=False)
     monkeypatch.undo()

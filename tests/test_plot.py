@@ -89,3 +89,46 @@ def test_plot_errors_are_one_line(game, tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         main([str(game), "-o", str(tmp_path / "x.png"), "--size", "big"])
     assert "WIDTHxHEIGHT" in capsys.readouterr().err
+
+
+def run_plot(capsys, args) -> tuple[int, str]:
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code
+    return code, capsys.readouterr().err
+
+
+def test_heads_without_rows_are_one_line(tmp_path, capsys):
+    """A video shorter than one window gives heads with 0 rows (an IndexError before)."""
+    heads = write_heads(str(tmp_path / "short"), np.zeros((0, 18), dtype=np.float32))
+    code, err = run_plot(capsys, [heads, "-o", tmp_path / "short.png"])
+    assert code == 2 and err == f"error: {tmp_path / 'short'}: the heads have no rows (a video shorter than one " \
+                                "window?): nothing to plot\n"
+    assert not (tmp_path / "short.png").exists()
+
+
+def test_a_picture_too_big_to_draw_is_refused_before_drawing(game, tmp_path, capsys):
+    """100000 x 100000 pixels would be a 40 GB canvas (a MemoryError before)."""
+    code, err = run_plot(capsys, [game, "-o", tmp_path / "huge.png", "--size", "100000x100000"])
+    assert code == 2 and err.count("\n") == 1 and "at most 8192 pixels a side" in err, err
+    assert not (tmp_path / "huge.png").exists()
+
+
+def test_a_heads_file_that_is_not_an_archive_is_one_line_without_numpy_advice(tmp_path, capsys):
+    """NumPy reads a file that is not an archive as a pickle, and its refusal advises allow_pickle."""
+    heads = write_heads(str(tmp_path / "game"), planted_logits(60, {}))
+    with open(heads, "wb") as f:
+        f.write(b"not an archive, just bytes\n" * 40)
+    code, err = run_plot(capsys, [heads, "-o", tmp_path / "garbage.png"])
+    assert code == 2 and err.count("\n") == 1 and err.startswith(f"error: {tmp_path / 'game'}") and heads in err
+    assert "allow_pickle" not in err and not (tmp_path / "garbage.png").exists()
+
+
+def test_only_png_names_are_written(game, tmp_path, capsys):
+    """`-o out.xyz` wrote a PNG under the name .xyz."""
+    code, err = run_plot(capsys, [game, "-o", tmp_path / "out.xyz"])
+    assert code == 2 and err.count("\n") == 1 and "tsf-plot draws PNG pictures; give a name ending in .png" in err
+    assert list(tmp_path.iterdir()) == [tmp_path / "league"]

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from reference.pdparams import reference_state, write_pdparams
-from runtime_helpers import cosine_rows, run_cli, small_bundle, video
+from runtime_helpers import cosine_rows, run_cli, small_bundle, video, write_bundle
 from tsf.runtime import backends
 from tsf.runtime.backends import precision
 from tsf.runtime import fidelity
@@ -58,10 +58,8 @@ def int8_bundle(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def fragile_bundle(tmp_path_factory):
-    """Weights that neither BF16 nor INT8 can carry (see the module docstring), exported with --int8."""
-    from tsf.export import export_bundle
-
+def fragile_state():
+    """Weights that neither BF16 nor INT8 can carry (see the module docstring)."""
     state = reference_state(np.random.default_rng(31), **SMALL)
     state["backbone.blocks.0.mlp.fc2.bias"][:] = 100.0  # every channel +100: LayerNorm removes it, BF16 cannot
     for block in (0, 1):
@@ -69,11 +67,25 @@ def fragile_bundle(tmp_path_factory):
         # and an INT8 activation scale 100x too coarse for the 127 other channels.
         state[f"backbone.blocks.{block}.norm2.weight"][0] = 100.0
         state[f"backbone.blocks.{block}.mlp.fc1.weight"][0, :] /= 100.0
+    return state
+
+
+@pytest.fixture(scope="module")
+def fragile_bundle(tmp_path_factory, fragile_state):
+    """The fragile weights exported with --int8 (the exporter measures both gates)."""
+    from tsf.export import export_bundle
+
     root = tmp_path_factory.mktemp("fragile")
     lines: list[str] = []
-    bundle = export_bundle(root / "bundle", weights=write_pdparams(state, root / "fragile.pdparams"), int8=True,
-                           log=lines.append)
+    bundle = export_bundle(root / "bundle", weights=write_pdparams(fragile_state, root / "fragile.pdparams"),
+                           int8=True, log=lines.append)
     return bundle, lines
+
+
+@pytest.fixture(scope="module")
+def fragile_runtime_bundle(tmp_path_factory, fragile_state):
+    """The fragile weights as a bundle without gate records: the runtime measures them on first use."""
+    return write_bundle(tmp_path_factory.mktemp("fragile-runtime") / "bundle", fragile_state, heads=2)
 
 
 # ---------------------------------------------------------------- the policy
@@ -140,12 +152,12 @@ def test_cpu_flags_are_the_kernel_s():
 
 @needs_native_bf16
 @pytest.mark.parametrize("engine,reduced", [("openvino", "bf16"), ("onnxruntime", "int8")])
-def test_the_gate_measures_what_the_features_are(engine, reduced, int8_bundle, tmp_path):
+def test_the_gate_measures_what_the_features_are(engine, reduced, tmp_path):
     """The gate's per-row cosines are those of the features tsf-extract writes for the same clip."""
     from tsf.runtime.extractor import ExtractSettings, Extractor
     from tsf.runtime.pitch_clip import draw_pitch_clip
 
-    bundle = load_bundle(int8_bundle)
+    bundle = load_bundle(small_bundle(4))
     record = measure_cpu_gate(bundle, engine, reduced, threads=2)
     assert record["passed"] and record["min_row_cosine"] >= MIN_ROW_COSINE and len(record["row_cosines"]) == 6
     assert record["cpu_flags"] == list(precision.cpu_flags()) and record["reference"] == f"{engine} fp32"
@@ -160,6 +172,7 @@ def test_the_gate_measures_what_the_features_are(engine, reduced, int8_bundle, t
 
 
 @needs_native_bf16
+@pytest.mark.paddle
 def test_export_records_each_gate_and_the_int8_model(int8_bundle):
     bundle = load_bundle(int8_bundle)
     entry = bundle.meta["quantized"]["int8"]
@@ -171,6 +184,7 @@ def test_export_records_each_gate_and_the_int8_model(int8_bundle):
 
 
 @needs_native_bf16
+@pytest.mark.paddle
 def test_bundle_int8_model_runs_without_building_anything(int8_bundle, own_cache):
     bundle = load_bundle(int8_bundle)
     backend = backends.select_backend(bundle, "auto", "cpu", "int8", gate=FidelityGate(bundle))
@@ -181,6 +195,7 @@ def test_bundle_int8_model_runs_without_building_anything(int8_bundle, own_cache
 
 
 @needs_native_bf16
+@pytest.mark.paddle
 def test_fragile_weights_fail_both_gates_at_export(fragile_bundle):
     path, lines = fragile_bundle
     bundle = load_bundle(path)
@@ -194,8 +209,8 @@ def test_fragile_weights_fail_both_gates_at_export(fragile_bundle):
 
 @needs_native_bf16
 @pytest.mark.parametrize("asked,engine", [("auto", "openvino"), ("int8", "onnxruntime")])
-def test_tsf_extract_refuses_a_failed_precision_and_runs_fp32(asked, engine, fragile_bundle, tmp_path, capsys):
-    code, err = run_cli(capsys, [video("short_5s.mkv"), "-o", tmp_path / "f.npy", "--model", fragile_bundle[0],
+def test_tsf_extract_refuses_a_failed_precision_and_runs_fp32(asked, engine, fragile_runtime_bundle, tmp_path, capsys):
+    code, err = run_cli(capsys, [video("short_5s.mkv"), "-o", tmp_path / "f.npy", "--model", fragile_runtime_bundle,
                                  "--device", "cpu", "--precision", asked])
     assert code == 0, err
     reduced = "bf16" if asked == "auto" else asked

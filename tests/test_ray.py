@@ -17,6 +17,10 @@ from tsf.runtime.scale.ray_pool import ExtractWorker, run_on_ray
 
 ray = pytest.importorskip("ray")
 
+# Starting a local Ray takes seconds; a test (with the module's Ray, started in its set-up) that
+# takes this long is stuck, and fails rather than holding the suite.
+pytestmark = pytest.mark.timeout(600)
+
 VOLATILE_METADATA = {"created", "timings", "outputs", "settings", "engine"}
 
 
@@ -27,9 +31,49 @@ def local_ray():
     # The failing workers below live in this test module, which Ray's worker processes cannot
     # import: ship them by value.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # "local": a Ray of the tests' own, never the cluster RAY_ADDRESS or /tmp/ray names (on a
+    # shared machine, another job's).
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+class RecordingRay:
+    """Stands in for the `ray` module where only `ray.init(address=..., **options)` is called."""
+
+    def __init__(self):
+        self.addresses = []
+
+    def init(self, address=None, **options):
+        self.addresses.append(address)
+
+
+def test_ray_without_an_address_is_a_ray_of_its_own_or_ray_address(monkeypatch):
+    from tsf.runtime.scale.ray_pool import start_ray
+
+    recording = RecordingRay()
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    start_ray(recording, None)
+    start_ray(recording, "auto")
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    start_ray(recording, None)
+    assert recording.addresses == ["local", "auto", "auto"]
+
+
+def test_an_address_where_nothing_listens_fails_at_once():
+    """ray.init would retry for about ten minutes, printing a warning every few seconds."""
+    import socket
+
+    from tsf.runtime.errors import BackendError
+    from tsf.runtime.scale.ray_pool import start_ray
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    recording = RecordingRay()
+    with pytest.raises(BackendError, match=f"cannot reach Ray at ray://127.0.0.1:{port}: connection refused"):
+        start_ray(recording, f"ray://127.0.0.1:{port}")
+    assert recording.addresses == []
 
 
 def three_videos(tmp_path: Path) -> Path:
@@ -89,20 +133,23 @@ class AlwaysDiesWorker(ExtractWorker):
         return super().process(job)
 
 
-@pytest.mark.parametrize("worker_class, retries, attempts_for_game1", [
-    (DiesOnceWorker, 2, 2), (AlwaysDiesWorker, 1, None)])
-def test_a_lost_worker_is_replaced_and_its_video_retried(tmp_path, local_ray, worker_class, retries, attempts_for_game1):
+@pytest.mark.parametrize("worker_class, attempts_for_game1", [(DiesOnceWorker, 2), (AlwaysDiesWorker, None)])
+def test_a_lost_worker_is_replaced_and_its_video_retried(tmp_path, local_ray, monkeypatch, worker_class,
+                                                         attempts_for_game1):
+    from tsf.runtime.jobs import RETRIES
+    from tsf.runtime.scale import ray_pool
+
+    monkeypatch.setattr(ray_pool, "ExtractWorker", worker_class)  # shipped to Ray by value (local_ray)
     data = three_videos(tmp_path)
     jobs = [Job(v, tmp_path / "out" / v.parent.name / "1_224p.npy") for v in sorted(data.rglob("*.mkv"))]
     records, errors = [], []
     loop = JobLoop(report=errors.append, record=lambda job, outcome: records.append((job.video.parent.name, outcome)))
-    summary = run_on_ray(jobs, Extractor(small_bundle(4), device="cpu"), loop, address=None, cpus_per_worker=1,
-                         retries=retries, worker_class=worker_class)
+    summary = run_on_ray(jobs, Extractor(small_bundle(4), device="cpu"), loop, address=None, cpus_per_worker=1)
     outcome = {name: (o.status, o.attempts) for name, o in records}
     assert outcome["game0"] == ("done", 1) and outcome["game2"] == ("done", 1)
     if attempts_for_game1:
         assert outcome["game1"] == ("done", attempts_for_game1) and summary.ok
         assert (tmp_path / "out" / "game1" / "1_224p.npy").is_file()
     else:
-        assert outcome["game1"] == ("failed", retries + 1) and not summary.ok
-        assert len(errors) == 1 and "failed 2 times on Ray: worker lost" in errors[0]
+        assert outcome["game1"] == ("failed", RETRIES + 1) and not summary.ok
+        assert len(errors) == 1 and f"failed {RETRIES + 1} times on Ray: worker lost" in errors[0]

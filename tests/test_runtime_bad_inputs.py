@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -41,6 +44,11 @@ def make_input(kind, tmp_path):
         return _still_image(kind, path), "a still image"
     if kind == "corrupt-mp4":
         return videos.make_corrupt_middle(video("long_20s.mp4"), path / "bad.mp4"), "decoding broke at 10.0 s (Invalid data found"
+    if kind == "fifo":  # opening it would wait for a writer for ever
+        os.mkfifo(path / "live.ts")
+        return path / "live.ts", "live.ts: a pipe (FIFO), not a video file"
+    if kind == "character-device":
+        return Path("/dev/zero"), "/dev/zero: a character device, not a video file"
     raise AssertionError(kind)
 
 
@@ -64,7 +72,7 @@ def _still_image(kind, folder):
 
 @pytest.mark.parametrize("kind", ["missing", "empty", "text", "random", "directory-of-nothing", "audio-only",
                                   "truncated-mkv", "truncated-mp4", "corrupt-mkv", "corrupt-mp4", "jpeg", "png",
-                                  "one-frame-mp4"])
+                                  "one-frame-mp4", "fifo", "character-device"])
 def test_bad_video(kind, tmp_path, capsys):
     path, message = make_input(kind, tmp_path)
     out = tmp_path / "out"
@@ -200,20 +208,102 @@ def test_gpu_requests_without_a_gpu_fail_clearly(args, message, tmp_path, capsys
 
 
 def test_sigint_leaves_no_output(tmp_path):
-    """A real Ctrl-C (SIGINT) in the middle of a video: exit 130, nothing written, no temporaries."""
+    """A real Ctrl-C (SIGINT) in the middle of a video: exit 130, nothing written, no temporaries.
+
+    The child installs Python's Ctrl-C handler itself: a shell that starts the suite in the
+    background (`nohup`, `cmd &`) passes SIGINT on as ignored, and Python then installs none (tsf is
+    right to keep an inherited "ignore"). It says "ready" after its first batch and waits there for
+    the signal, so the Ctrl-C lands mid-video however loaded the machine is."""
     import signal
 
+    child = textwrap.dedent("""
+        import signal, sys
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        from tsf.runtime import progress
+        def first_batch_then_wait(self, rows):
+            print("ready", file=sys.stderr, flush=True)
+            signal.pause()
+        progress.VideoProgress.update = first_batch_then_wait
+        from tsf.runtime.cli import main
+        main(sys.argv[1:])
+    """)
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "tsf.runtime", str(video("long_20s.mkv")), "-o", str(out / "f.npy"),
-                             "--model", str(small_bundle(16)), "--device", "cpu", "--batch-size", "1"],
+    proc = subprocess.Popen([sys.executable, "-c", child, str(video("long_20s.mkv")), "-o", str(out / "f.npy"),
+                             "--model", str(small_bundle(4)), "--device", "cpu", "--batch-size", "1", "-q"],
                             stderr=subprocess.PIPE, text=True)
-    seen = ""
-    while "win" not in seen:  # the progress bar is up: extraction is under way
-        char = proc.stderr.read(1)
-        assert char, seen
-        seen += char
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line == "ready\n":
+            break
+    assert seen and seen[-1] == "ready\n", "".join(seen)
     proc.send_signal(signal.SIGINT)
     rest = proc.communicate(timeout=120)[1]
-    assert proc.returncode == 130, seen + rest
+    assert proc.returncode == 130, "".join(seen) + rest
     assert "interrupted" in rest and "Traceback" not in rest
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_a_pipe_given_as_the_video_is_named_for_what_it_is(tmp_path):
+    """`tsf-extract /dev/stdin < stream.ts`: a pipe, not "an empty file"."""
+    run = subprocess.run([sys.executable, "-m", "tsf.runtime", "/dev/stdin", "-o", str(tmp_path / "f.npy"),
+                          "--model", str(small_bundle(4)), "-q"], input=b"\x47" * 188 * 10, capture_output=True,
+                         timeout=120)
+    assert run.returncode == 2 and run.stderr.decode().startswith("error: /dev/stdin: a pipe (FIFO), not a video")
+    assert run.stderr.count(b"\n") == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_names_with_a_colon_are_files_not_protocols(tmp_path):
+    """FFmpeg reads `2024-01-01T20:00.mp4` as protocol "2024-01-01T20", `pipe:x.mp4` as standard input
+    and `file:y.mp4` as y.mp4: named relative to the working directory, each is the local file."""
+    names = ["2024-01-01T20:00.mp4", "pipe:x.mp4", "file:y.mp4"]
+    for name in names:
+        os.link(video("h264_25fps.mp4"), tmp_path / name)
+    run = subprocess.run([sys.executable, "-m", "tsf.runtime", *names, "-o", "out/", "--model", str(small_bundle(4)),
+                          "--device", "cpu", "-q"], cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    for name in names:
+        assert json.loads((tmp_path / "out" / name).with_suffix(".json").read_text())["rows"] == 8
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_a_thread_count_beyond_any_engine_is_one_line(backend, tmp_path, capsys):
+    code, err = run_cli(capsys, [video("h264_25fps.mkv"), video("h264_25fps.mp4"), "-o", tmp_path, "--model",
+                                 small_bundle(4), "--backend", backend, "--threads", "2147483648", "-q"])
+    assert code == 2 and err.count("\n") == 1 and "2147483648 is not in the range 1<=x<=4096" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_thread_counts_from_the_library_or_slurm_are_bounded(monkeypatch):
+    from tsf.runtime.backends import cpu_threads
+    from tsf.runtime.errors import BackendError
+
+    with pytest.raises(BackendError, match="--threads 2147483648: CPU inference runs on 1 to 4096 threads"):
+        cpu_threads(2**31)
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", str(2**40))
+    with pytest.raises(BackendError, match="SLURM_CPUS_PER_TASK 1099511627776: CPU inference runs on 1 to"):
+        cpu_threads()
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+    assert cpu_threads() == 3 and cpu_threads(5) == 5
+
+
+def test_an_over_long_output_path_is_one_short_line(tmp_path, capsys):
+    out = tmp_path.joinpath(*["d" * 200] * 22, "f.npy")  # past PATH_MAX (4096 bytes)
+    code, err = run_cli(capsys, [video("h264_25fps.mkv"), "-o", out, "--model", small_bundle(4), "-q"])
+    assert code == 2 and err.count("\n") == 1 and len(err) < 300, err
+    assert err.startswith(f"error: {str(tmp_path)[:50]}") and err.endswith("ddd/f.npy: file name too long\n"), err
+
+
+def test_an_output_that_is_a_device_or_a_pipe_is_refused(tmp_path, capsys):
+    """`-o /dev/null` made /dev/null.npy beside the device; a FIFO stands in for it here."""
+    from tsf.runtime.errors import OutputError
+    from tsf.runtime.outputs import OutputSet
+
+    fifo = tmp_path / "features"
+    os.mkfifo(fifo)
+    code, err = run_cli(capsys, [video("h264_25fps.mkv"), "-o", fifo, "--model", small_bundle(4), "-q"])
+    assert code == 2 and err == f"error: cannot write an output set under {fifo}: it is a pipe (FIFO), not a file name\n"
+    assert sorted(os.listdir(tmp_path)) == ["features"]
+    with pytest.raises(OutputError, match="under /dev/null: it is a character device"):
+        OutputSet("/dev/null").check_writable("npy", heads=False)

@@ -44,16 +44,20 @@ def test_decoder_yields_every_frame_in_presentation_order(name):
     assert abs(info.duration - (times[-1] - times[0] + (times[-1] - times[-2]))) <= Fraction(1, 10)
 
 
-@pytest.mark.parametrize("name", FORMATS)
-def test_center_alignment_rows_frame_times_and_features(name, monkeypatch):
-    """N = ceil(duration); frame k of row i is the frame shown at i + 0.5 - 2.5 + k * 5/(T-1) s."""
+@pytest.mark.parametrize("name,rows_per_second", [(name, 1) for name in FORMATS] + [
+    ("h264_25fps.mkv", 2), ("h264_2997fps_audio.mp4", 2), ("vfr.mkv", 3)])
+def test_center_alignment_rows_frame_times_and_features(name, rows_per_second, monkeypatch):
+    """R rows per second: N = ceil(duration x R); frame k of row i is the frame shown at
+    (i + 0.5) / R - 2.5 + k * 5/(T-1) s: real windows at a stride of 1/R s, not interpolated rows."""
     bundle_dir = small_bundle(4)
     path = video(name)
     picks = record_selection(monkeypatch)
-    result = extract(path, bundle_dir, align="center", backend="onnxruntime", device="cpu", batch_size=3)
+    result = extract(path, bundle_dir, align="center", rate=rows_per_second, backend="onnxruntime", device="cpu",
+                     batch_size=3)
     times, images, rate = decode_all(path)
     duration = probe_video(path).duration
-    assert result.rows == math.ceil(duration)
+    assert result.rows == math.ceil(duration * rows_per_second)
+    assert list(result.row_times) == [(i + 0.5) / rows_per_second for i in range(result.rows)]
 
     tolerance = 1 / rate / 4
     start = times[0]
@@ -62,11 +66,12 @@ def test_center_alignment_rows_frame_times_and_features(name, monkeypatch):
         candidates = [k for k, p in enumerate(times) if p <= t + tolerance]
         return candidates[-1] if candidates else 0
 
-    expected = [[shown_at(start + i + Fraction(1, 2) - Fraction(5, 2) + k * Fraction(5, 3)) for k in range(4)]
-                for i in range(result.rows)]
+    def frame_time(i, k):
+        return start + (i + Fraction(1, 2)) / rows_per_second - Fraction(5, 2) + k * Fraction(5, 3)
+
+    expected = [[shown_at(frame_time(i, k)) for k in range(4)] for i in range(result.rows)]
     selected = dict(picks)
-    got = [[selected[start + i + Fraction(1, 2) - Fraction(5, 2) + k * Fraction(5, 3)] for k in range(4)]
-           for i in range(result.rows)]
+    got = [[selected[frame_time(i, k)] for k in range(4)] for i in range(result.rows)]
     assert got == expected
     # Each selected frame is the frame the video shows then (its barcode), decoded and preprocessed once.
     assert all(read_frame_number(images[k]) == k for row in expected for k in row)

@@ -5,13 +5,14 @@ brute-force reading of the rule), the frame buffer, job expansion and atomic wri
 from __future__ import annotations
 
 import math
+import os
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from reference.numpy_preprocess import reference_preprocess
+from reference.numpy_preprocess import bilinear_resize, crop_offset, reference_preprocess
 from reference.sampling import OFFSETS_AT_25_FPS, reference_rows
 from tsf.runtime.batch import BatchStats, window_batches
 from tsf.runtime.bundle import Preprocessing, Window
@@ -46,6 +47,25 @@ def test_preprocess_matches_float64_reference(height, width):
     ours = preprocess_frame(rgb, Preprocessing.reference())
     expected = reference_preprocess(rgb)
     assert ours.dtype == np.float32 and ours.shape == (3, 224, 224)
+    assert np.abs(ours.astype(np.float64) - expected).max() < 2e-6
+
+
+@pytest.mark.parametrize("height,width,pixel_aspect,shown", [
+    (576, 720, Fraction(64, 45), (224, 398)),   # PAL 16:9 (1024 x 576 shown): the reference's 456 x 256 shape
+    (576, 720, Fraction(16, 15), (224, 298)),   # PAL 4:3 (768 x 576 shown)
+    (480, 720, Fraction(32, 27), (224, 398)),   # NTSC 16:9 (853.3 x 480 shown)
+    (1080, 1440, Fraction(4, 3), (224, 398)),   # HDV 1440 x 1080 (1920 x 1080 shown)
+    (720, 576, Fraction(45, 64), (398, 224)),   # PAL 16:9 turned upright by a 90-degree display rotation
+    (224, 300, Fraction(64, 45), (224, 426)),   # short side already 224: only the width is resized
+])
+def test_non_square_pixels_are_resized_to_the_shown_proportions(height, width, pixel_aspect, shown):
+    """One bilinear resize from the stored pixels straight to the shown proportions (each axis with
+    its own scale), then the centre crop: the float64 reference's steps at the shown size."""
+    rgb = np.random.default_rng(width).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    ours = preprocess_frame(rgb, Preprocessing.reference(), pixel_aspect=pixel_aspect)
+    resized = bilinear_resize(rgb.astype(np.float64) / 255, *shown)
+    top, left = crop_offset(shown[0]), crop_offset(shown[1])
+    expected = resized[top:top + 224, left:left + 224].transpose(2, 0, 1)
     assert np.abs(ours.astype(np.float64) - expected).max() < 2e-6
 
 
@@ -214,6 +234,55 @@ def test_jobs_single_file_list_and_collisions(tmp_path):
         expand_jobs([])
 
 
+def test_a_folder_walk_takes_every_video_container_and_names_what_it_skips(tmp_path, caplog):
+    data = tmp_path / "data"
+    wanted = [touch(data / "a" / name) for name in ("1.mxf", "2.m2t", "3.3gp", "4.MKV", "5.ts", "6.vob")]
+    for name in ("Labels-v2.json", "video.ini", "1_224p.npy", "2_224p.npy", ".1_224p.npy.x7k2m9q1.part"):
+        touch(data / "a" / name)
+    linked = touch(tmp_path / "elsewhere" / "game" / "1.mkv")
+    (data / "linked").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "elsewhere" / "game" / "loop").symlink_to(data)  # a link back up: walked once
+    with caplog.at_level("INFO", logger="tsf"):
+        jobs = expand_jobs([data], tmp_path / "out")
+    assert sorted(j.video for j in jobs) == sorted(wanted + [data / "linked" / "game" / "1.mkv"])
+    assert linked.exists()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{data}: 7 videos; skipped 4 other files (1 .ini, 1 .json, 2 .npy), 1 hidden, "
+        "1 links to folders already walked"]
+
+
+def test_a_folder_that_cannot_be_listed_stops_the_run_before_any_work(tmp_path, monkeypatch):
+    """A subfolder without read permission (os.scandir raises PermissionError, as the real one does
+    for a folder of another user; the stand-in because root reads every folder)."""
+    data = tmp_path / "data"
+    touch(data / "readable" / "1.mkv")
+    touch(data / "locked" / "1.mkv")
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(JobError, match=f"cannot list {data / 'locked'}: permission denied \\(nothing was extracted"):
+        expand_jobs([data], tmp_path / "out")
+
+
+def test_a_list_with_a_byte_order_mark_and_relative_entries(tmp_path, monkeypatch):
+    """Windows Notepad and PowerShell 5 write UTF-8 with a byte-order mark and CRLF line ends; a
+    relative entry is relative to the list's folder, wherever the command runs."""
+    first = touch(tmp_path / "season" / "game 1" / "1.mkv")
+    second = touch(tmp_path / "season" / "game 2" / "1.mkv")
+    listing = tmp_path / "season" / "list.txt"
+    listing.write_bytes("\ufeff".encode() + f"{first}\r\ngame 2/1.mkv\r\n".encode())
+    monkeypatch.chdir(touch(tmp_path / "elsewhere" / "x").parent)
+    jobs = expand_jobs([], tmp_path / "out", list_file=listing)
+    assert jobs == [Job(first, tmp_path / "out" / "game 1" / "1.npy"),
+                    Job(tmp_path / "season" / "game 2" / "1.mkv", tmp_path / "out" / "game 2" / "1.npy")]
+    assert jobs[1].video.resolve() == second
+
+
 def test_the_job_loop_goes_on_after_a_failure_and_counts_skips(tmp_path):
     jobs = [Job(Path(f"{name}.mkv"), tmp_path / f"{name}.npy") for name in ("a", "bad", "done", "bug", "c")]
     lines, recorded = [], []
@@ -326,3 +395,22 @@ def test_allow_partial_with_nothing_before_the_break_is_still_an_error(tmp_path)
     cut = videos.make_truncated(video("long_20s.mkv"), tmp_path / "cut.mkv", keep=0.1)
     with pytest.raises(DecodeError, match="truncated"):
         extract(cut, small_bundle(4), align="reference", device="cpu", allow_partial=True)
+
+
+def test_an_engine_is_one_module_of_the_backends_package(monkeypatch):
+    """Adding a CPU engine is adding its module: discovery puts it in --backend's choices and, by its
+    AUTO_PRIORITY, in the order `auto` tries engines on the device kinds it names."""
+    import pkgutil
+    import types
+
+    from tsf.runtime.backends import registry
+
+    real_iter, real_module = pkgutil.iter_modules, registry.engine_module
+    new = types.SimpleNamespace(AUTO_PRIORITY={"cpu": 15}, PRECISIONS={"cpu": ("fp32",)})
+    monkeypatch.setattr(registry.pkgutil, "iter_modules",
+                        lambda path: [*real_iter(path), pkgutil.ModuleInfo(None, "newcpu", False)])
+    monkeypatch.setattr(registry, "engine_module", lambda name: new if name == "newcpu" else real_module(name))
+    engines, auto = registry._discover()
+    assert "newcpu" in engines and auto["cpu"] == ("openvino", "newcpu", "onnxruntime")
+    assert auto["cuda"] == ("tensorrt", "torch", "onnxruntime")
+    assert not set(engines) & registry.NOT_ENGINES

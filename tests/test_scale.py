@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -138,28 +138,41 @@ def test_printed_slurm_script_runs_each_share(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_identical_outputs(tmp_path):
+    """SIGKILL mid-run, from a hook in the child: right after the third video's manifest is renamed
+    into place (two sets finished, the third one debris), so the kill lands there however loaded
+    the machine is. The resumed run skips the two, redoes the third and gives the clean run's files."""
     data = make_games(tmp_path, 5)
     bundle = small_bundle(4)
-    command = [sys.executable, "-m", "tsf.runtime", str(data), "--model", str(bundle), "--device", "cpu",
-               "--heads", "-q"]
-    clean = subprocess.run(command + ["-o", str(tmp_path / "clean")], capture_output=True, text=True)
+    arguments = [str(data), "--model", str(bundle), "--device", "cpu", "--heads", "-q"]
+    clean = subprocess.run([sys.executable, "-m", "tsf.runtime", *arguments, "-o", str(tmp_path / "clean")],
+                           capture_output=True, text=True)
     assert clean.returncode == 0, clean.stderr
 
+    child = textwrap.dedent("""
+        import os, signal, sys
+        real_replace = os.replace
+        manifests = []
+        def replace_then_kill(src, dst):
+            real_replace(src, dst)
+            if str(dst).endswith(".json"):
+                manifests.append(dst)
+                if len(manifests) == 3:
+                    os.kill(os.getpid(), signal.SIGKILL)
+        os.replace = replace_then_kill
+        from tsf.runtime.cli import main
+        main(sys.argv[1:])
+    """)
     resumed = tmp_path / "resumed"
-    process = subprocess.Popen(command + ["-o", str(resumed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(resumed.rglob("*.npy")) and process.poll() is None:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    finished_before = len(list(resumed.rglob("*.npy")))
-    assert 1 <= finished_before < 5, "the kill should land mid-run"
+    killed = subprocess.run([sys.executable, "-c", child, *arguments, "-o", str(resumed)], capture_output=True,
+                            text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert len(list(resumed.rglob("*.npy"))) == 2 and len(list(resumed.rglob("*.json"))) == 3
 
-    again = subprocess.run(command + ["-o", str(resumed), "--report", str(tmp_path / "resume.jsonl")],
-                           capture_output=True, text=True)
+    again = subprocess.run([sys.executable, "-m", "tsf.runtime", *arguments, "-o", str(resumed), "--report",
+                            str(tmp_path / "resume.jsonl")], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     statuses = [line["status"] for line in read_report(tmp_path / "resume.jsonl")]
-    assert statuses.count("skipped") == finished_before and statuses.count("done") == 5 - finished_before
+    assert statuses.count("skipped") == 2 and statuses.count("done") == 3
     clean_files, resumed_files = outputs_under(tmp_path / "clean"), outputs_under(resumed)
     assert sorted(clean_files) == sorted(resumed_files)
     for name in clean_files:
@@ -167,3 +180,18 @@ def test_killed_run_resumes_to_identical_outputs(tmp_path):
             np.testing.assert_array_equal(np.load(tmp_path / "clean" / name), np.load(resumed / name))
         else:
             np.testing.assert_array_equal(np.load(tmp_path / "clean" / name)["logits"], np.load(resumed / name)["logits"])
+
+
+def test_the_slurm_scripts_options_rebuild_the_same_settings():
+    """The script is built from the settings (not from argv): parsed again, they are the same."""
+    from dataclasses import fields
+
+    from tsf.runtime.cli import command
+    from tsf.runtime.extractor import ExtractSettings
+
+    settings = ExtractSettings(align="reference", rate=2, batch_size=3, backend="onnxruntime", device="cpu",
+                               precision="fp32", threads=1, decoder="cpu", heads=True, format="reference",
+                               overwrite=True, allow_partial=True)
+    parsed = command.make_context("tsf-extract", [*settings.as_options(), "x.mkv"]).params
+    assert ExtractSettings(**{f.name: parsed[f.name] for f in fields(ExtractSettings)}) == settings
+    assert ExtractSettings().as_options() == []

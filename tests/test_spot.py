@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -205,3 +206,21 @@ def test_cli_takes_explicit_halves(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(game), "--half1", str(game / "1_224p.heads.npz")])
     assert "not both" in capsys.readouterr().err
+
+
+def test_class_name_files_are_read_one_way_everywhere(tmp_path):
+    from tsf.runtime.spotting.classes import read_class_names
+
+    lines = tmp_path / "classes.txt"
+    lines.write_text(" Goal \nCorner\nbackground\n\n\n")
+    assert read_class_names(lines) == ["Goal", "Corner", "background"]
+    listed = tmp_path / "classes.json"
+    listed.write_text('["Goal", "Corner"]')
+    assert read_class_names(listed) == ["Goal", "Corner"]
+    for text, message in (("Goal\n\nCorner\n", "empty class name (entry 2)"), ("\n\n", "holds no class names"),
+                          ("[1, ", "not a JSON list")):
+        lines.write_text(text)
+        with pytest.raises(InputError, match=re.escape(message)):
+            read_class_names(lines)
+    with pytest.raises(InputError, match="class names file not found"):
+        read_class_names(tmp_path / "absent.txt")

@@ -3,9 +3,9 @@
 Its FP32 forward is compared with ONNX Runtime on the bundle's ONNX and with the independent
 float64 NumPy forward (tests/reference/numpy_timesformer.py); BF16 against FP32 on the frames of
 a generated video; loading refuses weights that do not fit; `tsf-extract --backend torch` gives
-ONNX Runtime's rows. The small bundle is exported from reference-scaled synthetic weights
-(tests/reference/pdparams.py): with a real initialisation's tiny weights attention is nearly
-uniform, and a mis-ordered token layout could pass unnoticed. The CUDA runs are in tests/gpu/.
+ONNX Runtime's rows. The bundles hold reference-scaled synthetic weights (tests/reference/pdparams.py:
+with a real initialisation's tiny weights attention is nearly uniform, and a mis-ordered token
+layout could pass unnoticed), their ONNX written by tests/reference/onnx_timesformer.py, no Paddle. The CUDA runs are in tests/gpu/.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 
 from reference.inputs import random_video
 from reference.numpy_timesformer import forward as numpy_forward
-from runtime_helpers import cosine_rows, extract, rel_l2, run_cli, video
+from runtime_helpers import cosine_rows, extract, rel_l2, run_cli, video, write_bundle
 from tsf.runtime.backends import AUTO_ORDER, select_backend
 from tsf.runtime.bundle import load_bundle
 from tsf.runtime.errors import BackendError, InputError
@@ -33,8 +33,8 @@ BF16_MIN_COSINE = 0.999  # per row, BF16 features against FP32
 
 
 @pytest.fixture(scope="module")
-def small_bundle_dir(small_export):
-    return small_export[0]
+def small_bundle_dir(tmp_path_factory, small_state):
+    return write_bundle(tmp_path_factory.mktemp("torch") / "bundle", small_state, heads=2)
 
 
 def assert_fp32_parity(bundle_dir, video_batch, expected=None):
@@ -99,7 +99,8 @@ def test_tsf_extract_backend_torch_gives_the_onnxruntime_rows(small_bundle_dir, 
     meta = json.loads((tmp_path / "torch.json").read_text())
     assert (meta["backend"], meta["device"], meta["precision"]) == ("torch", "cpu", "fp32")
     assert meta["engine"] == {"library": "torch", "version": torch.__version__, "cuda": torch.version.cuda,
-                              "device": "cpu", "gpu": None, "precision": "fp32", "threads": torch.get_num_threads()}
+                              "device": "cpu", "gpu": None, "precision": "fp32", "threads": torch.get_num_threads(),
+                              "float32_matmul_precision": torch.get_float32_matmul_precision()}
 
 
 # ------------------------------------------------------------------ bundles that cannot serve it
@@ -194,8 +195,8 @@ def gpu_machine(monkeypatch, available):
     monkeypatch.setattr(logging.getLogger("tsf"), "handlers", [])
     monkeypatch.setattr(logging.getLogger("tsf"), "propagate", True)
     tried = []
-    for name, module_name in ENGINES.items():
-        module = importlib.import_module(f"tsf.runtime.backends.{module_name}")
+    for name in ENGINES:
+        module = importlib.import_module(f"tsf.runtime.backends.{name}")
 
         def load(bundle, device, precision, threads, name=name):
             tried.append((name, str(device), precision))
@@ -246,15 +247,15 @@ def test_torch_on_a_gpu_without_cuda_says_why(small_bundle_dir, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.full_model
 @pytest.mark.timeout(1800)
-def test_full_size_fp32_matches_onnxruntime_and_bf16_stays_close(full_reference_bundle, full_reference_clip):
+def test_full_size_fp32_matches_onnxruntime_and_bf16_stays_close(full_runtime_bundle, full_reference_clip):
     """12 x 768, 16 frames: FP32 against ONNX Runtime at batch 1 and 3 and against the float64
     reference; then tsf-extract's rows in FP32 and BF16 on a generated video."""
     clip, expected = full_reference_clip
-    assert_fp32_parity(full_reference_bundle, clip, expected)
-    assert_fp32_parity(full_reference_bundle, random_video(np.random.default_rng(4), 3, 16))
+    assert_fp32_parity(full_runtime_bundle, clip, expected)
+    assert_fp32_parity(full_runtime_bundle, random_video(np.random.default_rng(4), 3, 16))
 
     path = video("odd_455x255.mkv")  # 7 s: 2 reference rows
-    rows = {(backend, precision): extract(path, full_reference_bundle, align="reference", backend=backend,
+    rows = {(backend, precision): extract(path, full_runtime_bundle, align="reference", backend=backend,
                                           device="cpu", precision=precision).features
             for backend, precision in (("onnxruntime", "fp32"), ("torch", "fp32"), ("torch", "bf16"))}
     assert rows["torch", "fp32"].shape == (2, 768)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import pytest
 
 from tsf.training.errors import TrainingError
-from tsf.training.labels import (BACKGROUND, ClassMap, Event, annotation_time_ms, offset_for_video,
-                                 parse_game_time, read_game_start_offsets, read_simple_annotations)
+from tsf.runtime.errors import InputError
+from tsf.training.labels import (BACKGROUND, ClassMap, Event, offset_for_video, read_game_start_offsets,
+                                 soccernet_game_events)
 from tsf.training.prepare import SourceVideo, build_samples, hash_split
+
+pytestmark = pytest.mark.paddle  # the exporter and the trainer run Paddle
 
 SOCCERNET_ORDER = ["Penalty", "Kick-off", "Goal", "Substitution", "Offside", "Shots on target",
                    "Shots off target", "Clearance", "Ball out of play", "Throw-in", "Foul",
@@ -38,26 +42,6 @@ def test_class_map_files(tmp_path):
         ClassMap(("a", "b"))
 
 
-@pytest.mark.parametrize("text, expected", [("1 - 12:34", (1, 754_000)), ("2 - 00:00", (2, 0)),
-                                            ("2 - 93:05", (2, 5_585_000)), (" 1 -  0:07 ", (1, 7_000))])
-def test_game_time(text, expected):
-    assert parse_game_time(text) == expected
-
-
-@pytest.mark.parametrize("bad", ["12:34", "3 - 00:10", "1 - 1:2:3", ""])
-def test_game_time_refuses_garbage(bad):
-    with pytest.raises(TrainingError, match="gameTime"):
-        parse_game_time(bad)
-
-
-def test_millisecond_position_wins_over_whole_seconds():
-    assert annotation_time_ms({"gameTime": "1 - 00:07", "position": "7250"}) == (1, 7250)
-    assert annotation_time_ms({"gameTime": "2 - 01:02", "position": 62999}) == (2, 62999)
-    assert annotation_time_ms({"gameTime": "2 - 01:02"}) == (2, 62000)
-    with pytest.raises(TrainingError, match="position"):
-        annotation_time_ms({"gameTime": "2 - 01:02", "position": "soon"})
-
-
 def test_video_ini_offsets(tmp_path):
     ini = tmp_path / "video.ini"
     ini.write_text("[1_HQ.mkv]\nstart_time_second = 65\nduration_second = 2850\n"
@@ -67,21 +51,6 @@ def test_video_ini_offsets(tmp_path):
     assert offset_for_video(offsets, "1_HQ.mkv", 1) == 65.0
     assert offset_for_video(offsets, "2_720p.mkv", 2) == 37.5  # the one section of that half
     assert offset_for_video({}, "1_224p.mkv", 1) == 0.0  # trimmed videos have no offsets
-
-
-def test_simple_annotations_csv_and_json(tmp_path):
-    (tmp_path / "csv").mkdir()
-    csv_path = tmp_path / "csv" / "labels.csv"
-    csv_path.write_text("video,time_seconds,label,split\nmatch1.mp4,12.345,Goal,train\n../m2.mkv,3,Foul,\n")
-    rows = read_simple_annotations(str(csv_path))
-    assert [(r["time_ms"], r["label"], r["split"]) for r in rows] == [(12345, "Goal", "train"), (3000, "Foul", None)]
-    assert rows[0]["video"] == str(tmp_path / "csv" / "match1.mp4") and rows[1]["video"] == str(tmp_path / "m2.mkv")
-    json_path = tmp_path / "labels.json"
-    json_path.write_text(json.dumps([{"video": "a.mp4", "time_seconds": 0.001, "label": "Corner"}]))
-    assert read_simple_annotations(str(json_path))[0]["time_ms"] == 1
-    csv_path.write_text("video,time_seconds\nmatch1.mp4,1\n")
-    with pytest.raises(TrainingError, match="row 2: missing label"):
-        read_simple_annotations(str(csv_path))
 
 
 def test_clip_assignment_at_boundaries():
@@ -105,3 +74,23 @@ def test_hash_split_is_stable_and_follows_the_ratios():
     assert abs(splits["train"] / 2000 - 0.8) < 0.04 and abs(splits["valid"] / 2000 - 0.1) < 0.03
     assert [hash_split(n, (0.8, 0.1, 0.1)) for n in names[:50]] == [hash_split(n, (0.8, 0.1, 0.1)) for n in names[:50]]
     assert {hash_split(n, (0, 1, 0)) for n in names[:50]} == {"valid"}
+
+
+def test_a_bad_annotation_is_named_with_its_file_and_place(tmp_path):
+    game = tmp_path / "league" / "game"
+    game.mkdir(parents=True)
+    annotations = [{"gameTime": "1 - 00:07", "label": "Goal", "position": "7000"},
+                   {"gameTime": "1 - 00:09", "label": "Foul", "position": "abc"}]
+    (game / "Labels-v2.json").write_text(json.dumps({"annotations": annotations}))
+    with pytest.raises(InputError, match=rf"^{re.escape(str(game / 'Labels-v2.json'))}: annotation 2: position "
+                                         r"'abc' is not a number of milliseconds$"):
+        soccernet_game_events(str(game), {1: str(game / "1_HQ.mkv")})
+
+
+def test_events_of_a_half_without_video_are_counted(tmp_path):
+    game = tmp_path / "game"
+    game.mkdir()
+    annotations = [{"gameTime": f"{half} - 00:0{s}", "label": "Goal"} for half in (1, 2, 2) for s in (1,)]
+    (game / "Labels-v2.json").write_text(json.dumps({"annotations": annotations}))
+    events, without_video = soccernet_game_events(str(game), {1: str(game / "1_HQ.mkv")})
+    assert [e.time_ms for e in events] == [1000] and without_video == {2: 2}

@@ -14,6 +14,8 @@ from tsf.training.loss import training_loss
 from tsf.training.model import PPTimeSformer, TimeSformerConfig
 from tsf.training.optim import EMBEDDINGS, WarmupCosine, build_optimizer
 
+pytestmark = pytest.mark.paddle  # the exporter and the trainer run Paddle
+
 BG = 17
 TINY = TimeSformerConfig(frames=4, depth=2, width=64, heads=2, image_size=32, patch_size=16, num_classes=18)
 
@@ -163,3 +165,16 @@ def test_warmup_cosine_per_iteration():
         scheduler.step()
     # continuous at the end of the warm-up, and zero at the end of the run
     assert WarmupCosine(base, steps, epochs, warmup, start, last_epoch=warmup * steps - 1).get_lr() == pytest.approx(cosine(warmup))
+
+
+def test_the_schedule_goes_on_from_an_epoch_and_knows_its_peak():
+    """A resumed run's schedule stands where the epochs put it, whatever its steps per epoch."""
+    import math
+
+    scheduler = WarmupCosine(0.01, steps_per_epoch=2, epochs=2, warmup_epochs=1)
+    scheduler.go_to_epoch(1)
+    assert scheduler.last_epoch == 2 and scheduler() == pytest.approx(0.005)
+    assert scheduler.peak_from(2) == pytest.approx(0.005)  # past the warm-up: falling
+    assert scheduler.peak_from(0) == pytest.approx(0.005)  # in it: its end, the highest
+    assert scheduler.lr_at(3) == pytest.approx(0.01 * 0.5 * (math.cos(math.pi * 0.75) + 1))
+    assert WarmupCosine(0.0, 2, 2, 1).peak_from(0) == 0

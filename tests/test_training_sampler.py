@@ -14,6 +14,8 @@ from tsf.training.sampler import (draw_shift, event_time_target, read_frames_at,
                                   window_start)
 from videos import make_video, read_frame_number
 
+pytestmark = pytest.mark.paddle  # the exporter and the trainer run Paddle
+
 CLIP, WINDOW = 10.0, 5.0
 
 

@@ -13,6 +13,8 @@ from tsf.training.model import PPTimeSformer, TimeSformerConfig
 from tsf.training.weights import (WeightsError, infer_config, load_reference_weights,
                                   load_starting_point, read_pdparams, save_pdparams)
 
+pytestmark = pytest.mark.paddle  # the exporter and the trainer run Paddle
+
 SMALL = dict(depth=2, width=128, frames=4, classes=18)
 SMALL_CONFIG = TimeSformerConfig(frames=4, depth=2, width=128, heads=2)
 

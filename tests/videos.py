@@ -63,6 +63,9 @@ def make_video(
     rotation: int = 0,
     colorspace: int | None = None,
     color_range: int | None = None,
+    sample_aspect_ratio: Fraction | None = None,
+    interlaced: bool = False,
+    cover: str | None = None,
     gop: int = 50,
     open_gop: bool = False,
 ) -> Path:
@@ -73,7 +76,10 @@ def make_video(
     `rotation`: a display matrix turning the picture counter-clockwise (degrees), as phones write.
     `colorspace` / `color_range` (FFmpeg's AVColorSpace / AVColorRange codes) tag the stream and
     convert the pictures with that matrix and range; left out, the stream is untagged (BT.601
-    limited range, as FFmpeg converts it).
+    limited range, as FFmpeg converts it). `sample_aspect_ratio`: the pixels' shape (PAL 16:9:
+    64/45). `interlaced`: libx264 codes the frames as top-field-first interlaced pictures.
+    `cover`: "png" or "mjpeg": a one-frame picture stream ahead of the video, not flagged as
+    attached picture (a cover image muxed as a track).
     `gop`: frames from one keyframe to the next (libx264, mpeg4). `open_gop`: libx264 makes its
     keyframes recovery points instead of IDRs, so the B-frames coded after a keyframe but shown
     before it reference the previous GOP (x264 places them when the keyframe does not fall on the
@@ -93,17 +99,26 @@ def make_video(
         audio = None
         if with_audio == "first":  # audio is stream 0, video stream 1: readers must pick the video
             audio = container.add_stream("aac", rate=48000)
+        still = _add_cover(container, cover, width // 2, height // 2) if cover is not None else None
         stream = container.add_stream(codec, rate=fps)
         if pts_seconds is not None:
             stream.codec_context.time_base = Fraction(1, 1000)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if rotation:
             stream.set_display_rotation(rotation)
+        # One encoder thread: x264's output (and so the byte offsets the truncation tests cut at)
+        # depends on its thread count, which otherwise follows the machine's cores.
+        stream.codec_context.thread_count = 1
+        if sample_aspect_ratio is not None:
+            stream.codec_context.sample_aspect_ratio = sample_aspect_ratio
         if codec == "libx264":
             stream.options = {"crf": "12", "preset": "ultrafast" if bframes == 0 else "veryfast",
                               "bf": str(bframes), "g": str(gop)}
-            if open_gop:
-                stream.options["x264-params"] = "open-gop=1"
+            x264_params = (["interlaced=1", "tff=1"] if interlaced else []) + (["open-gop=1"] if open_gop else [])
+            if interlaced:
+                stream.options |= {"flags": "+ildct+ilme"}
+            if x264_params:
+                stream.options["x264-params"] = ":".join(x264_params)
         elif codec.startswith("libvpx"):  # VP8/VP9 for WebM, at their fastest settings
             stream.options = {"deadline": "realtime", "cpu-used": "8"}
         else:
@@ -115,6 +130,8 @@ def make_video(
             stream.codec_context.color_range = color_range
         if with_audio and audio is None:
             audio = container.add_stream("aac", rate=48000)
+        if still is not None:
+            _write_cover(container, still)
         for number in range(frames):
             frame = av.VideoFrame.from_ndarray(frame_image(number, width, height), format="rgb24")
             if tagged:
@@ -130,6 +147,22 @@ def make_video(
             length = Fraction(audio_seconds).limit_denominator(1000) if audio_seconds else Fraction(frames) / fps
             _add_silence(container, audio, length)
     return path
+
+
+def _add_cover(container, codec: str, width: int, height: int):
+    still = container.add_stream(codec, rate=25)
+    still.width, still.height = width, height
+    still.pix_fmt = "rgb24" if codec == "png" else "yuvj420p"
+    return still
+
+
+def _write_cover(container, still) -> None:
+    """The cover's one picture (the test pattern upside down), before any video frame."""
+    picture = av.VideoFrame.from_ndarray(frame_image(0, still.width, still.height)[::-1].copy(), format="rgb24")
+    for packet in still.encode(picture.reformat(format=still.pix_fmt)):
+        container.mux(packet)
+    for packet in still.encode():
+        container.mux(packet)
 
 
 def _add_silence(container, audio, seconds: Fraction) -> None:

@@ -3,9 +3,10 @@
     tsf-train prepare OUT --soccernet ROOT [--split train=train.txt ...]   clips + lists + class map
     tsf-train prepare OUT --annotations labels.csv                           the same from a CSV/JSON
     tsf-train config > my.yaml                                              the default config
-    tsf-train fit --config my.yaml [-o RUN_DIR] [--set key=value ...] [--resume]   train; checkpoints each epoch
+    tsf-train fit --config my.yaml [-o RUN_DIR] [--set key=value ...]       train; checkpoints each epoch
+    tsf-train fit --resume -o RUN_DIR                                       go on, with the run's own settings
     tsf-train plot RUN_DIR                                                  metrics.jsonl -> PNG curves
-    tsf-export RUN_DIR/best.pdparams --classes RUN_DIR/classes.txt -o BUNDLE  then export as usual
+    tsf-export RUN_DIR/best.pdparams -o BUNDLE                              then export (heads, classes: from the checkpoint)
 
 Multi-GPU: python -m paddle.distributed.launch --gpus 0,1,2,3 "$(command -v tsf-train)" fit --config my.yaml
 
@@ -14,6 +15,7 @@ Dependencies: click (the command line).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -82,11 +84,14 @@ def cli():
 @click.option("--clip-size", default="456x256", show_default=True, help="WIDTHxHEIGHT of the clips.")
 @click.option("--workers", type=click.IntRange(min=1), help="Videos cut in parallel [default: CPU cores].")
 @click.option("--codec", default="libx264", show_default=True, help="Clip encoder (falls back to mpeg4).")
+@click.option("--allow-empty-splits", is_flag=True,
+              help="Write the lists even when the train or valid split has no samples (fit needs both).")
 @_user_errors
 def prepare(out_dir, soccernet_root, annotations, video_glob, splits, split_ratios, classes_file,
-            skip_unknown_labels, clip_seconds, clip_size, workers, codec):
+            skip_unknown_labels, clip_seconds, clip_size, workers, codec, allow_empty_splits):
     """Cut 10-s clips and write train/valid/test sample lists and the class map into OUT_DIR."""
     from .labels import ClassMap
+    from .prepare import left_out_lines
     from .prepare import prepare as run_prepare
 
     split_lists = {}
@@ -100,20 +105,49 @@ def prepare(out_dir, soccernet_root, annotations, video_glob, splits, split_rati
         assert len(ratios) == 3 and all(r >= 0 for r in ratios) and sum(ratios) > 0
     except (ValueError, AssertionError):
         raise click.BadParameter(f"{split_ratios!r} is not three non-negative numbers", param_hint="--split-ratios") from None
-    report = run_prepare(
-        out_dir, soccernet_root=soccernet_root, annotations=annotations, video_glob=video_glob,
-        split_lists=split_lists or None, split_ratios=ratios,
-        class_map=ClassMap.load(classes_file) if classes_file else None,
-        skip_unknown_labels=skip_unknown_labels, clip_seconds=clip_seconds, clip_size=_parse_size(clip_size),
-        workers=workers, codec=codec, progress=sys.stderr.isatty())
+    with _cutting_progress() as progress:
+        report = run_prepare(
+            out_dir, soccernet_root=soccernet_root, annotations=annotations, video_glob=video_glob,
+            split_lists=split_lists or None, split_ratios=ratios,
+            class_map=ClassMap.load(classes_file) if classes_file else None,
+            skip_unknown_labels=skip_unknown_labels, clip_seconds=clip_seconds, clip_size=_parse_size(clip_size),
+            workers=workers, codec=codec, allow_empty_splits=allow_empty_splits, progress=progress)
     skipped = report["skipped_events"]
     click.echo(f"{report['clips']} clips; samples {report['samples']} "
                f"(background {report['background_samples']}); skipped events: "
                f"{sum(skipped['unknown_label'].values())} unknown label, {skipped['outside_clips']} outside "
                f"whole clips, {skipped['clip_missing']} in clips that could not be cut", err=True)
-    for failure in report["videos_failed"]:
-        click.echo(f"warning: {failure['video']}: {failure['error']}", err=True)
+    for line in left_out_lines(report):
+        click.echo(f"warning: {line}", err=True)
     click.echo(f"wrote {out_dir}/prepare.json", err=True)
+
+
+@contextlib.contextmanager
+def _cutting_progress():
+    """A progress bar on a terminal; elsewhere (a batch job's log) one line per finished video."""
+    if sys.stderr.isatty():
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            tqdm = None
+        if tqdm is not None:
+            bar = None
+
+            def update(done, total, result):
+                nonlocal bar
+                bar = bar or tqdm(total=total, unit="video", desc="cutting clips", file=sys.stderr)
+                bar.update()
+
+            yield update
+            if bar is not None:
+                bar.close()
+            return
+
+    def line(done, total, result):
+        click.echo(f"cut {done}/{total}: {result['path']} ({len(result['clips'])} clips"
+                   f"{'; ' + result['error'] if result['error'] else ''})", err=True)
+
+    yield line
 
 
 @cli.command()
@@ -130,20 +164,26 @@ def config():
               help="Run folder for checkpoints and metrics [default: the config's output_dir].")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one config key, e.g. --set optimizer.base_lr=0.005 (repeatable).")
-@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in the run folder.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in the run folder with its own settings (its config.yaml), from its newest checkpoint.")
+@click.option("--change-settings", is_flag=True,
+              help="With --resume: train on with the --config/--set values that differ from the run's, "
+                   "recorded in the run folder's changes.jsonl.")
 @click.option("--stop-after", type=click.IntRange(min=1), help="Stop after this many epochs in this run.")
 @_user_errors
-def fit(config_path, output, overrides, resume, stop_after):
+def fit(config_path, output, overrides, resume, change_settings, stop_after):
     """Fine-tune; checkpoints every epoch into the run folder (-o, else the config's output_dir)."""
     if output is not None and re.match(r"[A-Za-z_][\w.]*=", output):
         raise click.UsageError(f"-o {output}: -o is the run folder; override a config key with --set KEY=VALUE")
-    from .config import load_config
-    from .train import fit as run_fit
+    from .run import fit_settings
+    from .train import Interrupted, fit as run_fit
 
-    config = load_config(config_path, overrides)
-    if output is not None:
-        config["output_dir"] = output
-    summary = run_fit(config, resume=resume, stop_after_epochs=stop_after)
+    config, changes = fit_settings(config_path, overrides, output, resume, change_settings)
+    try:
+        summary = run_fit(config, resume=resume, changes=changes, stop_after_epochs=stop_after)
+    except Interrupted as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(130)
     import paddle  # already loaded by the training run
 
     if paddle.distributed.get_rank() == 0:  # one summary, not one per GPU process
@@ -172,4 +212,4 @@ def main(argv=None):
     # The shared console-script wrapper: usage errors as one `error:` line like every tsf command.
     from tsf.runtime.console import run_cli
 
-    return run_cli(cli, "tsf-train", argv, interrupted="interrupted; finished clips and checkpoints are kept: run it again to resume")
+    return run_cli(cli, "tsf-train", argv, interrupted="interrupted; finished clips are kept: run it again to resume")

@@ -1,26 +1,28 @@
-"""Class map and annotation parsing: SoccerNet-v2 `Labels-v2.json` + `video.ini`, or a CSV/JSON list.
+"""Class map and annotations for training: SoccerNet-v2 games (`Labels-v2.json` + `video.ini`) or a table.
+
+The label formats themselves are read by the runtime's one parser (runtime/spotting/labels.py,
+shared with tsf-spot and its learned heads); this module places the events on each training
+video's own clock.
 
 Times are kept as integer milliseconds end to end so that "which 10-s clip holds this event" is
 exact arithmetic: an event at 10.000 s belongs to the clip [10, 20), never to [0, 10) by a float
 rounding accident.
 
-Dependencies: only the standard library (csv, json, configparser).
+Dependencies: only the standard library (json, configparser).
 """
 
 from __future__ import annotations
 
 import configparser
-import csv
 import json
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass
 
 from tsf.runtime.spotting.classes import BACKGROUND, SOCCERNET_V2_ACTIONS
+from tsf.runtime.spotting.labels import LABELS_FILE, read_labels
 
 from .errors import TrainingError
-
 
 
 @dataclass(frozen=True)
@@ -90,30 +92,8 @@ class Event:
 
 
 # ---------------------------------------------------------------- SoccerNet ---------------------
-
-_GAME_TIME_RE = re.compile(r"^\s*([12])\s*-\s*(\d+):(\d{1,2})\s*$")
-
-
-def parse_game_time(text: str) -> tuple[int, int]:
-    """`"1 - 12:34"` -> (half 1, 754 000 ms). Minutes may exceed 45 (added time)."""
-    m = _GAME_TIME_RE.match(str(text))
-    if not m:
-        raise TrainingError(f"gameTime {text!r} is not of the form 'H - MM:SS'")
-    half, minutes, seconds = (int(g) for g in m.groups())
-    return half, (minutes * 60 + seconds) * 1000
-
-
-def annotation_time_ms(annotation: dict) -> tuple[int, int]:
-    """(half, ms since the half's kick-off): `position` (ms) when present, else gameTime seconds."""
-    half, game_ms = parse_game_time(annotation.get("gameTime", ""))
-    position = annotation.get("position")
-    if position not in (None, ""):
-        try:
-            return half, int(round(float(position)))
-        except (TypeError, ValueError):
-            raise TrainingError(f"position {position!r} is not a number of milliseconds") from None
-    return half, game_ms
-
+# Labels-v2.json and the label table are read by the runtime's one parser (runtime/spotting/labels.py);
+# this module adds what training needs on top: full-match videos' start offsets and the class map.
 
 def read_game_start_offsets(ini_path: str) -> dict[str, float]:
     """`video.ini` -> {section name: start_time_second}. Sections name the video files (`1_HQ.mkv`).
@@ -149,62 +129,17 @@ def offset_for_video(offsets: dict[str, float], video_name: str, half: int) -> f
     return 0.0
 
 
-def soccernet_game_events(game_dir: str, videos_by_half: dict[int, str]) -> list[Event]:
-    """Events of one game directory, on each half-video's own clock (game-start offset applied)."""
-    labels_path = os.path.join(game_dir, "Labels-v2.json")
-    try:
-        with open(labels_path, encoding="utf-8") as f:
-            annotations = json.load(f)["annotations"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise TrainingError(f"cannot read annotations from {labels_path} ({type(exc).__name__})") from None
+def soccernet_game_events(game_dir: str, videos_by_half: dict[int, str]) -> tuple[list[Event], dict[int, int]]:
+    """Events of one game directory, on each half-video's own clock (game-start offset applied), and
+    the number of events of each half that has no video (left out: prepare names them)."""
     ini_path = os.path.join(game_dir, "video.ini")
     offsets = read_game_start_offsets(ini_path) if os.path.isfile(ini_path) else {}
-    events = []
-    for annotation in annotations:
-        half, ms = annotation_time_ms(annotation)
-        video = videos_by_half.get(half)
+    events, without_video = [], Counter()
+    for event in read_labels(os.path.join(game_dir, LABELS_FILE)):
+        video = videos_by_half.get(event.half)
         if video is None:
-            continue  # that half's video is absent; prepare counts events per present video only
-        offset_ms = int(round(offset_for_video(offsets, os.path.basename(video), half) * 1000))
-        events.append(Event(video, ms + offset_ms, str(annotation.get("label", ""))))
-    return events
-
-
-# ---------------------------------------------------------------- simple format -----------------
-
-SIMPLE_COLUMNS = ("video", "time_seconds", "label")
-
-
-def read_simple_annotations(path: str) -> list[dict]:
-    """Rows of `video, time_seconds, label[, split]` from a CSV (header row) or a JSON list.
-
-    Video paths are relative to the annotation file's folder unless absolute.
-    """
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            if path.lower().endswith(".json"):
-                rows = json.load(f)
-                if isinstance(rows, dict):
-                    rows = rows.get("annotations")
-                if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-                    raise TrainingError(f"{path}: expected a JSON list of {{video, time_seconds, label}} objects")
-            else:
-                rows = list(csv.DictReader(f))
-    except OSError as exc:
-        raise TrainingError(f"cannot read annotations {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise TrainingError(f"{path} is not valid JSON ({exc})".splitlines()[0]) from None
-    base = os.path.dirname(os.path.abspath(path))
-    out = []
-    for number, row in enumerate(rows, start=2 if not path.lower().endswith(".json") else 1):
-        missing = [c for c in SIMPLE_COLUMNS if row.get(c) in (None, "")]
-        if missing:
-            raise TrainingError(f"{path} row {number}: missing {', '.join(missing)}")
-        try:
-            seconds = float(row["time_seconds"])
-        except (TypeError, ValueError):
-            raise TrainingError(f"{path} row {number}: time_seconds {row['time_seconds']!r} is not a number") from None
-        video = os.path.normpath(os.path.join(base, str(row["video"])))
-        out.append({"video": video, "time_ms": int(round(seconds * 1000)), "label": str(row["label"]).strip(),
-                    "split": (row.get("split") or "").strip() or None})
-    return out
+            without_video[event.half] += 1
+            continue
+        offset_ms = int(round(offset_for_video(offsets, os.path.basename(video), event.half) * 1000))
+        events.append(Event(video, event.position_ms + offset_ms, event.label))
+    return events, dict(without_video)

@@ -68,12 +68,27 @@ class WarmupCosine(paddle.optimizer.lr.LRScheduler):
     def cosine(self, epoch: float) -> float:
         return self.base_lr * 0.5 * (math.cos(math.pi * min(epoch, self.epochs) / self.epochs) + 1.0)
 
-    def get_lr(self) -> float:
-        epoch = self.last_epoch / self.steps_per_epoch
+    def lr_at(self, step: int) -> float:
+        epoch = step / self.steps_per_epoch
         if epoch < self.warmup_epochs:
             end = self.cosine(self.warmup_epochs)
             return self.warmup_start_lr + (end - self.warmup_start_lr) * epoch / self.warmup_epochs
         return self.cosine(epoch)
+
+    def get_lr(self) -> float:
+        return self.lr_at(self.last_epoch)
+
+    def go_to_epoch(self, epoch: int) -> None:
+        """Continue at the start of `epoch` + 1. The position is counted in epochs, not saved steps,
+        so that a resumed run whose steps per epoch changed (another batch size, more data) goes on
+        where its schedule stood instead of past its end."""
+        self.last_epoch = epoch * self.steps_per_epoch
+        self.last_lr = self.get_lr()
+
+    def peak_from(self, step: int) -> float:
+        """The highest rate of the steps from `step` on (the warm-up rises, the cosine falls)."""
+        warmup_end = math.ceil(self.warmup_epochs * self.steps_per_epoch)
+        return max(self.lr_at(step), self.lr_at(max(step, warmup_end)))
 
 
 class ClipByGlobalNormOfAllGroups(paddle.nn.ClipGradByGlobalNorm):

@@ -1,18 +1,15 @@
 """`tsf-train fit`: the fine-tuning loop, checkpoints, resume, validation and the metrics log.
 
-Run folder (`output_dir`):
-    config.yaml, classes.json      what was trained, for the record
-    classes.txt                    class names one per line: `tsf-export --classes RUN/classes.txt`
-    checkpoints/epoch_NNNN.pdparams  model weights, reference layout (loads in `tsf-export`)
-    checkpoints/epoch_NNNN.pdopt     optimiser (momentum velocities, lr schedule) and AMP scaler
-    checkpoints/epoch_NNNN.json      epoch, step, best so far: written last, marks the checkpoint whole
-    best.pdparams, best.json       the epoch with the highest validation top-1
-    metrics.jsonl                  {"kind": "train", ...} every log_every steps, {"kind": "epoch", ...}
+The run folder's layout and its record of what ran are `run.py`'s. A checkpoint is written at the
+end of every epoch: the steps of an interrupted epoch are run again on resume.
 
 One process per GPU under `python -m paddle.distributed.launch`; with a world size above 1 the
 model is wrapped in `paddle.DataParallel` and each rank reads its own shard of every epoch. Every
 rank validates a shard of the validation list and rank 0 merges the metrics, logs and writes
-checkpoints. Training losses in the log are rank 0's.
+checkpoints. Training losses in the log are rank 0's. With `schedule.accumulate_steps` k, the
+gradients of k batches make one optimiser step, each batch's loss divided by the number of batches
+in its step (as DataParallel averages over GPUs), so the global batch is batch_size x GPUs x k and
+the schedule counts optimiser steps.
 
 Everything runs inside `paddle.utils.unique_name.guard()`: Paddle keys optimiser state by internal
 parameter names, which a fresh name generator makes the same in every run, so a checkpoint's
@@ -24,88 +21,59 @@ optional).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
-import re
 import shutil
 import sys
-import tempfile
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import paddle
 
 from tsf.runtime.console import DeferredInterrupt
 
-from .config import dump_config
+from .config import sampling_warnings
 from .dataset import ClipDataset, SamplingSettings, read_sample_list
 from .errors import TrainingError
+from .files import write_atomically, write_text
 from .labels import ClassMap
 from .loss import training_loss
 from .metrics import ValidationMetrics
 from .model import PPTimeSformer, TimeSformerConfig
 from .optim import WarmupCosine, build_optimizer
-from .weights import load_reference_weights, load_starting_point, read_pdparams, save_pdparams
+from .run import RunFolder
+from .weights import ModelRecord, WeightsError, load_reference_weights, load_starting_point, read_checkpoint, save_pdparams
 
-_CHECKPOINT_RE = re.compile(r"^epoch_(\d+)\.json$")
-
-
-class RunFolder:
-    def __init__(self, root: str):
-        self.root = root
-        self.checkpoints = os.path.join(root, "checkpoints")
-        self.metrics = os.path.join(root, "metrics.jsonl")
-        self.best = os.path.join(root, "best.pdparams")
-
-    def checkpoint(self, epoch: int, suffix: str) -> str:
-        return os.path.join(self.checkpoints, f"epoch_{epoch:04d}.{suffix}")
-
-    def epochs(self) -> list[int]:
-        """Epochs with a complete checkpoint (the .json is written last)."""
-        if not os.path.isdir(self.checkpoints):
-            return []
-        found = []
-        for name in os.listdir(self.checkpoints):
-            m = _CHECKPOINT_RE.match(name)
-            if m and all(os.path.exists(self.checkpoint(int(m.group(1)), s)) for s in ("pdparams", "pdopt")):
-                found.append(int(m.group(1)))
-        return sorted(found)
+# The reference's starting point (docs/training.md, "Starting weights"): PaddleVideo's release.
+KINETICS_WEIGHTS = "ppTimeSformer_k400_16f_distill.pdparams"
+AMP_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 
 
-def _atomic(write, path: str):
-    """Run `write(tmp_path)` on a temp file next to `path`, then rename it into place."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=directory)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during `fit`; the message says what was saved and how to resume."""
 
 
-def _write_text(path: str, text: str):
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-    _atomic(write, path)
-
-
-def select_device(choice: str, amp) -> tuple[bool, bool]:
-    """(use_gpu, use_amp) after checking what this Paddle build can do."""
+def select_device(choice: str, amp) -> tuple[bool, str | None]:
+    """(use_gpu, the autocast dtype or None for float32) after checking what this Paddle can do."""
     has_gpu = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
     if choice == "gpu" and not has_gpu:
         raise TrainingError("device gpu was asked for, but this Paddle build sees no CUDA GPU")
     use_gpu = has_gpu if choice == "auto" else choice == "gpu"
-    if amp is True and not use_gpu:
-        raise TrainingError("amp: true needs a GPU (Paddle's float16 autocast is CUDA-only); use amp: auto")
+    wanted = "fp16" if amp is True or (amp == "auto" and use_gpu) else (amp if amp in AMP_DTYPES else None)
+    if wanted and not use_gpu:
+        # Paddle's CPU autocast leaves this model in float32: a "bf16" run there would not be one.
+        raise TrainingError(f"amp: {amp} needs a GPU (Paddle's autocast does not apply on the CPU); use amp: false")
     if use_gpu:
         paddle.set_device(f"gpu:{paddle.distributed.ParallelEnv().device_id}")
     else:
         paddle.set_device("cpu")
-    return use_gpu, (use_gpu if amp == "auto" else bool(amp))
+    if wanted == "bf16" and not paddle.amp.is_bfloat16_supported():
+        raise TrainingError("amp: bf16 needs a GPU with bfloat16 arithmetic (compute capability 8.0 or newer, "
+                            "e.g. A100, H100); use amp: fp16 or false")
+    return use_gpu, AMP_DTYPES.get(wanted)
 
 
 def model_config(config: dict, num_classes: int) -> TimeSformerConfig:
@@ -127,7 +95,11 @@ def sampling_settings(config: dict) -> SamplingSettings:
                             flip_probability=float(s["flip_probability"]))
 
 
-def evaluate(model, dataset, class_map: ClassMap, config: dict, use_amp: bool, world: int, rank: int) -> dict:
+def _autocast(amp: str | None):
+    return paddle.amp.auto_cast(enable=amp is not None, dtype=amp or "float16")
+
+
+def evaluate(model, dataset, class_map: ClassMap, config: dict, amp: str | None, world: int, rank: int) -> dict:
     """Validation metrics over the whole list; each rank runs every world-th sample, rank 0 merges."""
     metrics = ValidationMetrics(list(class_map.names), class_map.background_index,
                                 float(config["sampling"]["window_seconds"]))
@@ -139,7 +111,7 @@ def evaluate(model, dataset, class_map: ClassMap, config: dict, use_amp: bool, w
                                       num_workers=int(config["data"]["num_workers"]))
         with paddle.no_grad():
             for video, labels, targets in loader:
-                with paddle.amp.auto_cast(enable=use_amp):
+                with _autocast(amp):
                     _, logits, event_times = model(video)
                 loss, _, _ = training_loss(logits, event_times, labels, targets,
                                            float(config["loss"]["event_time_weight"]), class_map.background_index)
@@ -153,180 +125,308 @@ def evaluate(model, dataset, class_map: ClassMap, config: dict, use_amp: bool, w
     return metrics.summary()
 
 
-def fit(config: dict, *, resume: bool = False, stop_after_epochs: int | None = None, log=None) -> dict:
-    """Train as configured; returns a summary (epochs run, last and best checkpoint, best top-1)."""
-    # Ctrl-C lands between steps (DeferredInterrupt): raised inside Paddle it would abort the process.
-    with paddle.utils.unique_name.guard(), DeferredInterrupt() as interrupt:
-        return _fit(config, resume, stop_after_epochs, log or (lambda message: print(message, file=sys.stderr)),
-                    interrupt)
+def fit(config: dict, *, resume: bool = False, changes: dict | None = None, stop_after_epochs: int | None = None,
+        log=None) -> dict:
+    """Train as configured; returns a summary (epochs run, last and best checkpoint, what to export).
+    A resumed run is given its own settings and the recorded settings they change (`run.fit_settings`).
+    Ctrl-C ends it with `Interrupted`, whose message says what was saved and how to resume."""
+    log = log or (lambda message: print(message, file=sys.stderr))
+    run = None
+    try:
+        # Ctrl-C lands between steps (DeferredInterrupt): raised inside Paddle it would abort the process.
+        with paddle.utils.unique_name.guard(), DeferredInterrupt() as interrupt:
+            run = _Run(config, resume, changes or {}, log, interrupt)
+            return run.train(stop_after_epochs)
+    except KeyboardInterrupt:
+        if run is None:
+            raise
+        raise Interrupted(run.interrupted_line()) from None
 
 
-def _fit(config: dict, resume: bool, stop_after_epochs: int | None, log, interrupt: DeferredInterrupt) -> dict:
-    world, rank = paddle.distributed.get_world_size(), paddle.distributed.get_rank()
-    is_main = rank == 0
-    use_gpu, use_amp = select_device(config["device"], config["amp"])
-    if world > 1:
-        paddle.distributed.init_parallel_env()
+@dataclass
+class _State:
+    epoch: int = 0
+    global_step: int = 0
+    best_top1: float | None = None
+    best_epoch: int | None = None
 
-    data_dir = config["data"]["dir"]
-    class_map = ClassMap.load(os.path.join(data_dir, "classes.json"))
-    num_classes = len(class_map.names)
-    cfg = model_config(config, num_classes)
-    run = RunFolder(config["output_dir"])
-    done = run.epochs()
-    if done and not resume:
-        raise TrainingError(f"{run.root} already holds checkpoints up to epoch {done[-1]}; "
-                            f"pass --resume to continue that run, or choose another output_dir")
 
-    seed = int(config["seed"])
-    paddle.seed(seed)
-    np.random.seed(seed)
-    model = PPTimeSformer(cfg)
+class _Run:
+    def __init__(self, config: dict, resume: bool, changes: dict, log, interrupt: DeferredInterrupt):
+        self.config, self.log, self.interrupt = config, log, interrupt
+        self.world, self.rank = paddle.distributed.get_world_size(), paddle.distributed.get_rank()
+        self.is_main = self.rank == 0
+        self.use_gpu, self.amp = select_device(config["device"], config["amp"])
+        if self.world > 1:
+            paddle.distributed.init_parallel_env()
+        self.run = RunFolder(config["output_dir"])
+        done = self.run.epochs()
+        if done and not resume:
+            raise TrainingError(f"{self.run.root} already holds checkpoints up to epoch {done[-1]}; pass --resume "
+                                f"to continue that run, or choose another run folder (-o)")
+        if os.path.isfile(self.run.best) and not done:
+            raise TrainingError(f"{self.run.best} belongs to a run whose checkpoints are gone; move it away, "
+                                f"or choose another run folder (-o)")
+        # A new record, unless this resumes a recorded run (which may not have finished an epoch yet).
+        self.fresh = not (resume and self.run.has_record())
+        if resume and self.fresh:
+            log(f"nothing to resume in {self.run.root} (no config.yaml): starting a new run")
+        data_dir = config["data"]["dir"]
+        self.class_map = ClassMap.load(os.path.join(data_dir, "classes.json"))
+        if not self.fresh and ClassMap.load(self.run.classes_json) != self.class_map:
+            raise TrainingError(f"the classes of {data_dir} differ from those {self.run.root} was trained with "
+                                f"({self.run.classes_json})")
+        self.model_cfg = model_config(config, len(self.class_map.names))
+        self.record = ModelRecord(self.model_cfg, self.class_map.names)
+        if not done and config["start_from"] and not os.path.isfile(config["start_from"]):
+            raise TrainingError(f"start_from {config['start_from']}: file not found (the reference starts from "
+                                f"PaddleVideo's Kinetics-400 weights, {KINETICS_WEIGHTS}: docs/training.md says "
+                                f"where to download them)")
+        self.resume_after, self.changes = (done[-1] if done else None), changes
+        self.state = _State()
+        self.current_epoch = None  # the epoch being trained, until its checkpoint is written
 
-    train_samples = read_sample_list(os.path.join(data_dir, config["data"]["train_list"]), num_classes)
-    if not train_samples:
-        raise TrainingError(f"no training samples in {os.path.join(data_dir, config['data']['train_list'])}")
-    valid_path = os.path.join(data_dir, config["data"]["valid_list"])
-    valid_samples = read_sample_list(valid_path, num_classes) if os.path.exists(valid_path) else []
-    settings = sampling_settings(config)
-    train_set = ClipDataset(train_samples, settings, train=True, seed=seed)
-    valid_set = ClipDataset(valid_samples, settings, train=False, seed=seed)
-    schedule = config["schedule"]
-    batch_sampler = paddle.io.DistributedBatchSampler(train_set, batch_size=int(schedule["batch_size"]),
-                                                      shuffle=True, drop_last=False)
-    workers = int(config["data"]["num_workers"])
-    train_loader = paddle.io.DataLoader(train_set, batch_sampler=batch_sampler, num_workers=workers)
-
-    epochs = int(schedule["epochs"])
-    opt = config["optimizer"]
-    scheduler = WarmupCosine(float(opt["base_lr"]), len(batch_sampler), epochs, float(opt["warmup_epochs"]),
-                             float(opt["warmup_start_lr"]))
-    optimizer = build_optimizer(model, scheduler, weight_decay=float(opt["weight_decay"]),
-                                momentum=float(opt["momentum"]), nesterov=bool(opt["nesterov"]),
-                                clip_global_norm=float(opt["clip_global_norm"]),
-                                head_lr_multiplier=float(opt["head_lr_multiplier"]),
-                                no_weight_decay=tuple(opt["no_weight_decay"]))
-    scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 15) if use_amp else None
-
-    state = {"epoch": 0, "global_step": 0, "best_top1": None, "best_epoch": None}
-    if done:
-        last = done[-1]
-        load_reference_weights(model, read_pdparams(run.checkpoint(last, "pdparams")))
-        saved = paddle.load(run.checkpoint(last, "pdopt"))
-        optimizer.set_state_dict(saved["optimizer"])
-        scheduler.set_state_dict(saved["scheduler"])
-        if scaler is not None and saved.get("scaler"):
-            scaler.load_state_dict(saved["scaler"])
-        with open(run.checkpoint(last, "json"), encoding="utf-8") as f:
-            state.update(json.load(f)["state"])
-        log(f"resuming after epoch {last} (step {state['global_step']}) from {run.checkpoints}")
-    else:
-        if resume:
-            log(f"nothing to resume in {run.root}; starting a new run")
-        if config["start_from"]:
-            report = load_starting_point(model, read_pdparams(config["start_from"]))
-            log(f"starting from {config['start_from']}: {report}")
+    def train(self, stop_after_epochs: int | None) -> dict:
+        config, log = self.config, self.log
+        for warning in sampling_warnings(config):
+            log(f"warning: {warning}")
+        seed = int(config["seed"])
+        paddle.seed(seed)
+        np.random.seed(seed)
+        self.model = PPTimeSformer(self.model_cfg)
+        self._build_data(seed)
+        self._build_optimiser()
+        if self.resume_after is not None:
+            self._restore(self.resume_after)
         else:
-            log("starting from random weights (start_from is null)")
+            self._start()
+        if self.is_main:
+            self._record()
+        if not self._check_schedule():
+            return self._summary(0)
+        self.net = paddle.DataParallel(self.model) if self.world > 1 else self.model
+        cfg = self.model_cfg
+        log(f"training {cfg.depth}x{cfg.width} ({cfg.heads} heads), {cfg.frames} frames, {cfg.image_size} px on "
+            f"{'GPU' if self.use_gpu else 'CPU'} x{self.world}{f' with {self.amp} autocast' if self.amp else ''}: "
+            f"{len(self.train_set)} training samples, {len(self.valid_set)} validation; global batch "
+            f"{self.batch_size * self.world * self.accumulate} ({self.batch_size} per process x {self.world} "
+            f"process(es) x {self.accumulate} accumulated), {self.steps_per_epoch} steps per epoch")
+        epochs_run = 0
+        for epoch in range(self.state.epoch + 1, self.epochs + 1):
+            self._epoch(epoch)
+            epochs_run += 1
+            if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
+                break
+        return self._summary(epochs_run)
 
-    if is_main:
+    # -- setting up ---------------------------------------------------------------------------
+
+    def _build_data(self, seed: int) -> None:
+        config, data_dir = self.config, self.config["data"]["dir"]
+        num_classes = len(self.class_map.names)
+        train_path = os.path.join(data_dir, config["data"]["train_list"])
+        train_samples = read_sample_list(train_path, num_classes)
+        if not train_samples:
+            raise TrainingError(f"no training samples in {train_path}")
+        valid_path = os.path.join(data_dir, config["data"]["valid_list"])
+        valid_samples = read_sample_list(valid_path, num_classes) if os.path.exists(valid_path) else []
+        if not valid_samples:
+            self.log(f"warning: no validation samples ({valid_path}): no validation metrics and no best.pdparams; "
+                     f"the newest checkpoint is the one to export")
+        settings = sampling_settings(config)
+        self.train_set = ClipDataset(train_samples, settings, train=True, seed=seed)
+        self.valid_set = ClipDataset(valid_samples, settings, train=False, seed=seed)
+        schedule = config["schedule"]
+        self.batch_size, self.accumulate = int(schedule["batch_size"]), int(schedule["accumulate_steps"])
+        self.batch_sampler = paddle.io.DistributedBatchSampler(self.train_set, batch_size=self.batch_size,
+                                                               shuffle=True, drop_last=False)
+        self.train_loader = paddle.io.DataLoader(self.train_set, batch_sampler=self.batch_sampler,
+                                                 num_workers=int(config["data"]["num_workers"]))
+        self.steps_per_epoch = math.ceil(len(self.batch_sampler) / self.accumulate)
+
+    def _build_optimiser(self) -> None:
+        opt = self.config["optimizer"]
+        self.epochs = int(self.config["schedule"]["epochs"])
+        self.scheduler = WarmupCosine(float(opt["base_lr"]), self.steps_per_epoch, self.epochs,
+                                      float(opt["warmup_epochs"]), float(opt["warmup_start_lr"]))
+        self.optimizer = build_optimizer(self.model, self.scheduler, weight_decay=float(opt["weight_decay"]),
+                                         momentum=float(opt["momentum"]), nesterov=bool(opt["nesterov"]),
+                                         clip_global_norm=float(opt["clip_global_norm"]),
+                                         head_lr_multiplier=float(opt["head_lr_multiplier"]),
+                                         no_weight_decay=tuple(opt["no_weight_decay"]))
+        # Loss scaling keeps float16's small gradients from flushing to zero; bfloat16 has float32's range.
+        self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 15) if self.amp == "float16" else None
+
+    def _restore(self, last: int) -> None:
+        run = self.run
+        state, record = read_checkpoint(run.checkpoint(last, "pdparams"))
+        if record is not None and record.config != self.model_cfg:
+            raise TrainingError(f"{run.checkpoint(last, 'pdparams')} holds a model of other settings "
+                                f"({record.config.to_dict()}) than {run.config}")
+        try:
+            load_reference_weights(self.model, state)
+        except WeightsError as exc:
+            raise TrainingError(f"{run.checkpoint(last, 'pdparams')} does not fit the model of {run.config}: "
+                                f"{str(exc)[:300]}") from None
+        saved = paddle.load(run.checkpoint(last, "pdopt"))
+        self.optimizer.set_state_dict(saved["optimizer"])
+        if self.scaler is not None and saved.get("scaler"):
+            self.scaler.load_state_dict(saved["scaler"])
+        with open(run.checkpoint(last, "json"), encoding="utf-8") as f:
+            self.state = _State(**json.load(f)["state"])
+        self.scheduler.go_to_epoch(self.state.epoch)
+        self.log(f"resuming after epoch {last} (step {self.state.global_step}) from {run.checkpoints}")
+
+    def _start(self) -> None:
+        start_from = self.config["start_from"]
+        if start_from:
+            state, _ = read_checkpoint(start_from)
+            self.log(f"starting from {start_from}: {load_starting_point(self.model, state)}")
+        else:
+            self.log(f"warning: starting from random weights (start_from is null); the reference starts from the "
+                     f"Kinetics-400 weights {KINETICS_WEIGHTS} (docs/training.md)")
+
+    def _record(self) -> None:
+        run = self.run
         os.makedirs(run.checkpoints, exist_ok=True)
-        _write_text(os.path.join(run.root, "config.yaml"), dump_config(config))
-        _write_text(os.path.join(run.root, "classes.json"), json.dumps(class_map.to_json(), indent=1) + "\n")
-        _write_text(os.path.join(run.root, "classes.txt"), class_map.to_text())
-        _trim_metrics(run.metrics, state["epoch"])
-    net = paddle.DataParallel(model) if world > 1 else model
-    weight = float(config["loss"]["event_time_weight"])
-    log_every = max(1, int(config["log_every"]))
-    log(f"training {cfg.depth}x{cfg.width}, {cfg.frames} frames, {cfg.image_size} px on "
-        f"{'GPU' if use_gpu else 'CPU'} x{world}{' with AMP' if use_amp else ''}: {len(train_samples)} training "
-        f"samples, {len(valid_samples)} validation, {len(batch_sampler)} steps per epoch")
+        if self.fresh:
+            run.record_start(self.config, json.dumps(self.class_map.to_json(), indent=1) + "\n",
+                             self.class_map.to_text())
+        elif self.changes:
+            run.record_change(self.state.epoch, self.changes)
+            self.log(f"changed settings, recorded in {run.changes}: "
+                     + ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in self.changes.items()))
+        _trim_metrics(run.metrics, self.state.epoch)
 
-    epochs_run = 0
-    for epoch in range(state["epoch"] + 1, epochs + 1):
+    def _check_schedule(self) -> bool:
+        """False when nothing is left to run; warns when every step left would run at learning rate 0."""
+        if self.state.epoch >= self.epochs:
+            self.log(f"warning: {self.run.root} has run all {self.epochs} epochs of its schedule: nothing to run; "
+                     f"to train longer, resume with --set schedule.epochs=N --change-settings")
+            return False
+        if self.scheduler.peak_from(self.state.epoch * self.steps_per_epoch) <= 0:
+            self.log("warning: every step left runs at learning rate 0 (optimizer.base_lr is 0): the weights "
+                     "will not change")
+        return True
+
+    # -- training -----------------------------------------------------------------------------
+
+    def _epoch(self, epoch: int) -> None:
         started = time.time()
-        train_set.set_epoch(epoch)
-        batch_sampler.set_epoch(epoch)
-        net.train()
-        totals = np.zeros(3)
-        steps = 0
-        bar = _progress(len(batch_sampler), f"epoch {epoch}/{epochs}") if is_main and config["progress"] else None
-        for video, labels, targets in train_loader:
-            with paddle.amp.auto_cast(enable=use_amp):
-                _, logits, event_times = net(video)
-            loss, cross_entropy, mse = training_loss(logits, event_times, labels, targets, weight,
-                                                     class_map.background_index)
-            if scaler is not None:
-                # step/update, not minimize: Paddle's Optimizer.minimize rejects parameter groups.
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            optimizer.clear_grad()
-            lr = optimizer.get_lr()
-            scheduler.step()
-            values = np.array([float(loss.numpy()), float(cross_entropy.numpy()), float(mse.numpy())])
-            totals += values
-            steps += 1
-            state["global_step"] += 1
-            if bar is not None:
-                bar.update()
-                bar.set_postfix(loss=f"{values[0]:.4f}", lr=f"{lr:.2e}")
-            if is_main and state["global_step"] % log_every == 0:
-                _append_metrics(run.metrics, {"kind": "train", "epoch": epoch, "step": state["global_step"],
-                                              "loss": values[0], "cross_entropy": values[1],
-                                              "event_time_mse": values[2], "lr": lr})
-            interrupt.check()
+        self.current_epoch = epoch
+        self.train_set.set_epoch(epoch)
+        self.batch_sampler.set_epoch(epoch)
+        self.net.train()
+        totals, steps = self._train_steps(epoch)
+        record = {"kind": "epoch", "epoch": epoch, "step": self.state.global_step,
+                  "train_loss": totals[0] / max(steps, 1), "train_cross_entropy": totals[1] / max(steps, 1),
+                  "train_event_time_mse": totals[2] / max(steps, 1), "lr": self.optimizer.get_lr()}
+        if len(self.valid_set):
+            record["valid"] = evaluate(self.model, self.valid_set, self.class_map, self.config, self.amp,
+                                       self.world, self.rank)
+        if self.is_main:
+            record["seconds"] = time.time() - started
+            top1 = record.get("valid", {}).get("top1")
+            improved = top1 is not None and (self.state.best_top1 is None or top1 > self.state.best_top1)
+            self.state.epoch = epoch
+            if improved:
+                self.state.best_top1, self.state.best_epoch = top1, epoch
+            self._save_checkpoint(epoch, improved)
+            _append_metrics(self.run.metrics, record)
+            self.log(_epoch_line(record, self.epochs))
+        self.state.epoch = epoch
+        self.current_epoch = None
+        if self.world > 1:
+            paddle.distributed.barrier()
+        self.interrupt.check()
+
+    def _train_steps(self, epoch: int) -> tuple[np.ndarray, int]:
+        """One epoch of optimiser steps; returns the summed (loss, cross-entropy, MSE) and the steps."""
+        config, batches = self.config, len(self.batch_sampler)
+        weight = float(config["loss"]["event_time_weight"])
+        log_every = max(1, int(config["log_every"]))
+        bar = _progress(self.steps_per_epoch, f"epoch {epoch}/{self.epochs}") \
+            if self.is_main and config["progress"] else None
+        totals, group, steps = np.zeros(3), np.zeros(3), 0
+        for index, (video, labels, targets) in enumerate(self.train_loader):
+            first = index - index % self.accumulate
+            in_step = min(first + self.accumulate, batches) - first  # batches in this optimiser step
+            last = index == first + in_step - 1
+            # Other GPUs' gradients are only needed at the step: skip the all-reduce before it.
+            sync = contextlib.nullcontext() if last or self.world == 1 else self.net.no_sync()
+            with sync:
+                with _autocast(self.amp):
+                    _, logits, event_times = self.net(video)
+                loss, cross_entropy, mse = training_loss(logits, event_times, labels, targets, weight,
+                                                         self.class_map.background_index)
+                scaled = loss / in_step
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            group += np.array([float(loss.numpy()), float(cross_entropy.numpy()), float(mse.numpy())]) / in_step
+            if last:
+                self._step()
+                lr = self.optimizer.get_lr()
+                self.scheduler.step()
+                totals, steps = totals + group, steps + 1
+                self.state.global_step += 1
+                if bar is not None:
+                    bar.update()
+                    bar.set_postfix(loss=f"{group[0]:.4f}", lr=f"{lr:.2e}")
+                if self.is_main and self.state.global_step % log_every == 0:
+                    _append_metrics(self.run.metrics, {"kind": "train", "epoch": epoch, "step": self.state.global_step,
+                                                       "loss": group[0], "cross_entropy": group[1],
+                                                       "event_time_mse": group[2], "lr": lr})
+                group = np.zeros(3)
+            self.interrupt.check()
         if bar is not None:
             bar.close()
+        return totals, steps
 
-        record = {"kind": "epoch", "epoch": epoch, "step": state["global_step"],
-                  "train_loss": totals[0] / max(steps, 1), "train_cross_entropy": totals[1] / max(steps, 1),
-                  "train_event_time_mse": totals[2] / max(steps, 1), "lr": optimizer.get_lr()}
-        if valid_samples:
-            record["valid"] = evaluate(model, valid_set, class_map, config, use_amp, world, rank)
-        if is_main:
-            record["seconds"] = time.time() - started
-            state["epoch"] = epoch
-            top1 = record.get("valid", {}).get("top1")
-            improved = top1 is not None and (state["best_top1"] is None or top1 > state["best_top1"])
-            if improved:
-                state["best_top1"], state["best_epoch"] = top1, epoch
-            _save_checkpoint(run, epoch, model, optimizer, scheduler, scaler, state, improved,
-                             int(config["keep_checkpoints"]))
-            _append_metrics(run.metrics, record)
-            log(_epoch_line(record))
-        state["epoch"] = epoch
-        if world > 1:
-            paddle.distributed.barrier()
-        epochs_run += 1
-        interrupt.check()
-        if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
-            break
+    def _step(self) -> None:
+        if self.scaler is not None:
+            # step/update, not minimize: Paddle's Optimizer.minimize rejects parameter groups.
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.clear_grad()
 
-    last = state["epoch"]
-    return {"epochs_run": epochs_run, "last_epoch": last,
-            "checkpoint": run.checkpoint(last, "pdparams") if last else None,
-            "best": run.best if os.path.exists(run.best) else None,
-            "best_top1": state["best_top1"], "best_epoch": state["best_epoch"]}
+    def _save_checkpoint(self, epoch: int, improved: bool) -> None:
+        run = self.run
+        save_pdparams(self.model, run.checkpoint(epoch, "pdparams"), self.record)
+        saved = {"optimizer": self.optimizer.state_dict(),
+                 "scaler": self.scaler.state_dict() if self.scaler is not None else None}
+        write_atomically(run.checkpoint(epoch, "pdopt"), lambda tmp: paddle.save(saved, tmp))
+        state = vars(self.state)
+        write_text(run.checkpoint(epoch, "json"), json.dumps({"state": state}, indent=1) + "\n")
+        if improved:
+            write_atomically(run.best, lambda tmp: shutil.copyfile(run.checkpoint(epoch, "pdparams"), tmp))
+            write_text(run.best_record, json.dumps({"epoch": epoch, "top1": self.state.best_top1}) + "\n")
+        for old in run.epochs()[:-max(1, int(self.config["keep_checkpoints"]))]:
+            for suffix in ("json", "pdopt", "pdparams"):  # the marker first: a half-pruned epoch is not "complete"
+                path = run.checkpoint(old, suffix)
+                if os.path.exists(path):
+                    os.unlink(path)
 
+    # -- the end ------------------------------------------------------------------------------
 
-def _save_checkpoint(run: RunFolder, epoch, model, optimizer, scheduler, scaler, state, improved, keep):
-    save_pdparams(model, run.checkpoint(epoch, "pdparams"))
-    saved = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "scaler": scaler.state_dict() if scaler is not None else None}
-    _atomic(lambda tmp: paddle.save(saved, tmp), run.checkpoint(epoch, "pdopt"))
-    _write_text(run.checkpoint(epoch, "json"), json.dumps({"state": state}, indent=1) + "\n")
-    if improved:
-        _atomic(lambda tmp: shutil.copyfile(run.checkpoint(epoch, "pdparams"), tmp), run.best)
-        _write_text(os.path.join(run.root, "best.json"), json.dumps({"epoch": epoch, "top1": state["best_top1"]}) + "\n")
-    for old in run.epochs()[:-max(1, keep)]:
-        for suffix in ("json", "pdopt", "pdparams"):  # the marker first: a half-pruned epoch is not "complete"
-            path = run.checkpoint(old, suffix)
-            if os.path.exists(path):
-                os.unlink(path)
+    def interrupted_line(self) -> str:
+        saved, epoch = self.state.epoch, self.current_epoch
+        when = (f"in epoch {epoch}: its steps are lost (a checkpoint is written at the end of each epoch)"
+                if epoch is not None else f"after epoch {saved}" if saved else "before the first epoch began")
+        kept = f"epochs 1-{saved} are saved in {self.run.checkpoints}" if saved else "no epoch was saved"
+        return f"interrupted {when}; {kept}; resume with: tsf-train fit --resume -o {self.run.root}"
+
+    def _summary(self, epochs_run: int) -> dict:
+        last = self.state.epoch
+        checkpoint = self.run.checkpoint(last, "pdparams") if last else None
+        best = self.run.best if os.path.exists(self.run.best) else None
+        export = best or checkpoint
+        if self.is_main and export:
+            which = (f"the best epoch ({self.state.best_epoch}, validation top-1 {self.state.best_top1:.3f})" if best
+                     else f"the last epoch ({last}; without validation samples there is no best.pdparams)")
+            self.log(f"to export {which}: tsf-export {export} -o BUNDLE_DIR")
+        return {"epochs_run": epochs_run, "last_epoch": last, "checkpoint": checkpoint, "best": best,
+                "best_top1": self.state.best_top1, "best_epoch": self.state.best_epoch, "export": export}
 
 
 def _trim_metrics(path: str, last_epoch: int):
@@ -335,7 +435,7 @@ def _trim_metrics(path: str, last_epoch: int):
         return
     with open(path, encoding="utf-8") as f:
         kept = [line for line in f if line.strip() and json.loads(line).get("epoch", 0) <= last_epoch]
-    _write_text(path, "".join(kept))
+    write_text(path, "".join(kept))
 
 
 def _append_metrics(path: str, record: dict):
@@ -343,14 +443,14 @@ def _append_metrics(path: str, record: dict):
         f.write(json.dumps(record) + "\n")
 
 
-def _epoch_line(record: dict) -> str:
-    line = f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}"
+def _epoch_line(record: dict, epochs: int) -> str:
+    line = f"epoch {record['epoch']}/{epochs} ({record['seconds']:.0f} s): train loss {record['train_loss']:.4f}"
     valid = record.get("valid")
     if valid:
         line += f", valid top-1 {valid['top1']:.3f}"
         if valid.get("event_time_mae_s") is not None:
             line += f", event-time MAE {valid['event_time_mae_s']:.2f} s"
-    return line + f" ({record['seconds']:.0f} s)"
+    return line
 
 
 def _progress(total: int, description: str):

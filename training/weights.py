@@ -3,6 +3,11 @@
 A `.pdparams` is a pickle of `structured name -> numpy array` (plus the bookkeeping key
 `StructuredToParameterName@@`). Unpickling runs code: weights must come from a trusted source.
 
+A checkpoint tsf writes also carries, under the key `tsf@@model`, what the tensors cannot say: the
+architecture it was trained with (heads included: the shapes do not give the head count) and its
+class names. The reference's loaders ignore a key that names no parameter, as they ignore the
+bookkeeping key, so such a file still loads there; `read_checkpoint` returns the record.
+
 Two explicit paths:
 - `load_reference_weights`: a file that *is* this model (reference release, tsf checkpoint).
   Every missing, unexpected or mis-shaped key is an error naming all of them. The reference
@@ -17,14 +22,15 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .files import write_atomically
 from .model import TimeSformerConfig
 
 BOOKKEEPING_KEY = "StructuredToParameterName@@"
+MODEL_RECORD_KEY = "tsf@@model"
 HEAD_PREFIX = "head."
 
 
@@ -32,9 +38,34 @@ class WeightsError(ValueError):
     """A weights file that cannot be used; the message is one line naming the problem."""
 
 
-def read_pdparams(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Unpickle a weights file into `name -> float32/float64 ndarray` (bookkeeping key dropped)."""
+@dataclass(frozen=True)
+class ModelRecord:
+    """What a model is beyond its tensors: the architecture it was built with and its class names."""
+
+    config: TimeSformerConfig
+    class_names: tuple[str, ...]
+
+    def to_json(self) -> dict:
+        return {"architecture": self.config.to_dict(), "class_names": list(self.class_names)}
+
+    @classmethod
+    def from_json(cls, value, where: str) -> "ModelRecord":
+        try:
+            config = TimeSformerConfig(**value["architecture"])
+            names = tuple(str(n) for n in value["class_names"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WeightsError(f"{where}: the model record is damaged ({type(exc).__name__}: {exc})") from None
+        if len(names) != config.num_classes:
+            raise WeightsError(f"{where}: the model record names {len(names)} classes for {config.num_classes}")
+        return cls(config, names)
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], ModelRecord | None]:
+    """Unpickle a weights file: `name -> float32/float64 ndarray` (bookkeeping key dropped), and the
+    model record a tsf checkpoint carries (None in a reference file)."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise WeightsError(f"{path} is a directory, not a .pdparams weights file")
     if not os.path.isfile(path):
         raise WeightsError(f"weights file not found: {path}")
     try:
@@ -44,9 +75,10 @@ def read_pdparams(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise WeightsError(f"{path} is not a .pdparams weights pickle ({type(exc).__name__}: {exc})") from None
     if not isinstance(obj, dict):
         raise WeightsError(f"{path} is not a .pdparams weights pickle (holds a {type(obj).__name__}, not a dict)")
+    record = ModelRecord.from_json(obj[MODEL_RECORD_KEY], path) if MODEL_RECORD_KEY in obj else None
     state = {}
     for name, value in obj.items():
-        if name == BOOKKEEPING_KEY:
+        if name in (BOOKKEEPING_KEY, MODEL_RECORD_KEY):
             continue
         array = np.asarray(value)
         if not isinstance(name, str) or array.dtype.kind not in "fiu":
@@ -54,7 +86,22 @@ def read_pdparams(path: str | os.PathLike) -> dict[str, np.ndarray]:
         state[name] = array
     if not state:
         raise WeightsError(f"{path} holds no tensors")
-    return state
+    return state, record
+
+
+def read_pdparams(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The tensors of a weights file (see `read_checkpoint`)."""
+    return read_checkpoint(path)[0]
+
+
+def non_finite_tensors(state: dict[str, np.ndarray]) -> list[str]:
+    """`name (n NaN, m inf)` for every tensor holding a value that is not a finite number."""
+    found = []
+    for name, array in state.items():
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            nan = int(np.isnan(array).sum())
+            found.append(f"{name} ({nan} NaN, {int(array.size - np.isfinite(array).sum()) - nan} inf)")
+    return found
 
 
 _BLOCK_RE = re.compile(r"^backbone\.blocks\.(\d+)\.")
@@ -206,19 +253,18 @@ def state_of(model) -> dict[str, np.ndarray]:
     return {name: p.numpy() for name, p in model.state_dict().items()}
 
 
-def save_pdparams(model_or_state, path: str | os.PathLike) -> None:
-    """Write the reference layout (pickle protocol 4 of name -> float32 array), atomically."""
+def save_pdparams(model_or_state, path: str | os.PathLike, record: ModelRecord | None = None) -> None:
+    """Write the reference layout (pickle protocol 4 of name -> float32 array), atomically; with
+    `record`, the model record beside the tensors (see the module's docstring)."""
     state = model_or_state if isinstance(model_or_state, dict) else state_of(model_or_state)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pdparams", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump({k: np.asarray(v) for k, v in state.items()}, f, protocol=4)
+    contents = {k: np.asarray(v) for k, v in state.items()}
+    if record is not None:
+        contents[MODEL_RECORD_KEY] = record.to_json()
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            pickle.dump(contents, f, protocol=4)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    write_atomically(os.fspath(path), write)

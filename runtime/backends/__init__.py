@@ -1,11 +1,10 @@
 """Stage 6: batches of windows -> features, logits and event times, on the fastest engine here.
 
-Every engine is one module of this package, named in `registry.ENGINES`, with a class that
-follows `registry.Backend`, a `PRECISIONS` table (device kind -> the precisions it offers there,
-the `auto` choice first) and a `load(bundle, device, precision, threads)` function that returns
-a backend, or raises
-`EngineUnavailable` saying why this engine cannot run here. `select_backend` is the one place
-that chooses: `auto` walks `AUTO_ORDER` for the device and takes the first engine that loads;
+Every engine is one module of this package (registry.py says what one holds: a class that
+follows `registry.Backend`, its `PRECISIONS` and `AUTO_PRIORITY` tables, and a `load(bundle,
+device, precision, threads)` function that returns a backend, or raises `EngineUnavailable`
+saying why this engine cannot run here). `select_backend` is the one place that chooses: `auto`
+walks `AUTO_ORDER` for the device and takes the first engine that loads;
 a named engine either loads or fails with its reason. On the CPU the precision an engine runs
 is decided by `precision.cpu_precision` (reduced precision only behind its fidelity gate, whose
 records the caller hands in as `gate`: runtime/fidelity.py) before the engine loads. Engine
@@ -21,20 +20,20 @@ from ..bundle import Bundle
 from ..errors import BackendError, EngineUnavailable
 from ..gpu import CPU, Device, resolve_device
 from .precision import Gate, cpu_precision
-from .registry import ENGINES, Backend, engine_module, engine_precisions
+from .registry import AUTO_ORDER, ENGINES, Backend, engine_module, engine_precisions
 
-__all__ = ["AUTO_ORDER", "BACKEND_CHOICES", "ENGINES", "PRECISION_CHOICES", "Backend", "Gate", "cpu_threads",
-           "engine_precisions", "load_engine", "select_backend"]
+__all__ = ["AUTO_ORDER", "BACKEND_CHOICES", "ENGINES", "MAX_THREADS", "PRECISION_CHOICES", "Backend", "Gate",
+           "cpu_threads", "engine_precisions", "load_engine", "select_backend"]
 
 log = logging.getLogger("tsf")
 
-# What `--backend auto` tries, fastest first.
-AUTO_ORDER = {
-    "cuda": ("tensorrt", "torch", "onnxruntime"),
-    "cpu": ("openvino", "onnxruntime"),
-}
 BACKEND_CHOICES = ("auto", *ENGINES)
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16", "int8")
+
+
+# The most inference threads tsf asks an engine for. ONNX Runtime and OpenVINO take a C int (a
+# larger number is a TypeError deep inside them), and no CPU has more cores than this.
+MAX_THREADS = 4096
 
 
 def cpu_threads(requested: int | None = None) -> int:
@@ -44,14 +43,18 @@ def cpu_threads(requested: int | None = None) -> int:
     `taskset`) and oversubscribes a node running several shards.
     """
     if requested:
-        return int(requested)
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if slurm.isdigit() and int(slurm) > 0:
-        return int(slurm)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        threads, source = int(requested), "--threads"
+    else:
+        slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+        if not (slurm.isdigit() and int(slurm) > 0):
+            try:
+                return len(os.sched_getaffinity(0))
+            except AttributeError:  # not on Linux
+                return os.cpu_count() or 1
+        threads, source = int(slurm), "SLURM_CPUS_PER_TASK"
+    if not 1 <= threads <= MAX_THREADS:
+        raise BackendError(f"{source} {threads}: CPU inference runs on 1 to {MAX_THREADS} threads")
+    return threads
 
 
 def load_engine(name: str, bundle: Bundle, device: Device, precision: str, threads: int | None,

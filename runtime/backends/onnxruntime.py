@@ -21,6 +21,8 @@ from ..gpu import Device, gpu_name
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 PRECISIONS = {"cpu": ("fp32", "int8"), "cuda": ("fp32",)}
+# --backend auto: the last resort on a GPU, after OpenVINO on the CPU (registry.py).
+AUTO_PRIORITY = {"cuda": 30, "cpu": 20}
 
 
 def load(bundle: Bundle, device: Device, precision: str, threads: int) -> OnnxRuntimeBackend:

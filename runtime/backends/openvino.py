@@ -9,6 +9,8 @@ OpenVINO's CPU plugin switches to BF16 by itself on CPUs with native BF16 (docs/
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..bundle import INPUT_NAME, OUTPUT_NAMES, Bundle
@@ -17,6 +19,8 @@ from ..extras import require
 from ..gpu import Device
 
 PRECISIONS = {"cpu": ("bf16", "fp32")}
+# --backend auto on the CPU: first (registry.py).
+AUTO_PRIORITY = {"cpu": 10}
 INFERENCE_PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
 
 
@@ -28,6 +32,18 @@ def _reason(error: Exception) -> str:
 
 def load(bundle: Bundle, device: Device, precision: str, threads: int) -> OpenVinoBackend:
     return OpenVinoBackend(bundle, device, precision, threads)
+
+
+@functools.cache
+def shared_core():
+    """The process's one OpenVINO Core, kept for its whole life and shared by every engine.
+
+    Each Core loads its own CPU plugin, which gives the compiling thread an alternate signal stack
+    and, when torn down, frees it and puts back the stack that was there before. Two Cores dropped
+    in the order they were made leave the thread on the first one's freed stack, and the next
+    signal Python handles (Ctrl-C) kills the process (docs/toolchain.md, "CPU inference"). With one
+    Core the stack is set up once and never torn down while the process runs."""
+    return require("openvino", "cpu", "the openvino engine").Core()
 
 
 class OpenVinoBackend:
@@ -53,7 +69,7 @@ class OpenVinoBackend:
                              f"{INPUT_NAME} -> {', '.join(OUTPUT_NAMES)}")
         # LATENCY: one stream using every thread for one request at a time, which is how the
         # pipeline calls it (one batch after another).
-        self.compiled = ov.Core().compile_model(model, "CPU", {
+        self.compiled = shared_core().compile_model(model, "CPU", {
             "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION_HINTS[precision],
             "INFERENCE_NUM_THREADS": int(threads),
             "PERFORMANCE_HINT": "LATENCY",

@@ -35,6 +35,8 @@ MIN_TENSORRT_MAJOR = 10
 # The precisions of the engines tsf-export builds, preferred in this order when several fit this GPU.
 PRECISION_PREFERENCE = ("fp16", "fp32")
 PRECISIONS = {"cuda": PRECISION_PREFERENCE}
+# --backend auto on a GPU: a TensorRT engine that fits first (registry.py).
+AUTO_PRIORITY = {"cuda": 10}
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,20 @@ Dependencies and why (both imported only when this engine is tried):
 - `safetensors` reads the bundle's `weights.safetensors`: no unpickling (no code runs), and the
   file is checked against its own header.
 
-Precisions: fp32 runs the weights as exported. fp16 and bf16 store the matrix-product weights in
+Precisions: fp32 runs the weights as exported, in IEEE FP32 on a GPU too: the patch embedding is
+a matrix product (torch_model.PatchEmbed), not a cuDNN convolution, which PyTorch lets use TF32
+by default (cudnn.allow_tf32), and PyTorch's matrix products stay FP32 unless the process asks
+otherwise (`torch.set_float32_matmul_precision`, which tsf never calls and `describe` records);
+the fused attention's FP32 kernels keep FP32 accuracy. So nothing global is switched here. fp16 and bf16 store the matrix-product weights in
 that type and run under autocast: matrix products and attention in fp16/bf16, LayerNorm in FP32
 (autocast's rule), the residual stream in FP32 (a half-precision branch added to it is promoted),
 and the fused attention kernels accumulate softmax in FP32. Pre-cast weights spare autocast
 re-casting 121 M parameters every batch.
+
+On a GPU the engine works on a CUDA stream of its own (`run`): torch's pool streams are
+non-blocking, so inference is never ordered with the legacy default stream or with the producer
+thread's stream (docs/design.md, "GPU streams"). It reads a batch after the work that wrote it
+(`_clips`), and `run` returns once the outputs are on the host, having waited for this stream alone.
 
 torch.compile and CUDA graphs are not used until a measurement shows a gain: on the CPU, 86 % of
 a full-size FP32 forward is the Linear layers' matrix products (torch.profiler, 2 cores), which
@@ -33,6 +42,8 @@ from ..extras import require
 from ..gpu import Device, gpu_name
 
 PRECISIONS = {"cuda": ("fp16", "bf16", "fp32"), "cpu": ("fp32", "bf16")}
+# --backend auto on a GPU: after TensorRT, before ONNX Runtime; on the CPU only when asked for.
+AUTO_PRIORITY = {"cuda": 20}
 REEXPORT = "re-export the bundle with this version's tsf-export"
 
 
@@ -78,7 +89,9 @@ class TorchBackend:
             for module in model.modules():
                 if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
                     module.to(self._dtype)
-        self.model = model.to(self._device)
+        self._stream = torch.cuda.Stream(self._device) if device.is_cuda else None
+        with self._on_own_stream():  # the weights' copies are then ordered before every forward
+            self.model = model.to(self._device)
 
     @staticmethod
     def _torch_device(device: Device, precision: str):
@@ -110,7 +123,14 @@ class TorchBackend:
 
         return {"library": "torch", "version": torch.__version__, "cuda": torch.version.cuda,
                 "device": str(self.device), "gpu": gpu_name(self.device), "precision": self.precision,
+                "float32_matmul_precision": torch.get_float32_matmul_precision(),
                 "threads": torch.get_num_threads()}
+
+    def _on_own_stream(self):
+        """The engine's CUDA stream current for torch in this thread (nothing on the CPU)."""
+        import torch
+
+        return torch.cuda.stream(self._stream) if self._stream is not None else contextlib.nullcontext()
 
     def _clips(self, video):
         """The batch as a tensor on the model's device; a CuPy batch on that GPU is read in place."""
@@ -120,8 +140,12 @@ class TorchBackend:
             return torch.from_numpy(np.ascontiguousarray(video, dtype=np.float32)).to(self._device)
         if not self.device.is_cuda:
             return torch.from_numpy(np.ascontiguousarray(video.get(), dtype=np.float32))  # a CuPy batch: one copy
-        # DLPack hands CuPy this thread's torch stream, and CuPy makes that stream wait for its own
-        # current stream: the kernels that wrote the batch finish before the model reads it.
+        # torch.from_dlpack hands CuPy's `__dlpack__` this thread's current torch stream (the
+        # engine's own, set by `run`), and CuPy makes that stream wait, on the device, for an
+        # event it records on this thread's current CuPy stream. So the batch must have been
+        # written on that CuPy stream, or that stream must wait for the writer: the pipeline's
+        # ConsumerStream waits for the producer's hand-off event (runtime/gpu.py). No copy, no
+        # host wait.
         return torch.from_dlpack(video).to(self._device, torch.float32)
 
     def run(self, video) -> dict[str, np.ndarray]:
@@ -129,7 +153,7 @@ class TorchBackend:
 
         autocast = (torch.autocast(self._device.type, dtype=self._dtype) if self._dtype is not None
                     else contextlib.nullcontext())
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), self._on_own_stream(), autocast:
             outputs = self.model(self._clips(video))
             # One device-to-host copy (and one wait) for all three outputs.
             rows = torch.cat([output.float() for output in outputs], dim=1).cpu().numpy()

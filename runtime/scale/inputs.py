@@ -1,8 +1,17 @@
-"""Many videos: which output each input gets (files, directories, `--list`), as a list of jobs."""
+"""Many videos: which output each input gets (files, directories, `--list`), as a list of jobs.
+
+Every input given is either a job or named in a message (docs/design.md, "Many videos"): a video
+file named on the command line or in a list is always a job, whatever its name; a directory is
+walked for files whose suffix is a video container's (`VIDEO_SUFFIXES`), and the other files it
+holds are counted by suffix in an info line. A folder that cannot be listed stops the run before
+any work, so that every Slurm share sees the same list.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
@@ -10,31 +19,80 @@ from ..errors import TsfError
 from ..jobs import Job
 from ..outputs import FORMATS, set_name
 
-VIDEO_SUFFIXES = {".mkv", ".mp4", ".avi", ".mov", ".webm", ".ts", ".m4v", ".mpg", ".mpeg", ".mts", ".m2ts",
-                  ".flv", ".wmv"}
+log = logging.getLogger("tsf")
+
+# Containers FFmpeg demuxes that hold video: Matroska/WebM, MP4/MOV and their kin (3GPP, Motion
+# JPEG 2000, F4V), AVI, Flash, ASF/WMV, MPEG program and transport streams (the broadcast suffixes
+# included), MXF and GXF (broadcast archives), DV, NUT, Ogg video, RealMedia, Y4M and IVF. Audio-only
+# and raw elementary-stream suffixes (.mp3, .ogg, .h264) are left out: a folder's audio files would
+# otherwise each be a failed job, and raw streams carry no timestamps.
+VIDEO_SUFFIXES = frozenset({
+    ".mkv", ".mk3d", ".webm", ".mp4", ".m4v", ".mov", ".qt", ".3gp", ".3g2", ".mj2", ".f4v", ".avi", ".divx",
+    ".flv", ".wmv", ".asf", ".ts", ".m2t", ".m2ts", ".mts", ".trp", ".tp", ".mpg", ".mpeg", ".mpe", ".m2v",
+    ".vob", ".mxf", ".gxf", ".dv", ".dif", ".nut", ".ogv", ".ogm", ".rm", ".rmvb", ".y4m", ".ivf",
+})
 
 
 class JobError(TsfError):
     """The inputs and outputs given cannot be turned into a list of jobs (bad combination, collisions)."""
 
 
+def is_video_name(name: str) -> bool:
+    return Path(name).suffix.lower() in VIDEO_SUFFIXES
+
+
 def find_videos(directory: Path) -> list[Path]:
-    """Video files under `directory`, recursively, sorted (hidden files and folders skipped)."""
-    found = []
-    for root, dirs, files in os.walk(directory):
+    """Video files under `directory`, recursively, sorted; links to folders are followed, each real
+    folder walked once. Hidden files and folders (names starting with a dot: tsf's own temporaries
+    among them) are skipped; so are files without a video suffix, which are counted in an info line.
+    Raises JobError when a folder cannot be listed."""
+    found: list[Path] = []
+    others: Counter = Counter()
+    hidden = repeated = 0
+    walked: set[str] = set()
+
+    def unreadable(error: OSError) -> None:
+        raise JobError(f"cannot list {error.filename}: {(error.strerror or str(error)).lower()} (nothing was "
+                       f"extracted: every video under {directory} must be listable)")
+
+    for root, dirs, files in os.walk(directory, onerror=unreadable, followlinks=True):
+        real = os.path.realpath(root)
+        if real in walked:  # a link back up the tree, or a second link to a folder already walked
+            repeated += 1
+            dirs[:] = []
+            continue
+        walked.add(real)
+        hidden += sum(name.startswith(".") for name in dirs + files)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [Path(root) / f for f in sorted(files)
-                  if not f.startswith(".") and Path(f).suffix.lower() in VIDEO_SUFFIXES]
+        for name in sorted(f for f in files if not f.startswith(".")):
+            if is_video_name(name):
+                found.append(Path(root) / name)
+            else:
+                others[Path(name).suffix.lower() or "(no suffix)"] += 1
+    skipped = [f"{sum(others.values())} other files ({', '.join(f'{n} {s}' for s, n in sorted(others.items()))})"
+               if others else "", f"{hidden} hidden" if hidden else "",
+               f"{repeated} links to folders already walked" if repeated else ""]
+    skipped = [part for part in skipped if part]
+    if skipped:
+        log.info("%s: %d videos; skipped %s", directory, len(found), ", ".join(skipped))
+    if not found:
+        raise JobError(f"no video files under {directory}"
+                       + (f" (skipped {', '.join(skipped)}; video suffixes: {' '.join(sorted(VIDEO_SUFFIXES))})"
+                          if skipped else ""))
     return found
 
 
 def read_list(list_file: Path) -> list[Path]:
-    """One video path per line; blank lines and lines starting with # are ignored."""
+    """One video path per line, UTF-8 with or without a byte-order mark; blank lines and lines
+    starting with # are ignored. A relative path is relative to the list's own folder, so a list
+    means the same files wherever the command runs (as FFmpeg's concat lists and playlists do)."""
     try:
-        lines = Path(list_file).read_text(encoding="utf-8").splitlines()
+        lines = Path(list_file).read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise JobError(f"cannot read list {list_file}: {getattr(e, 'strerror', None) or e}") from None
-    return [Path(line.strip()) for line in lines if line.strip() and not line.strip().startswith("#")]
+    folder = Path(list_file).parent
+    entries = [line.strip() for line in lines]
+    return [folder / entry for entry in entries if entry and not entry.startswith("#")]
 
 
 def expand_jobs(inputs: Iterable[str | os.PathLike], output: str | os.PathLike | None = None,
@@ -56,10 +114,7 @@ def expand_jobs(inputs: Iterable[str | os.PathLike], output: str | os.PathLike |
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            videos = find_videos(path)
-            if not videos:
-                raise JobError(f"no video files ({', '.join(sorted(VIDEO_SUFFIXES))}) under {path}")
-            groups.append((path, videos))
+            groups.append((path, find_videos(path)))
         else:
             loose.append(path)
     if list_file is not None:

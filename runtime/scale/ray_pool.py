@@ -67,10 +67,10 @@ def worker_plan(resources: dict, device: str, cpus_per_worker: int, per_gpu: int
 
 
 def run_on_ray(jobs: list[Job], extractor: Extractor, loop: JobLoop, *, address: str | None,
-               cpus_per_worker: int = 4, retries: int = RETRIES, worker_class=ExtractWorker):
+               cpus_per_worker: int = 4):
     """Process `jobs` on Ray (connecting to `address`, or reusing an initialised Ray) under the
     job loop's policy; `extractor` (here, on the driver) decides what is skipped before anything is
-    sent. `worker_class`: the actor's body (tests substitute one that fails on purpose)."""
+    sent, and each worker holds one like it (`ExtractWorker`)."""
     ray = require("ray", "cluster", "--ray", BackendError)
     todo = deque()
     for job in jobs:
@@ -88,18 +88,14 @@ def run_on_ray(jobs: list[Job], extractor: Extractor, loop: JobLoop, *, address:
 
     started_here = not ray.is_initialized()
     if started_here:
-        try:
-            ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING)
-        except Exception as e:  # Ray raises ConnectionError, RuntimeError, ValueError... for a bad address
-            raise BackendError(f"cannot start or reach Ray at {address or 'the default address'}: {e}") from None
+        start_ray(ray, address)
     try:
         settings = extractor.settings
         count, resources = worker_plan(ray.cluster_resources(), settings.device, cpus_per_worker,
                                        settings.videos_at_once or 1)
         count = min(count, len(todo))
         cpu_threads = resources["num_cpus"] if "num_gpus" not in resources else None
-        actor_class = ray.remote(**resources)(worker_class)
+        actor_class = ray.remote(**resources)(ExtractWorker)
         log.info("ray: %d workers (%s each) for %d videos", count,
                  ", ".join(f"{k.removeprefix('num_')}={v}" for k, v in resources.items()), len(todo))
 
@@ -125,8 +121,8 @@ def run_on_ray(jobs: list[Job], extractor: Extractor, loop: JobLoop, *, address:
                 lost = isinstance(e, ray.exceptions.RayActorError)
                 idle.append(new_worker() if lost else worker)
                 reason = f"worker lost ({type(e).__name__})" if lost else _last_line(e)
-                if tries <= retries:
-                    log.warning("%s: %s; retrying (attempt %d of %d)", job.video, reason, tries + 1, retries + 1)
+                if tries <= RETRIES:
+                    log.warning("%s: %s; retrying (attempt %d of %d)", job.video, reason, tries + 1, RETRIES + 1)
                     todo.append((job, tries + 1))
                     continue
                 loop.finish(job, Outcome("failed", error=f"{job.video}: failed {tries} times on Ray: {reason}",
@@ -140,6 +136,38 @@ def run_on_ray(jobs: list[Job], extractor: Extractor, loop: JobLoop, *, address:
         if started_here:
             ray.shutdown()
     return loop.summary
+
+
+def start_ray(ray, address: str | None) -> None:
+    """Connect to the Ray of `--ray [ADDRESS]`: ADDRESS, else $RAY_ADDRESS, else a new local Ray of
+    this command's own ("local"). ray.init's own default would also join whatever cluster was last
+    started on this machine (/tmp/ray/ray_current_cluster: on a shared node, another user's job);
+    `--ray=auto` asks for that one."""
+    target = address or os.environ.get("RAY_ADDRESS") or "local"
+    _check_reachable(target)
+    try:
+        ray.init(address=target, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    except Exception as e:  # Ray raises ConnectionError, RuntimeError, ValueError... for a bad address
+        raise BackendError(f"cannot start or reach Ray at {target}: {_last_line(e)}") from None
+
+
+# ray.init retries an address where nothing answers for about ten minutes, printing a warning every
+# few seconds; a HOST:PORT that accepts no connection in this long is an error at once.
+RAY_CONNECT_SECONDS = 30
+
+
+def _check_reachable(address: str) -> None:
+    """For HOST:PORT and ray://HOST:PORT addresses: something accepts connections there."""
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return  # "local", "auto" or another form: ray.init words what is wrong with it
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=RAY_CONNECT_SECONDS):
+            pass
+    except OSError as e:
+        reason = f"nothing answered in {RAY_CONNECT_SECONDS} s" if isinstance(e, TimeoutError) else \
+            (e.strerror or str(e)).lower()
+        raise BackendError(f"cannot reach Ray at {address}: {reason}") from None
 
 
 def _last_line(error: Exception) -> str:

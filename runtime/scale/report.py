@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import OutputError
 from ..jobs import Job, Outcome
-from ..outputs import os_error_reason
+from ..files import os_error_reason
 
 
 class RunReport:

@@ -16,6 +16,7 @@ import sys
 from datetime import datetime, timezone
 
 from ..errors import InputError
+from ..extractor import ExtractSettings
 from ..jobs import Job
 
 SLURM_ARRAY_MAX_DEFAULT = 100  # shards in a printed script when --shard does not say
@@ -69,41 +70,6 @@ def select_share(jobs: list[Job], shard: str | None, environ=os.environ) -> tupl
     return shard_jobs(jobs, *share), share
 
 
-def slurm_script_for(ctx, jobs: list[Job], shard: str | None, report: str | None, device: str) -> str:
-    """The sbatch script for the command being run (ctx: its click context), without the script option."""
-    shards = parse_shard(shard)[1] if shard is not None else min(len(jobs), SLURM_ARRAY_MAX_DEFAULT)
-    words = command_line_words(ctx, drop={"shard", "print_slurm_script", "ray_address", "ray_cpus_per_worker"})
-    return slurm_script(words, shards, len(jobs), str(report) if report is not None else None, gpu=device != "cpu")
-
-
-def command_line_words(ctx, drop: set[str]) -> list[str]:
-    """The parameters given on the command line, as words again (options in declaration order).
-
-    Rebuilt from click's parsed values rather than sys.argv, so it also works when `main(argv)` is
-    called from Python, and options added later are carried without changes here.
-    """
-    import click
-    from click.core import ParameterSource
-
-    options, arguments = [], []
-    for param in ctx.command.params:
-        if param.name in drop or ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
-            continue
-        value = ctx.params[param.name]
-        if isinstance(param, click.Argument):
-            arguments += [str(v) for v in (value if param.nargs != 1 else [value])]
-        elif param.is_flag and not param.secondary_opts:
-            options.append(param.opts[0])
-        elif param.is_flag:
-            options.append(param.opts[0] if value else param.secondary_opts[0])
-        elif param.multiple:
-            for item in value:
-                options += [param.opts[0], str(item)]
-        else:
-            options += [param.opts[0], str(value)]
-    return options + (["--"] + arguments if arguments else [])
-
-
 def _double_quoted(text: str) -> str:
     return '"' + "".join("\\" + ch if ch in '"$`\\' else ch for ch in text) + '"'
 
@@ -115,24 +81,20 @@ def report_path_for_task(path: str) -> str:
     return _double_quoted(stem)[:-1] + '.${SLURM_ARRAY_TASK_ID}' + _double_quoted(suffix or ".jsonl")[1:]
 
 
-def slurm_script(words: list[str], shards: int, videos: int, report: str | None, gpu: bool,
-                 cpus_per_task: int = 8) -> str:
-    """An sbatch script running this command as a job array of `shards` tasks, one share each."""
-    words = list(words)
-    report_word = None
-    if report is not None:
-        at = words.index("--report")
-        del words[at:at + 2]
-        report_word = report_path_for_task(report)
-    separator = words.index("--") if "--" in words else len(words)
-    command = [shlex.quote(sys.executable), "-m", "tsf.runtime"] + [shlex.quote(w) for w in words[:separator]]
+def slurm_script(videos: list[str], options: list[str], settings: ExtractSettings, shards: int, jobs: int,
+                 report: str | os.PathLike | None, cpus_per_task: int = 8) -> str:
+    """An sbatch script running tsf-extract on `videos` with `options` (the list, outputs, model, as
+    words) and `settings`, as a job array of `shards` tasks, one share each."""
+    words = [*options, *settings.as_options()]
+    command = [shlex.quote(sys.executable), "-m", "tsf.runtime"] + [shlex.quote(w) for w in words]
     command += ["--shard", '"${SLURM_ARRAY_TASK_ID:?submit this script with sbatch}/' + str(shards) + '"']
-    if report_word:
-        command += ["--report", report_word]
-    command += [shlex.quote(w) for w in words[separator:]]
+    if report is not None:
+        command += ["--report", report_path_for_task(str(report))]
+    if videos:
+        command += ["--"] + [shlex.quote(v) for v in videos]
     lines = [
         "#!/bin/bash",
-        f"# tsf-extract as a Slurm job array: {videos} videos in {shards} shares, one per array task.",
+        f"# tsf-extract as a Slurm job array: {jobs} videos in {shards} shares, one per array task.",
         f"# Written by tsf-extract --print-slurm-script on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.",
         "# Submit with: sbatch [--partition=... --time=... --account=...] THIS_FILE",
         "# (sbatch options on its command line override the #SBATCH lines below.)",
@@ -142,7 +104,7 @@ def slurm_script(words: list[str], shards: int, videos: int, report: str | None,
         "#SBATCH --ntasks=1",
         f"#SBATCH --cpus-per-task={cpus_per_task}",
     ]
-    if gpu:
+    if settings.device != "cpu":
         lines.append("#SBATCH --gres=gpu:1")
     lines += [
         "#SBATCH --output=tsf-extract-%A_%a.log",

@@ -35,6 +35,8 @@ import numpy as np
 
 from ..errors import InputError
 from .classes import SOCCERNET_V2_ACTIONS
+from .labels import LABELS_FILE, labels_events, read_labels
+
 TOLERANCES = {
     "tight": tuple(range(1, 6)),
     "loose": tuple(range(5, 61, 5)),
@@ -43,7 +45,6 @@ FRAMES_PER_SECOND = 2
 FRAMES_PER_HALF = 120 * 60 * FRAMES_PER_SECOND
 THRESHOLDS = np.linspace(0, 1, 200)
 UNSHOWN_SCALE = 17 / 13
-LABELS_FILE = "Labels-v2.json"
 RESULTS_FILE = "results_spotting.json"
 
 
@@ -84,21 +85,16 @@ def position_frame(position_ms) -> int:
 
 def labels_to_targets(labels: dict, class_names) -> tuple[np.ndarray, np.ndarray]:
     """`Labels-v2.json` content -> (half 1, half 2) target arrays; unknown labels are skipped."""
+    return events_to_targets(labels_events(labels), class_names)
+
+
+def events_to_targets(events, class_names) -> tuple[np.ndarray, np.ndarray]:
+    """`LabelledEvent`s -> (half 1, half 2) target arrays: 1 visible, -1 unshown; unknown labels skipped."""
     class_index = {name: i for i, name in enumerate(class_names)}
     halves = (np.zeros((FRAMES_PER_HALF, len(class_names))), np.zeros((FRAMES_PER_HALF, len(class_names))))
-    for annotation in labels["annotations"]:
-        game_time = annotation["gameTime"]
-        if annotation["label"] not in class_index:
-            continue
-        half = int(game_time[0])
-        if "position" in annotation:
-            frame = position_frame(annotation["position"])
-        else:  # second-precision labels (SoccerNet-v1 style)
-            seconds = int(game_time[-5:-3]) * 60 + int(game_time[-2:])
-            frame = min(FRAMES_PER_SECOND * seconds, FRAMES_PER_HALF - 1)
-        value = -1 if annotation.get("visibility") == "not shown" else 1
-        if half in (1, 2):
-            halves[half - 1][frame, class_index[annotation["label"]]] = value
+    for event in events:
+        if event.label in class_index and event.half in (1, 2):
+            halves[event.half - 1][position_frame(event.position_ms), class_index[event.label]] = 1 if event.visible else -1
     return halves
 
 
@@ -219,8 +215,11 @@ def average_map(halves: list[HalfVectors], tolerances) -> MapResult:
 
 
 def game_halves(labels: dict, predictions: dict, class_names) -> list[HalfVectors]:
-    targets = labels_to_targets(labels, class_names)
-    detections = predictions_to_detections(predictions, class_names)
+    return half_vectors(labels_to_targets(labels, class_names), predictions_to_detections(predictions, class_names))
+
+
+def half_vectors(targets, detections) -> list[HalfVectors]:
+    """(half 1, half 2) targets and detections -> the two halves' vectors."""
     return [HalfVectors(t, d, closest_event_visibility(t)) for t, d in zip(targets, detections)]
 
 
@@ -289,7 +288,8 @@ def evaluate_results(labels_root, results: dict[str, str], class_names=SOCCERNET
     elif implementation == "builtin":
         halves = []
         for game in games:
-            halves += game_halves(_read_json(labels[game]), _read_json(results[game]), class_names)
+            halves += half_vectors(events_to_targets(read_labels(labels[game]), class_names),
+                                   predictions_to_detections(_read_json(results[game]), class_names))
         scores = {name: average_map(halves, tolerances).to_dict(class_names)
                   for name, tolerances in TOLERANCES.items()}
     else:

@@ -23,11 +23,14 @@ from ... import __version__
 from ..console import run_cli
 from ..errors import InputError, TsfError
 from ..extras import require
-from ..outputs import game_halves, half_number, set_base, write_files_atomically
+from ..files import write_files_atomically
+from ..outputs import game_halves, half_number, set_base
+from .labels import annotation_event
 from .spot import (DEFAULT_BACKGROUND, DEFAULT_NMS_WINDOW_S, RESULTS_FILE, HalfHeads, SpotSettings,
                    class_probabilities, load_half, spot_half)
 
 DEFAULT_SIZE = (1600, 900)
+MAX_SIDE = 8192  # pixels: an 8192 x 8192 picture is a 256 MiB canvas while it is drawn
 DEFAULT_DPI = 100
 DEFAULT_MIN_CONFIDENCE = 0.5
 
@@ -42,20 +45,21 @@ class MarkedEvent:
 
 
 def soccernet_events(document: dict) -> list[MarkedEvent]:
-    """Events of a `Labels-v2.json` (`annotations`) or a `results_spotting.json` (`predictions`)."""
-    entries = document.get("annotations", document.get("predictions"))
-    if entries is None:
+    """Events of a `Labels-v2.json` (`annotations`) or a `results_spotting.json` (`predictions`):
+    both are SoccerNet annotations (gameTime, position, label), read by the one labels parser."""
+    entries = document.get("annotations", document.get("predictions")) if isinstance(document, dict) else None
+    if not isinstance(entries, list):
         raise InputError("neither 'annotations' (labels) nor 'predictions' (results) in the SoccerNet file")
     events = []
-    for entry in entries:
-        game_time = entry["gameTime"]
-        half = int(entry.get("half", game_time[0]))
-        if "position" in entry:
-            seconds = int(entry["position"]) / 1000
-        else:  # second-precision labels
-            seconds = int(game_time[-5:-3]) * 60 + int(game_time[-2:])
-        events.append(MarkedEvent(half, seconds, entry["label"], float(entry.get("confidence", 1.0)),
-                                  entry.get("visibility", "visible") != "not shown"))
+    for number, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict):
+            raise InputError(f"entry {number} is not an object")
+        try:
+            event = annotation_event(entry)
+            confidence = float(entry.get("confidence", 1.0))
+        except (InputError, TypeError, ValueError) as exc:
+            raise InputError(f"entry {number}: {exc}") from None
+        events.append(MarkedEvent(event.half, event.seconds, event.label, confidence, event.visible))
     return events
 
 
@@ -67,10 +71,8 @@ def _read_soccernet_file(path: str) -> list[MarkedEvent]:
         raise InputError(f"cannot read {path} ({exc})") from None
     try:
         return soccernet_events(document)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise InputError(f"{path} is not a SoccerNet labels or results file ({type(exc).__name__}: {exc})") from None
     except InputError as exc:
-        raise InputError(f"{path}: {exc}") from None
+        raise InputError(f"{path} is not a SoccerNet labels or results file: {exc}") from None
 
 
 def render_match(halves: dict[int, HalfHeads], spotted: list[MarkedEvent], truth: list[MarkedEvent] | None = None,
@@ -82,6 +84,10 @@ def render_match(halves: dict[int, HalfHeads], spotted: list[MarkedEvent], truth
     from matplotlib.lines import Line2D
     if not halves:
         raise InputError("nothing to plot: no halves")
+    for heads in halves.values():
+        if len(heads.logits) == 0:
+            raise InputError(f"{heads.source}: the heads have no rows (a video shorter than one window?): "
+                             "nothing to plot")
     first = next(iter(halves.values()))
     names = [n for n in first.class_names if n != background]
     if len(names) == len(first.class_names):
@@ -148,6 +154,8 @@ def _parse_size(text: str) -> tuple[int, int]:
         raise click.BadParameter(f"{text!r} is not WIDTHxHEIGHT in pixels, e.g. 1600x900") from None
     if width < 200 or height < 150:
         raise click.BadParameter("the picture must be at least 200x150 pixels")
+    if max(width, height) > MAX_SIDE:
+        raise click.BadParameter(f"the picture can be at most {MAX_SIDE} pixels a side")
     return width, height
 
 
@@ -179,6 +187,9 @@ def cli(game, output, results, labels, name, classes_file, background, nms_windo
     """
     size = _parse_size(size)
     target = Path(output)
+    if target.suffix.lower() != ".png":
+        raise click.BadParameter(f"{output}: tsf-plot draws PNG pictures; give a name ending in .png",
+                                 param_hint="'-o'")
     if target.exists() and not overwrite:
         raise TsfError(f"{target} exists (use --overwrite to replace it)")
     halves, folder = _halves_from(game, classes_file, name)

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, OutputError
-from ..outputs import read_outputs, write_files_atomically
-from .classes import BACKGROUND
+from ..files import write_files_atomically
+from ..outputs import read_outputs
+from .classes import BACKGROUND, read_class_names
 
 RESULTS_FILE = "results_spotting.json"
 DEFAULT_BACKGROUND = BACKGROUND
@@ -125,23 +126,6 @@ def results_document(url_local: str, spots: list[Spot]) -> dict:
     return {"UrlLocal": url_local, "predictions": [s.to_soccernet() for s in spots]}
 
 
-def _read_class_names_file(path: str) -> list[str]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise InputError(f"cannot read class names from {path} ({exc})") from None
-    if text.lstrip().startswith("["):  # a JSON list, e.g. copied from bundle.json
-        try:
-            return [str(n) for n in json.loads(text)]
-        except ValueError as exc:
-            raise InputError(f"{path} is not a JSON list of class names ({exc})") from None
-    lines = [line.strip() for line in text.splitlines()]
-    while lines and not lines[-1]:
-        lines.pop()
-    return lines
-
-
 def load_half(path: str | os.PathLike, classes_file: str | None = None) -> HalfHeads:
     """One video's heads from its output set (any of its file names, or OUT), read through
     runtime/outputs.py; `classes_file` overrides the class names the bundle recorded."""
@@ -149,7 +133,7 @@ def load_half(path: str | os.PathLike, classes_file: str | None = None) -> HalfH
     if not finished.has_heads:
         raise InputError(f"{finished.base} has no heads (run tsf-extract with --heads)")
     if classes_file is not None:
-        class_names, source = _read_class_names_file(classes_file), classes_file
+        class_names, source = read_class_names(classes_file), classes_file
     else:
         class_names, source = list(finished.class_names), str(finished.base)
     if len(class_names) != finished.logits.shape[1]:

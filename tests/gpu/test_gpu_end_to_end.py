@@ -1,7 +1,9 @@
 """Whole videos through the runtime's `Extractor` on the GPU against the CPU path.
 
-GPU: NVDEC decoding, CuPy preprocessing, TensorRT FP16 engine. CPU: PyAV, NumPy preprocessing,
-ONNX Runtime FP32. Same bundle, same video; cosine per row (the minimum is printed) and speed.
+GPU: NVDEC decoding, CuPy preprocessing, then the TensorRT FP16 engine or the PyTorch FP16
+engine (the producer's stream hands each batch to the engine's with an event). CPU: PyAV, NumPy
+preprocessing, ONNX Runtime or PyTorch FP32. Same bundle, same video; cosine per row (the minimum
+is printed) and speed.
 """
 from __future__ import annotations
 
@@ -10,12 +12,13 @@ import time
 import pytest
 
 import videos
-from gpu_helpers import bundle_with, row_cosines
+from gpu_helpers import bundle_with, row_cosines, torch_cuda_reason, weights_only_bundle
 from tsf.runtime.decode_nvdec import nvdec_support
 from tsf.runtime.backends.tensorrt import tensorrt_support
+from tsf.runtime.fidelity import MIN_ROW_COSINE
 
-REASON = tensorrt_support() or nvdec_support()
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(REASON is not None, reason=str(REASON))]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(nvdec_support() is not None, reason=str(nvdec_support()))]
+needs_tensorrt = pytest.mark.skipif(tensorrt_support() is not None, reason=str(tensorrt_support()))
 
 
 def run_both(bundle_dir, entry, video_path):
@@ -40,6 +43,24 @@ def run_both(bundle_dir, entry, video_path):
     return cpu, pyav_trt, gpu
 
 
+@pytest.mark.skipif(torch_cuda_reason() is not None, reason=str(torch_cuda_reason()))
+def test_small_model_nvdec_torch_vs_cpu(tmp_path):
+    """The path a GPU without TensorRT runs: NVDEC -> CuPy -> torch fp16, on their own streams."""
+    from runtime_helpers import extract
+
+    bundle = weights_only_bundle(tmp_path / "small", depth=2, width=128, frames=4)
+    path = videos.make_video(tmp_path / "match.mkv", seconds=12, fps=25, size=(456, 256))
+    cpu = extract(path, bundle, backend="torch", device="cpu", precision="fp32", decoder="cpu")
+    extract(path, bundle, backend="torch", device="cuda", precision="fp16", decoder="nvdec", batch_size=4)  # warm-up
+    gpu = extract(path, bundle, backend="torch", device="cuda", precision="fp16", decoder="nvdec", batch_size=4)
+    assert gpu.decoder == "nvdec" and gpu.features.shape == cpu.features.shape
+    cosines = row_cosines(gpu.features, cpu.features)
+    print(f"\n{path.name}: NVDEC+torch fp16 vs PyAV+torch CPU fp32 min cosine {cosines.min():.6f}; timings "
+          f"{gpu.timings}")
+    assert cosines.min() >= MIN_ROW_COSINE
+
+
+@needs_tensorrt
 def test_small_model_nvdec_tensorrt_vs_cpu(small_engines, tmp_path):
     bundle_dir, entries = small_engines
     path = videos.make_video(tmp_path / "match.mkv", seconds=12, fps=25, size=(456, 256))
@@ -48,6 +69,7 @@ def test_small_model_nvdec_tensorrt_vs_cpu(small_engines, tmp_path):
     assert row_cosines(gpu.features, cpu.features).min() >= 0.999  # NVDEC + tsf's conversion: the CPU's colours
 
 
+@needs_tensorrt
 @pytest.mark.slow
 @pytest.mark.full_model
 def test_full_model_nvdec_tensorrt_vs_cpu(full_engines, tmp_path):

@@ -4,7 +4,9 @@ The reference is the CPU decoder (FFmpeg through PyAV). Frame identity is checke
 barcode every generated frame carries (tests/videos.py) and the timestamps. H.264 decoding is
 exact, so NVDEC's NV12 planes must equal FFmpeg's YUV planes bit for bit; the RGB then differs
 only by the conversion (runtime/colour.py against swscale's fixed point: at most 2 levels, the
-bound of tests/test_colour.py), for untagged, BT.709 and full-range streams alike.
+bound of tests/test_colour.py), for untagged, BT.709 and full-range streams alike. NVDEC's frames
+are written on the decoder's non-blocking stream, so they are read on it (`gpu_stream.work()`),
+as the pipeline's producer reads them.
 """
 from __future__ import annotations
 
@@ -68,18 +70,19 @@ def test_nvdec_frames_equal_pyav_frames(video_dir, name):
     info = probe_video(path)
     expected = decode_cpu(info)
     decoder = NvdecDecoder(info)
-    # Keep every frame before looking at any: frames must stay intact after later Decode calls.
-    got = [(f.pts_time, f.number, f.to_rgb()) for f in decoder.frames()]
+    assert decoder.gpu_stream.stream.is_non_blocking
+    with decoder.gpu_stream.work():
+        # Keep every frame before looking at any: frames must stay intact after later Decode calls.
+        frames = list(decoder.frames())
+        got = [(f.pts_time, f.number, cupy.asnumpy(f.to_rgb())) for f in frames]
     decoder.close()
 
     assert len(got) == len(expected)
     assert [n for _, n, _ in got] == list(range(len(got)))
     assert [t for t, _, _ in got] == [t for t, _ in expected]
     diffs = []
-    for (_, _, gpu_rgb), (_, cpu_rgb) in zip(got, expected):
-        assert isinstance(gpu_rgb, cupy.ndarray) and gpu_rgb.dtype == cupy.uint8
-        assert gpu_rgb.shape == cpu_rgb.shape == (info.height, info.width, 3)
-        host = cupy.asnumpy(gpu_rgb)
+    for (_, _, host), (_, cpu_rgb) in zip(got, expected):
+        assert host.dtype == np.uint8 and host.shape == cpu_rgb.shape == (info.height, info.width, 3)
         assert videos.read_frame_number(host) == videos.read_frame_number(cpu_rgb)
         diffs.append(np.abs(host.astype(np.int16) - cpu_rgb.astype(np.int16)))
     diff = np.stack(diffs)
@@ -98,7 +101,8 @@ def test_nvdec_planes_equal_ffmpegs(video_dir, name):
     info = probe_video(videos.make_video(video_dir / name, **CASES[name]))
     expected = yuv_planes_cpu(info)
     decoder = NvdecDecoder(info)
-    got = [(cupy.asnumpy(f.luma), cupy.asnumpy(f.chroma)) for f in decoder.frames()]
+    with decoder.gpu_stream.work():
+        got = [(cupy.asnumpy(f.luma), cupy.asnumpy(f.chroma)) for f in decoder.frames()]
     decoder.close()
     assert len(got) == len(expected)
     for (luma, chroma), (cpu_luma, cpu_chroma) in zip(got, expected):
@@ -119,10 +123,11 @@ def test_nvdec_preprocessed_frames_match_cpu(video_dir):
     expected = [preprocess_frame(rgb, Preprocessing.reference()) for _, rgb in decode_cpu(info)[:20]]
     decoder = NvdecDecoder(info)
     got = []
-    for frame in decoder.frames():
-        got.append(cupy.asnumpy(preprocess_frame(frame.to_rgb(), Preprocessing.reference())))
-        if len(got) == len(expected):
-            break
+    with decoder.gpu_stream.work():
+        for frame in decoder.frames():
+            got.append(cupy.asnumpy(preprocess_frame(frame.to_rgb(), Preprocessing.reference())))
+            if len(got) == len(expected):
+                break
     decoder.close()
     diff = np.abs(np.stack(got) - np.stack(expected))
     print(f"\npreprocessed NVDEC+CuPy vs PyAV+NumPy: max abs {diff.max():.4f}, mean abs {diff.mean():.5f}")
@@ -154,7 +159,8 @@ def test_nvdec_frames_are_turned_upright_like_pyav_frames(video_dir, degrees):
     assert info.rotation == degrees
     expected = decode_cpu(info)
     decoder = NvdecDecoder(info)
-    got = [cupy.asnumpy(f.to_rgb()) for f in decoder.frames()]
+    with decoder.gpu_stream.work():
+        got = [cupy.asnumpy(f.to_rgb()) for f in decoder.frames()]
     decoder.close()
     assert len(got) == len(expected)
     for host, (_, cpu_rgb) in zip(got, expected):

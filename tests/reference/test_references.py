@@ -59,6 +59,7 @@ def test_preprocess_bilinear_half_pixel_by_hand():
     np.testing.assert_allclose(out[2::2], 0.25 * r[:-1] + 0.75 * r[1:], atol=1e-9)
 
 
+@pytest.mark.paddle
 @pytest.mark.parametrize("height, width", [(256, 456), (160, 284), (720, 1280), (480, 270)])
 def test_preprocess_resize_agrees_with_paddle_interpolate(height, width):
     paddle = pytest.importorskip("paddle")
