@@ -34,7 +34,10 @@ against fidelity.py's bars); model_only (the bf16 matrix-product ceiling, then t
 in fp16 and bf16 at batch 1 / 8 / 16 / 32 / 64 on GPU-resident clips: clips/s, TFLOP/s, share of
 the ceiling); end_to_end (the video through `Extractor`, NVDEC -> CuPy -> torch fp16, then PyAV ->
 torch, each after a warm-up pass: windows/s, x real time, busy time per stage, peak GPU memory,
-a 45-minute half projected); pytest (`pytest -m gpu tests/gpu`, with what time is left).
+a 45-minute half projected); decoders (issue 20: a 1080p video with a keyframe every 2 s
+decoded by K = 1, 2, 4 .. the NVDEC engines, and by as many videos at once; a season's 224p
+videos at once against one; the 1080p video end to end with K from the engine count); pytest
+(`pytest -m gpu tests/gpu`, with what time is left).
 `--dry-run` runs the same steps, the install included, on the CPU: a tiny model, a 6-s video,
 PyAV and torch's CPU engine, the wheels prepared for that Python (`make setup-test` does it for
 CI's). tests/test_benchmarks.py runs it in a fresh virtual environment without tsf.
@@ -96,17 +99,19 @@ MODES = {
         "batches": [1, 8, 16, 32, 64], "model_precisions": ["fp16", "bf16"],
         "parity_precisions": ["fp32", "fp16", "bf16"], "e2e_precision": "fp16", "e2e_batch": 32,
         "video_seconds": 120, "ceiling_n": 8192,
+        "split_decoder": "nvdec", "split_resolution": "1080p", "split_seconds": 30,
     },
     "dry-run": {
         "device": "cpu", "decoders": ["cpu"],
         "full_arch": {**common.REFERENCE_ARCH, "depth": 1, "width": 64, "heads": 2, "frames": 4},
         "batches": [1, 2], "model_precisions": ["fp32", "bf16"], "parity_precisions": ["fp32", "bf16"],
         "e2e_precision": "fp32", "e2e_batch": 2, "video_seconds": 6, "ceiling_n": 512,
+        "split_decoder": "cpu", "split_resolution": "224p", "split_seconds": 6,
     },
 }
 # Seconds each child may take at most (what is left of BUDGET_S caps them further).
 STEP_LIMITS_S = {"install": 90, "facts": 60, "video": 60, "parity": 60, "ceiling": 45, "model_only": 60,
-                 "end_to_end": 60, "pytest": 150}
+                 "end_to_end": 60, "decoders": 60, "pytest": 150}
 MIN_STEP_S = 5  # a step with less than this left of the budget is skipped, not started
 
 
@@ -339,7 +344,8 @@ def end_to_end(bundle_dir: str, arch: dict, video: str, device: str, decoder: st
     timings = dict(result.timings)
     # windows/s over the pipeline's own span (engine loaded, first frame to last batch)
     timings["windows_per_second"] = result.rows / timings["total_seconds"]
-    found = {"decoder": result.decoder, "backend": extractor.backend.name, "precision": extractor.backend.precision,
+    found = {"decoder": result.decoder, "decoders": result.decoders, "backend": extractor.backend.name,
+             "precision": extractor.backend.precision,
              "batch_size": result.batch_size, "rows": result.rows, "video_seconds": float(result.info.duration),
              "frames_decoded": result.stats.frames_decoded, "timings": timings,
              "projected_half_s": HALF_WINDOWS / timings["windows_per_second"]}
@@ -348,6 +354,23 @@ def end_to_end(bundle_dir: str, arch: dict, video: str, device: str, decoder: st
 
         found["torch_peak_allocated_mib"] = torch.cuda.max_memory_allocated() / common.MIB
     return found
+
+
+def decoder_scaling(cache: str, video: str, kind: str, resolution: str, seconds: float) -> dict:
+    """Issue 20's decoding rows (decode_only.scaling): a video with a keyframe every 2 s decoded by
+    K = 1, 2, 4 .. the GPU's NVDEC engines at once, and by as many videos at once as there are
+    engines; then a season's shape, that many 224p videos at once against one, only the frames
+    their windows need. On the CPU (the dry run) the same code with two decoders."""
+    from tsf.runtime.decode_nvdec import nvdec_engines
+
+    from .decode_only import SPLIT_GOP_SECONDS, scaling
+
+    engines = (nvdec_engines() or 1) if kind == "nvdec" else 2
+    split = str(common.test_video(Path(cache), resolution, seconds, gop_seconds=SPLIT_GOP_SECONDS))
+    counts = sorted({k for k in (1, 2, 4, engines) if k <= engines})
+    return {"engines": engines, "video": Path(split).name, "split_video": split,
+            "rows": scaling(split, kind, counts, [engines], "decode"),
+            "season": scaling(video, kind, [1], [engines], "needed")}
 
 
 # ----------------------------------------------------------------------------- the orchestrator
@@ -511,6 +534,19 @@ class Run:
             return {"runs": runs}
 
         self.step("end_to_end", measure_end_to_end)
+
+        def measure_decoders():
+            found = self.child("decoders", "decoder_scaling", cache=str(self.cache), video=video,
+                               kind=s["split_decoder"], resolution=s["split_resolution"], seconds=s["split_seconds"])
+            if self.left() >= MIN_STEP_S:  # the split video end to end, K from the engine count
+                found["end_to_end"] = self.tried("decoders", "end_to_end", {"decoder": s["split_decoder"]},
+                                                 sample_gpu=s["device"] == "cuda", bundle_dir=full,
+                                                 arch=s["full_arch"], video=found["split_video"], device=s["device"],
+                                                 decoder=s["split_decoder"], precision=s["e2e_precision"],
+                                                 batch_size=s["e2e_batch"])
+            return found
+
+        self.step("decoders", measure_decoders)
         self.step("pytest", self.pytest)
         self.results["targets"] = targets(self.results)
         self.save()
@@ -518,7 +554,8 @@ class Run:
 
 
 def targets(results: dict) -> list[dict]:
-    """Issue 10's targets against what this run measured (None: not measured)."""
+    """The issues' targets (18: the first GPU run; 20: filling the decoders) against what this run
+    measured (None: not measured)."""
     model = [r for r in results.get("model_only", {}).get("rows", [])
              if r.get("precision") == "fp16" and "share_of_bf16_ceiling" in r]
     best = max(model, key=lambda r: r["tflops"], default=None)
@@ -530,6 +567,11 @@ def targets(results: dict) -> list[dict]:
         busy = (t.get("producing_seconds", 0) + t["inference_seconds"]) / t["total_seconds"]
     cosines = [r["min_row_cosine_vs_torch_fp32"] for r in results.get("parity", {}).get("precisions", {}).values()
                if "min_row_cosine_vs_torch_fp32" in r]
+    split = results.get("decoders", {})
+    scaling_rows = [r for r in split.get("rows", []) if r.get("videos_at_once") == 1 and r.get("decoders_asked", 1) > 1]
+    worst = min((r["share_of_ideal"] for r in scaling_rows if r.get("share_of_ideal") is not None), default=None)
+    season = next((r["vs_one_decoder"] for r in split.get("season", []) if r.get("videos_at_once", 1) > 1), None)
+    split_half = split.get("end_to_end", {}).get("projected_half_s")
     return [
         {"target": "model only, fp16, best batch: >= 50 % of the bf16 matrix-product ceiling",
          "measured": None if best is None else f"{best['share_of_bf16_ceiling']:.1%} at batch {best['batch']}",
@@ -541,6 +583,14 @@ def targets(results: dict) -> list[dict]:
          "met": None if not cosines else min(cosines) >= 0.999},
         {"target": "NVDEC end to end: decode + preprocessing and inference overlap (busy time > wall time)",
          "measured": None if busy is None else f"busy / wall = {busy:.2f}", "met": None if busy is None else busy > 1},
+        {"target": "K decoders on one video: >= 70 % of K x one decoder's frames/s, up to the engine count",
+         "measured": None if worst is None else f"worst {worst:.0%} (K up to {split.get('engines')})",
+         "met": None if worst is None else worst >= 0.7},
+        {"target": "45-minute 1080p half end to end, K from the engines: < 60 s projected",
+         "measured": None if split_half is None else f"{split_half:.1f} s",
+         "met": None if split_half is None else split_half < 60},
+        {"target": "a season: one 224p video per engine at once >= 3x one at a time (the frames windows need)",
+         "measured": None if season is None else f"{season:.1f}x", "met": None if season is None else season >= 3},
     ]
 
 
@@ -592,6 +642,20 @@ def markdown(results: dict) -> str:
             ("inference_seconds", "inference s", ".2f"), ("windows_per_second", "windows/s", ".1f"),
             ("realtime_factor", "x real time", ".1f"), ("peak_gpu_mib", "peak GPU MiB", ".0f"),
             ("projected_half_s", "45-min half s (projected)", ".1f"), ("error", "error", "")])
+    if "decoders" in results:
+        found = results["decoders"]
+        text += (f"\n### Decoders: {found.get('video', '–')}, K decoders on one video and videos at once "
+                 f"({found.get('engines', '–')} engines); a season's 224p videos at once\n\n")
+        text += common.markdown_table(found.get("rows", []) + found.get("season", []), [
+            ("mode", "mode", ""), ("videos_at_once", "videos", ""), ("decoders_asked", "K", ""),
+            ("frames_per_s", "frames/s", ".0f"), ("vs_one_decoder", "vs one", ".2f"),
+            ("share_of_ideal", "share of ideal", ".0%"), ("error", "error", "")])
+        e2e = found.get("end_to_end")
+        if e2e:
+            text += "\n" + common.markdown_table([{**e2e, **e2e.get("timings", {})}], [
+                ("decoder", "decoder", ""), ("decoders", "K", ""), ("rows", "windows", ""),
+                ("total_seconds", "wall s", ".2f"), ("realtime_factor", "x real time", ".1f"),
+                ("projected_half_s", "45-min half s (projected)", ".1f"), ("error", "error", "")])
     if "pytest" in results:
         text += f"\n**pytest -m gpu**: {results['pytest']['summary']} (log: {results['pytest']['log']})\n"
     if results.get("targets"):

@@ -216,7 +216,8 @@ def test_device_check_dry_run_installs_as_the_gpu_machine_does_and_runs_every_st
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["mode"] == "dry-run" and results["provenance"]["commit"]
-    assert list(results["steps"]) == ["install", "facts", "video", "parity", "model_only", "end_to_end", "pytest"]
+    assert list(results["steps"]) == ["install", "facts", "video", "parity", "model_only", "end_to_end", "decoders",
+                                      "pytest"]
     assert all(step["ok"] for step in results["steps"].values())
     assert results["parent_imports"] == []  # the check itself imported none of what it installed
 
@@ -237,10 +238,15 @@ def test_device_check_dry_run_installs_as_the_gpu_machine_does_and_runs_every_st
     (e2e,) = results["end_to_end"]["runs"]
     assert (e2e["decoder"], e2e["backend"], e2e["rows"]) == ("cpu", "torch", 6)  # 6 s: one window per second
     assert e2e["projected_half_s"] > 0 and e2e["timings"]["producing_seconds"] > 0
+    decoders = results["decoders"]  # issue 20's rows, on the CPU's decoder: K = 1 and 2, 2 videos at once
+    assert [(r["videos_at_once"], r["decoders_asked"]) for r in decoders["rows"]] == [(1, 1), (1, 2), (2, 1)]
+    assert all(r["frames_per_s"] > 0 and r["share_of_ideal"] > 0 for r in decoders["rows"] + decoders["season"])
+    assert decoders["end_to_end"]["rows"] == 6 and decoders["end_to_end"]["decoders"] >= 1
     assert "skipped" in results["pytest"]["summary"] and (out / "pytest-gpu.txt").stat().st_size > 0
-    assert [t["met"] is None for t in results["targets"]] == [True, True, False, True]
+    # Measured on the CPU too (no GPU here, so they say nothing about one): the fidelity and the decoders' rows.
+    assert [t["met"] is None for t in results["targets"]] == [True, True, False, True, False, False, False]
     text = (out / "results.md").read_text()
-    for title in ("Facts", "Parity", "Model only", "End to end", "Targets"):
+    for title in ("Facts", "Parity", "Model only", "End to end", "Decoders", "Targets"):
         assert f"### {title}" in text
     assert "===== install" in (out / "steps.log").read_text()
 
