@@ -69,7 +69,8 @@ class DeferredInterrupt:
         return False
 
 
-def run_cli(command, prog_name: str, argv=None, *, interrupted: str = "interrupted; no partial output was left"):
+def run_cli(command, prog_name: str, argv=None, *,
+            interrupted: str = "interrupted; finished outputs are kept, and running it again redoes the rest"):
     """Run a click command as a console script, the way every tsf command reports failures.
 
     Usage errors, TsfErrors and OS errors (a full disk, a read-only directory) become one
