@@ -241,12 +241,14 @@ class NvdecDecoder:
 
     def _from_keyframe(self, packets) -> Iterator:
         """The packets from the segment's keyframe on; those before it are read, not decoded."""
+        keyframe = self.keyframe
+        assert keyframe is not None  # only a segment that starts at a keyframe reads up to one
         for packet in packets:
-            if packet.key and packet.pts == self.keyframe.pts:
+            if packet.key and packet.pts == keyframe.pts:
                 yield packet
                 yield from packets
                 return
-        raise RuntimeError(f"the demuxer found no keyframe at pts {self.keyframe.pts}")
+        raise RuntimeError(f"the demuxer found no keyframe at pts {keyframe.pts}")
 
     def _flush(self) -> list:
         """After the last packet, an empty packet makes NVDEC hand out the frames it holds back."""

@@ -219,16 +219,17 @@ def vfr_times(seconds: float, seed: int = 0) -> list[Fraction]:
 
 
 def remux(source: str | os.PathLike, path: str | os.PathLike, offset: Fraction = Fraction(0),
-          stream_metadata: dict | None = None) -> Path:
-    """`source`'s packets, every stream, copied into the container `path`'s suffix names, with every
-    timestamp shifted by `offset` seconds (what `ffmpeg -c copy -output_ts_offset` does).
-    `stream_metadata` is written as the video stream's tags."""
+          stream_metadata: dict | None = None, only: set[int] | None = None) -> Path:
+    """`source`'s packets, every stream (or the streams whose index is in `only`), copied into the
+    container `path`'s suffix names, with every timestamp shifted by `offset` seconds (what
+    `ffmpeg -c copy -output_ts_offset` does). `stream_metadata` is written as the video stream's tags."""
     path = Path(path)
     with av.open(str(source)) as inp, av.open(str(path), "w") as out:
-        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams if only is None or s.index in only}
         for s in inp.streams.video:
-            streams[s.index].metadata.update(stream_metadata or {})
-        for packet in inp.demux():
+            if s.index in streams:
+                streams[s.index].metadata.update(stream_metadata or {})
+        for packet in inp.demux(*(s for s in inp.streams if s.index in streams)):
             if packet.dts is None and packet.pts is None:
                 continue  # the flush packets at the end
             shift = int(offset / packet.stream.time_base)

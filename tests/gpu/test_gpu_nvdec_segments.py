@@ -13,7 +13,7 @@ from tsf.runtime.probe import probe_video
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(nvdec_support() is not None, reason=str(nvdec_support()))]
 
-CASES = {
+CASES: dict[str, dict] = {
     "open_gop.mkv": dict(seconds=12, size=(640, 360), bframes=3, open_gop=True),
     "open_gop.mp4": dict(seconds=12, size=(640, 360), bframes=3, open_gop=True),
     "closed_gop_1080p.mkv": dict(seconds=8, size=(1920, 1080), bframes=2, gop=25),
