@@ -172,9 +172,11 @@ def record_selection(monkeypatch) -> list:
     return picks
 
 
-def run_cli(capsys, args) -> tuple[int, str]:
-    """(exit code, stderr) of `tsf-extract args` run in this process; capsys captures its output."""
-    from tsf.runtime.cli import main
+def run_cli(capsys, args, main=None) -> tuple[int, str]:
+    """(exit code, stderr) of a command's `main(args)` run in this process (tsf-extract's unless
+    another is given); capsys captures its output."""
+    if main is None:
+        from tsf.runtime.cli import main
 
     capsys.readouterr()
     try:

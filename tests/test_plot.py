@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from runtime_helpers import run_cli
 from spot_data import planted_logits, write_heads
 from tsf.runtime.spotting.plot import main, soccernet_events
 
@@ -92,13 +93,7 @@ def test_plot_errors_are_one_line(game, tmp_path, capsys, monkeypatch):
 
 
 def run_plot(capsys, args) -> tuple[int, str]:
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exit_info:
-        code = exit_info.code
-    return code, capsys.readouterr().err
+    return run_cli(capsys, args, main)
 
 
 def test_heads_without_rows_are_one_line(tmp_path, capsys):
